@@ -1,0 +1,88 @@
+/* Declarations for one floating type; included by cbackprop.h with REAL and SUF defined.
+ * F(name) expands to name_s (float) or name_d (double).  No include guard on purpose. */
+#define F(name) CBP_CAT(name, SUF)
+
+/* Per-network state: parameter and gradient blobs plus the per-layer workspace, all
+ * allocated by the caller once per network and mini-batch capacity m_cap.  A call with
+ * m <= m_cap rows uses the first m rows of every block. */
+typedef struct {
+    size_t n_layers;      /* L = len(sizes) - 1                                               */
+    const size_t *sizes;  /* [L+1]: n_0 .. n_L                                                */
+    REAL *params;         /* [n_params] parameter blob: per layer w^l [n_l, n_{l-1}], b^l [n_l] */
+    REAL *grads;          /* [n_params] gradient blob, same layout: nabla_w^l, nabla_b^l        */
+    REAL *z;              /* [m_cap * sum_{l=1..L} n_l]: z^l is [m, n_l] at m_cap*sum_{1<=k<l} n_k */
+    REAL *a;              /* [m_cap * sum_{l=0..L} n_l]: a^l is [m, n_l] at m_cap*sum_{0<=k<l} n_k;
+                             block 0 holds the gathered input of sgd_epoch                       */
+    REAL *delta;          /* same layout as z: delta^l for l = 1..L                            */
+    REAL *y;              /* [m_cap, n_L] gathered targets (sgd_epoch)                          */
+    size_t m_cap;         /* rows every workspace block holds                                   */
+} F(cbp_net);
+
+/* ---- layer kernels ------------------------------------------------------------------- */
+
+/* Feedforward of one dense sigmoid layer, book eq. (25) with rows as samples:
+ *   z = a_prev . w^T + b,   a = sigma(z) = 1 / (1 + exp(-z)).
+ * z, a: [m, n_out] (overwritten); a_prev: [m, n_in]; w: [n_out, n_in]; b: [n_out]. */
+void F(cbp_dense_forward)(REAL *z, REAL *a, const REAL *a_prev, const REAL *w, const REAL *b,
+                          size_t m, size_t n_out, size_t n_in);
+
+/* BP1 for the quadratic cost C = 1/(2m) sum_x ||y(x) - a^L(x)||^2 of the m-row batch:
+ *   delta^L = grad_a C (.) sigma'(z^L) = (a^L - y)/m (.) a^L (1 - a^L),
+ * using sigma'(z) = sigma(z)(1 - sigma(z)) (book eq. (BP1), with grad_a C = (a - y)/m).
+ * delta: [m, n] (overwritten); a, y: [m, n]. */
+void F(cbp_quadratic_delta)(REAL *delta, const REAL *a, const REAL *y, size_t m, size_t n);
+
+/* BP2, the delta recursion, with rows as samples:
+ *   delta^l = (delta^{l+1} . w^{l+1}) (.) sigma'(z^l),  sigma'(z^l) = a^l (1 - a^l)
+ * (book eq. (BP2): ((w^{l+1})^T delta^{l+1}) (.) sigma'(z^l) per column-vector sample).
+ * delta_prev: [m, n_in] (overwritten) is delta^l; delta: [m, n_out] is delta^{l+1};
+ * w: [n_out, n_in] is w^{l+1}; a_prev: [m, n_in] is a^l. */
+void F(cbp_dense_backward_delta)(REAL *delta_prev, const REAL *delta, const REAL *w,
+                                 const REAL *a_prev, size_t m, size_t n_out, size_t n_in);
+
+/* BP3 and BP4 summed over the batch rows (ACCUMULATES into its outputs):
+ *   nabla_b[j]    += sum_i delta[i, j]                 (BP3: dC/db_j = delta_j)
+ *   nabla_w[j, k] += sum_i delta[i, j] a_prev[i, k]     (BP4: dC/dw_jk = a^{l-1}_k delta_j)
+ * i.e. nabla_w += delta^T . a_prev.
+ * nabla_w: [n_out, n_in]; nabla_b: [n_out]; delta: [m, n_out]; a_prev: [m, n_in]. */
+void F(cbp_dense_backward_params)(REAL *nabla_w, REAL *nabla_b, const REAL *delta,
+                                  const REAL *a_prev, size_t m, size_t n_out, size_t n_in);
+
+/* Gradient-descent step over a whole blob (book eqs. (20)-(21)): params -= eta * grads.
+ * params: [n] (updated in place); grads: [n]. */
+void F(cbp_sgd_update)(REAL *params, const REAL *grads, size_t n, REAL eta);
+
+/* dst[i, :] = src[idx[i], :] for i < m.  dst: [m, n] (overwritten); src: [*, n];
+ * idx: [m], every entry a valid row of src. */
+void F(cbp_gather_rows)(REAL *dst, const REAL *src, const long long *idx, size_t m, size_t n);
+
+/* 1 when every one of the n values is finite, else 0. */
+int F(cbp_all_finite)(const REAL *x, size_t n);
+
+/* ---- whole-network drivers (one C call per mini-batch or per epoch) ------------------- */
+
+/* Number of parameters: sum_l n_l n_{l-1} + n_l. */
+size_t F(cbp_n_params)(const F(cbp_net) *net);
+
+/* Feedforward, eq. (25) for l = 1..L: fills z^l and a^l of the workspace (overwritten).
+ * x: [m, n_0] with m <= m_cap; a^L is then the block of layer L in net->a. */
+void F(cbp_net_forward)(const F(cbp_net) *net, const REAL *x, size_t m);
+
+/* Backpropagation over an m-row batch (matrix form of BP1-BP4): forward pass, BP1 at
+ * layer L, BP2 for l = L-1 .. 1, BP3/BP4 for every layer.  ACCUMULATES the gradient of
+ * C = 1/(2m) sum_x ||y - a^L||^2 into net->grads (zero it first for a plain gradient);
+ * overwrites the z, a and delta workspace.  x: [m, n_0]; y: [m, n_L]; m <= m_cap. */
+void F(cbp_net_backprop)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m);
+
+/* One mini-batch step (network.py's update_mini_batch): grads = 0, backprop on the m
+ * rows, params -= eta * grads.  Overwrites grads and the workspace. */
+void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m,
+                         REAL eta);
+
+/* One epoch of mini-batch SGD in the order perm: mini-batch k holds rows
+ * perm[k*mbs .. min((k+1)*mbs, n)) of x and y, gathered into workspace blocks a^0 and y,
+ * then one sgd_step.  x: [*, n_0]; y: [*, n_L]; perm: [n]; mbs <= m_cap. */
+void F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
+                          const long long *perm, size_t n, size_t mini_batch_size, REAL eta);
+
+#undef F

@@ -1,0 +1,26 @@
+"""cbackprop: backpropagation for fully-connected feedforward networks, exactly as chapter 2
+of Michael Nielsen's "Neural Networks and Deep Learning" states it, with the hot loops in C.
+
+    >>> import cbackprop
+    >>> net = cbackprop.Network([784, 30, 10], seed=0)
+
+``cbackprop.Network`` is the C path; ``cbackprop.reference.Network`` is the same API in pure
+NumPy, which never imports the compiled module.
+"""
+__version__ = "0.1.0"
+__all__ = ["Network", "reference"]
+
+
+def __getattr__(name):
+    # Lazy, so that `import cbackprop.reference` does not load the compiled module.
+    if name == "Network":
+        from .network import Network
+        return Network
+    if name == "reference":
+        import importlib
+        return importlib.import_module(".reference", __name__)
+    raise AttributeError(f"module 'cbackprop' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,296 @@
+"""What cbackprop.Network and cbackprop.reference.Network share: argument validation,
+parameter initialisation and the SGD driver.  Pure Python and NumPy; it never imports the
+compiled module, so the reference stays independent of the C path.
+
+Every check raises TypeError (wrong kind of object) or ValueError (right kind, wrong value)
+with a message that names the parameter, the rule and the value.  Checks run before any
+state changes, so a rejected call leaves the network as it was.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+import time
+
+import numpy as np
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DEFAULT_DTYPE = np.dtype(np.float64)
+_MAX_DIM = 2**31 - 1  # BLAS and the row gather use 32-bit-safe sizes
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_int(value, name, minimum):
+    """A Python or NumPy integer (not bool) >= minimum, returned as int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {_short(value)} of type {type(value).__name__}")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_sizes(sizes):
+    """sizes = [n_0, ..., n_L]: at least 2 layers, every layer at least 1 neuron."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a sequence of integers such as [784, 30, 10], got {_short(sizes)}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least 2 layers (input and output), got {_short(sizes)}")
+    out = []
+    for i, n in enumerate(sizes):
+        n = check_int(n, f"sizes[{i}]", 1)
+        if n > _MAX_DIM:
+            raise ValueError(f"sizes[{i}] must be at most {_MAX_DIM}, got {n}")
+        out.append(n)
+    return tuple(out)
+
+
+def check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {_short(dtype)}") from None
+    if dt not in DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def make_rng(seed):
+    """The network's own generator: np.random.default_rng(seed), seed None or an int >= 0."""
+    if seed is not None:
+        seed = check_int(seed, "seed", 0)
+    return np.random.default_rng(seed)
+
+
+def initial_parameters(rng, sizes, dtype):
+    """network.py's initialisation, N(0, 1) everywhere, drawn in float64 in its order:
+    first every layer's biases, then every layer's weights; then cast to dtype."""
+    biases = [rng.standard_normal(n) for n in sizes[1:]]
+    weights = [rng.standard_normal((n, n_prev)) for n_prev, n in zip(sizes[:-1], sizes[1:])]
+    return [b.astype(dtype) for b in biases], [w.astype(dtype) for w in weights]
+
+
+def check_eta(eta):
+    if isinstance(eta, (bool, np.bool_)) or not isinstance(eta, numbers.Real):
+        raise TypeError(f"eta must be a real number, got {_short(eta)} of type {type(eta).__name__}")
+    eta = float(eta)
+    if not np.isfinite(eta) or eta <= 0:
+        raise ValueError(f"eta must be a finite number > 0, got {eta}")
+    return eta
+
+
+def _as_float_array(value, name, dtype):
+    """np.asarray(value) converted to dtype, refusing complex, object and string data."""
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array of real numbers, got {_short(value)} ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
+    return arr
+
+
+def _finite_or_raise(arr, name, all_finite):
+    if not all_finite(arr):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        where = tuple(int(i) for i in bad)
+        raise ValueError(f"{name} must hold only finite values, got {arr[where]} at index {where}")
+
+
+def np_all_finite(arr):
+    return bool(np.isfinite(arr).all())
+
+
+def as_rows(value, name, n_cols, dtype, *, allow_empty=False, all_finite=np_all_finite, avoid=None):
+    """value as a C-contiguous [m, n_cols] array of dtype (a copy only when needed) and
+    whether it was one sample of shape (n_cols,)."""
+    arr = _as_float_array(value, name, dtype)
+    if arr.ndim == 1:
+        single = True
+        if arr.shape[0] != n_cols:
+            raise ValueError(f"{name} as one sample must have shape ({n_cols},), got shape {arr.shape}")
+        arr = arr.reshape(1, n_cols)
+    elif arr.ndim == 2:
+        single = False
+        if arr.shape[1] != n_cols:
+            raise ValueError(
+                f"{name} must have shape (m, {n_cols}) (one row per sample), got shape {arr.shape}")
+    else:
+        raise ValueError(f"{name} must be 1-D (one sample) or 2-D (one row per sample), got ndim={arr.ndim}")
+    if arr.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
+    if arr.dtype != dtype or not arr.flags.c_contiguous or (
+            avoid is not None and np.may_share_memory(arr, avoid)):
+        arr = np.array(arr, dtype=dtype, order="C", copy=True)
+    _finite_or_raise(arr, name, all_finite)
+    return arr, single
+
+
+def as_targets(value, name, n_out, m, single, dtype, **kw):
+    """Targets y matching m rows of input: [m, n_L], or (n_L,) when the input was one sample."""
+    arr, y_single = as_rows(value, name, n_out, dtype, **kw)
+    if y_single != single or arr.shape[0] != m:
+        want = f"({n_out},)" if single else f"({m}, {n_out})"
+        got = np.shape(value)
+        raise ValueError(f"{name} must have shape {want} to match X, got shape {got}")
+    return arr
+
+
+def as_labels(value, name, m, n_out):
+    """Integer class labels, one per row: shape (m,), each in [0, n_out)."""
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise TypeError(f"{name} must be an array of integer labels, got {_short(value)} ({exc})") from None
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer class labels, got an array of dtype {arr.dtype}")
+    if arr.shape != (m,):
+        raise ValueError(f"{name} must have shape ({m},) to match X, got shape {arr.shape}")
+    if m:
+        lo, hi = arr.min(), arr.max()
+        if lo < 0 or hi >= n_out:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} must lie in [0, {n_out}) (one per output neuron), got {bad}")
+    return arr
+
+
+class NetworkBase:
+    """The public API on top of four numerical primitives a subclass provides:
+    _forward(X) -> a^L, _gradient(X, Y) -> (nabla_b, nabla_w), _step(X, Y, eta) and
+    _epoch(X, Y, perm, mini_batch_size, eta), all on validated [m, n] arrays."""
+
+    _all_finite = staticmethod(np_all_finite)
+
+    def _setup(self, sizes, dtype, seed):
+        self.sizes = check_sizes(sizes)
+        self.num_layers = len(self.sizes)
+        self.dtype = check_dtype(dtype)
+        self._rng = make_rng(seed)
+        return initial_parameters(self._rng, self.sizes, self.dtype)
+
+    def __repr__(self):
+        return f"{type(self).__module__}.{type(self).__name__}(sizes={list(self.sizes)}, dtype={self.dtype.name})"
+
+    # ---- parameters: lists of arrays, writable in place -----------------------------------
+    @property
+    def weights(self):
+        """[w^1, ..., w^L], w^l shaped (n_l, n_{l-1}); writing into them changes the network."""
+        return list(self._weights)
+
+    @weights.setter
+    def weights(self, new):
+        self._assign(self._weights, new, "weights")
+
+    @property
+    def biases(self):
+        """[b^1, ..., b^L], b^l shaped (n_l,); writing into them changes the network."""
+        return list(self._biases)
+
+    @biases.setter
+    def biases(self, new):
+        self._assign(self._biases, new, "biases")
+
+    def _assign(self, targets, new, name):
+        if isinstance(new, np.ndarray) or not hasattr(new, "__len__"):
+            raise TypeError(f"{name} must be a list of {len(targets)} arrays, got {_short(new)}")
+        if len(new) != len(targets):
+            raise ValueError(f"{name} must be a list of {len(targets)} arrays, got {len(new)}")
+        converted = []
+        for i, (t, v) in enumerate(zip(targets, new)):
+            arr = _as_float_array(v, f"{name}[{i}]", self.dtype)
+            if arr.shape != t.shape:
+                raise ValueError(f"{name}[{i}] must have shape {t.shape}, got shape {arr.shape}")
+            arr = np.array(arr, dtype=self.dtype)
+            _finite_or_raise(arr, f"{name}[{i}]", np_all_finite)
+            converted.append(arr)
+        for t, v in zip(targets, converted):
+            t[...] = v
+
+    # ---- argument helpers ---------------------------------------------------------------------
+    def _rows(self, X, name="X", **kw):
+        return as_rows(X, name, self.sizes[0], self.dtype, all_finite=self._all_finite, **kw)
+
+    def _xy(self, X, Y):
+        X2, single = self._rows(X, "X")
+        Y2 = as_targets(Y, "Y", self.sizes[-1], X2.shape[0], single, self.dtype,
+                        all_finite=self._all_finite)
+        return X2, Y2, single
+
+    # ---- public API -----------------------------------------------------------------------------
+    def feedforward(self, X):
+        """a^L for X of shape (m, n_0) -> (m, n_L), or one sample (n_0,) -> (n_L,)."""
+        X2, single = self._rows(X, allow_empty=True)
+        out = self._forward(X2)
+        return out[0] if single else out
+
+    def backprop(self, X, Y):
+        """(nabla_b, nabla_w): the gradient of C = 1/(2m) sum_x ||y(x) - a^L(x)||^2 over the
+        m rows of X, Y, shaped like biases and weights (new arrays)."""
+        X2, Y2, _ = self._xy(X, Y)
+        return self._gradient(X2, Y2)
+
+    def cost(self, X, Y):
+        """C = 1/(2m) sum_x ||y(x) - a^L(x)||^2 over the m rows of X, Y (a float)."""
+        X2, Y2, _ = self._xy(X, Y)
+        diff = Y2.astype(np.float64) - self._forward(X2).astype(np.float64)
+        return float(0.5 * np.einsum("ij,ij->", diff, diff) / X2.shape[0])
+
+    def update_mini_batch(self, X, Y, eta):
+        """One gradient-descent step on the mini-batch X, Y: w <- w - eta nabla_w,
+        b <- b - eta nabla_b, with the gradient averaged over the batch."""
+        eta = check_eta(eta)
+        X2, Y2, _ = self._xy(X, Y)
+        self._step(X2, Y2, eta)
+
+    def evaluate(self, X, labels):
+        """How many rows of X the network classifies as labels (argmax of a^L)."""
+        X2, _ = self._rows(X, allow_empty=True)
+        labels = as_labels(labels, "labels", X2.shape[0], self.sizes[-1])
+        return self._evaluate(X2, labels)
+
+    def _evaluate(self, X2, labels):
+        if X2.shape[0] == 0:
+            return 0
+        return int(np.count_nonzero(np.argmax(self._forward(X2), axis=1) == labels))
+
+    def sgd(self, X, Y, epochs, mini_batch_size, eta, test_data=None):
+        """Mini-batch stochastic gradient descent, as network.py's SGD.
+
+        Each epoch shuffles the rows with the network's own generator, then runs
+        update_mini_batch on consecutive slices of mini_batch_size rows (the last may be
+        shorter).  Returns one dict per epoch: "epoch" (1-based), "seconds", and with
+        test_data=(X_test, labels) also "test_correct", "test_total", "test_accuracy".
+        """
+        X2, Y2, single = self._xy(X, Y)
+        if single:
+            raise ValueError(f"X must have shape (n, {self.sizes[0]}) for sgd (one row per sample), "
+                             f"got shape {np.shape(X)}")
+        epochs = check_int(epochs, "epochs", 1)
+        mini_batch_size = check_int(mini_batch_size, "mini_batch_size", 1)
+        eta = check_eta(eta)
+        test = None
+        if test_data is not None:
+            if not isinstance(test_data, (tuple, list)) or len(test_data) != 2:
+                raise TypeError(f"test_data must be a pair (X_test, labels), got {_short(test_data)}")
+            Xt, _ = self._rows(test_data[0], "test_data[0]", allow_empty=True)
+            lt = as_labels(test_data[1], "test_data[1]", Xt.shape[0], self.sizes[-1])
+            test = (Xt, lt)
+        n = X2.shape[0]
+        mini_batch_size = min(mini_batch_size, n)
+        history = []
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            perm = self._rng.permutation(n)
+            self._epoch(X2, Y2, perm, mini_batch_size, eta)
+            record = {"epoch": epoch, "seconds": time.perf_counter() - t0}
+            if test is not None:
+                correct = self._evaluate(*test)
+                record.update(test_correct=correct, test_total=test[0].shape[0],
+                              test_accuracy=correct / test[0].shape[0] if test[0].shape[0] else float("nan"))
+            history.append(record)
+        return history

@@ -1,0 +1,237 @@
+# cython: language_level=3, boundscheck=False, cdivision=True
+"""Cython layer over the C kernels in csrc/.
+
+`Engine` owns one network's parameter blob, gradient blob and workspace (NumPy arrays
+allocated once per network and mini-batch capacity) and calls the kernels with the GIL
+released.  It trusts its arguments: `cbackprop.network.Network` validates them first
+(C-contiguous arrays of the engine's dtype with the right shapes, finite values).
+"""
+import numpy as np
+
+cdef extern from "cbackprop.h" nogil:
+    ctypedef struct cbp_net_s:
+        size_t n_layers
+        const size_t *sizes
+        float *params
+        float *grads
+        float *z
+        float *a
+        float *delta
+        float *y
+        size_t m_cap
+    ctypedef struct cbp_net_d:
+        size_t n_layers
+        const size_t *sizes
+        double *params
+        double *grads
+        double *z
+        double *a
+        double *delta
+        double *y
+        size_t m_cap
+
+    void cbp_net_forward_s(const cbp_net_s *net, const float *x, size_t m)
+    void cbp_net_forward_d(const cbp_net_d *net, const double *x, size_t m)
+    void cbp_net_backprop_s(const cbp_net_s *net, const float *x, const float *y, size_t m)
+    void cbp_net_backprop_d(const cbp_net_d *net, const double *x, const double *y, size_t m)
+    void cbp_net_sgd_step_s(const cbp_net_s *net, const float *x, const float *y, size_t m,
+                            float eta)
+    void cbp_net_sgd_step_d(const cbp_net_d *net, const double *x, const double *y, size_t m,
+                            double eta)
+    void cbp_net_sgd_epoch_s(const cbp_net_s *net, const float *x, const float *y,
+                             const long long *perm, size_t n, size_t mbs, float eta)
+    void cbp_net_sgd_epoch_d(const cbp_net_d *net, const double *x, const double *y,
+                             const long long *perm, size_t n, size_t mbs, double eta)
+    int cbp_all_finite_s(const float *x, size_t n)
+    int cbp_all_finite_d(const double *x, size_t n)
+
+
+def all_finite(arr):
+    """True when every value of a C-contiguous float32/float64 array is finite."""
+    cdef const float[::1] fs
+    cdef const double[::1] fd
+    cdef int ok
+    flat = arr.reshape(-1)
+    if flat.shape[0] == 0:
+        return True
+    if flat.dtype == np.float32:
+        fs = flat
+        with nogil:
+            ok = cbp_all_finite_s(&fs[0], fs.shape[0])
+    else:
+        fd = flat
+        with nogil:
+            ok = cbp_all_finite_d(&fd[0], fd.shape[0])
+    return ok != 0
+
+
+cdef class Engine:
+    """Parameter blob, gradient blob and workspace of one network, and the C calls on them."""
+    cdef cbp_net_s ns
+    cdef cbp_net_d nd
+    cdef bint is_double
+    cdef readonly object dtype
+    cdef readonly object params       # [n_params] parameter blob
+    cdef readonly object grads        # [n_params] gradient blob, same layout
+    cdef readonly Py_ssize_t m_cap    # rows the workspace holds
+    cdef readonly object sizes
+    cdef object _sizes_arr            # [L+1] size_t copy of sizes for C
+    cdef object _z, _a, _delta, _y    # workspace arrays (kept alive here)
+    cdef size_t[::1] _sizes_mv
+
+    def __cinit__(self, sizes, dtype):
+        self.dtype = np.dtype(dtype)
+        self.is_double = self.dtype == np.float64
+        self.sizes = tuple(int(n) for n in sizes)
+        self._sizes_arr = np.array(self.sizes, dtype=np.uintp)
+        self._sizes_mv = self._sizes_arr
+        n_params = sum(self.sizes[l] * (self.sizes[l - 1] + 1) for l in range(1, len(self.sizes)))
+        self.params = np.zeros(n_params, dtype=self.dtype)
+        self.grads = np.zeros(n_params, dtype=self.dtype)
+        self.m_cap = 0
+        self._set_struct()
+
+    cdef _set_struct(self):
+        cdef float[::1] ps, gs, zs, as_, ds, ys
+        cdef double[::1] pd, gd, zd, ad, dd, yd
+        cdef size_t L = len(self.sizes) - 1
+        if self.is_double:
+            self.nd.n_layers = L
+            self.nd.sizes = &self._sizes_mv[0]
+            pd = self.params
+            gd = self.grads
+            self.nd.params = &pd[0]
+            self.nd.grads = &gd[0]
+            self.nd.m_cap = self.m_cap
+            if self.m_cap > 0:
+                zd = self._z
+                ad = self._a
+                dd = self._delta
+                yd = self._y
+                self.nd.z = &zd[0]
+                self.nd.a = &ad[0]
+                self.nd.delta = &dd[0]
+                self.nd.y = &yd[0]
+        else:
+            self.ns.n_layers = L
+            self.ns.sizes = &self._sizes_mv[0]
+            ps = self.params
+            gs = self.grads
+            self.ns.params = &ps[0]
+            self.ns.grads = &gs[0]
+            self.ns.m_cap = self.m_cap
+            if self.m_cap > 0:
+                zs = self._z
+                as_ = self._a
+                ds = self._delta
+                ys = self._y
+                self.ns.z = &zs[0]
+                self.ns.a = &as_[0]
+                self.ns.delta = &ds[0]
+                self.ns.y = &ys[0]
+
+    def reserve(self, Py_ssize_t m):
+        """Make the workspace hold at least m rows (allocates only when it grows)."""
+        if m <= self.m_cap:
+            return
+        s = self.sizes
+        self._z = np.zeros(m * sum(s[1:]), dtype=self.dtype)
+        self._a = np.zeros(m * sum(s), dtype=self.dtype)
+        self._delta = np.zeros(m * sum(s[1:]), dtype=self.dtype)
+        self._y = np.zeros(m * s[-1], dtype=self.dtype)
+        self.m_cap = m
+        self._set_struct()
+
+    def workspace_nbytes(self):
+        """Bytes held by the workspace (z, a, delta and gathered-target blocks)."""
+        if self.m_cap == 0:
+            return 0
+        return self._z.nbytes + self._a.nbytes + self._delta.nbytes + self._y.nbytes
+
+    def output_block(self, Py_ssize_t m):
+        """A view of a^L for the last m-row forward pass (valid until the next call)."""
+        s = self.sizes
+        off = self.m_cap * sum(s[:-1])
+        return self._a[off:off + m * s[-1]].reshape(m, s[-1])
+
+    def layer_blocks(self, Py_ssize_t m):
+        """Views (z, a, delta) per layer l = 1..L of the last m-row pass."""
+        s = self.sizes
+        zs, as_, ds = [], [], []
+        off_z = 0
+        off_a = self.m_cap * s[0]
+        for n in s[1:]:
+            zs.append(self._z[off_z:off_z + m * n].reshape(m, n))
+            ds.append(self._delta[off_z:off_z + m * n].reshape(m, n))
+            as_.append(self._a[off_a:off_a + m * n].reshape(m, n))
+            off_z += self.m_cap * n
+            off_a += self.m_cap * n
+        return zs, as_, ds
+
+    def forward(self, x):
+        """a^L for the rows of x ([m, n_0], C-contiguous, engine dtype); m <= m_cap."""
+        cdef const float[:, ::1] xs
+        cdef const double[:, ::1] xd
+        cdef size_t m = x.shape[0]
+        if self.is_double:
+            xd = x
+            with nogil:
+                cbp_net_forward_d(&self.nd, &xd[0, 0], m)
+        else:
+            xs = x
+            with nogil:
+                cbp_net_forward_s(&self.ns, &xs[0, 0], m)
+
+    def backprop(self, x, y):
+        """grads = gradient of C over the m rows of x, y (m <= m_cap)."""
+        cdef const float[:, ::1] xs, ys
+        cdef const double[:, ::1] xd, yd
+        cdef size_t m = x.shape[0]
+        self.grads.fill(0)
+        if self.is_double:
+            xd = x
+            yd = y
+            with nogil:
+                cbp_net_backprop_d(&self.nd, &xd[0, 0], &yd[0, 0], m)
+        else:
+            xs = x
+            ys = y
+            with nogil:
+                cbp_net_backprop_s(&self.ns, &xs[0, 0], &ys[0, 0], m)
+
+    def sgd_step(self, x, y, double eta):
+        """One update_mini_batch on the m rows of x, y (m <= m_cap)."""
+        cdef const float[:, ::1] xs, ys
+        cdef const double[:, ::1] xd, yd
+        cdef size_t m = x.shape[0]
+        if self.is_double:
+            xd = x
+            yd = y
+            with nogil:
+                cbp_net_sgd_step_d(&self.nd, &xd[0, 0], &yd[0, 0], m, eta)
+        else:
+            xs = x
+            ys = y
+            with nogil:
+                cbp_net_sgd_step_s(&self.ns, &xs[0, 0], &ys[0, 0], m, <float>eta)
+
+    def sgd_epoch(self, x, y, perm, Py_ssize_t mini_batch_size, double eta):
+        """One epoch of mini-batch SGD over x, y in the row order perm (int64, [n]);
+        mini_batch_size <= m_cap."""
+        cdef const float[:, ::1] xs, ys
+        cdef const double[:, ::1] xd, yd
+        cdef const long long[::1] p = perm
+        cdef size_t n = p.shape[0]
+        cdef size_t mbs = mini_batch_size
+        if n == 0:
+            return
+        if self.is_double:
+            xd = x
+            yd = y
+            with nogil:
+                cbp_net_sgd_epoch_d(&self.nd, &xd[0, 0], &yd[0, 0], &p[0], n, mbs, eta)
+        else:
+            xs = x
+            ys = y
+            with nogil:
+                cbp_net_sgd_epoch_s(&self.ns, &xs[0, 0], &ys[0, 0], &p[0], n, mbs, <float>eta)

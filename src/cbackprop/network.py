@@ -1,0 +1,96 @@
+"""cbackprop.Network: the C path.  Validation happens here, once; the numerics run in the
+C kernels (csrc/) through the Cython engine (_core.pyx) with the GIL released."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import _core
+from ._common import DEFAULT_DTYPE, NetworkBase
+
+_FORWARD_CHUNK = 1024  # rows per C forward call in feedforward/evaluate on large inputs
+
+
+class Network(NetworkBase):
+    """A fully-connected sigmoid network trained with the quadratic cost (book chapter 2).
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        [n_0, ..., n_L], neurons per layer; at least two layers, each at least 1.
+    dtype : float32 or float64, keyword-only, default float64
+        float64 is the default because it is what network.py computes in and what
+        finite-difference checks need; float32 halves memory traffic and is faster.
+    seed : int >= 0 or None, keyword-only
+        Seeds the network's own generator (np.random.default_rng), used for the N(0, 1)
+        initialisation and for the shuffles of sgd.  cbackprop.reference.Network with the
+        same seed draws the same parameters and shuffles.
+
+    Attributes ``weights`` and ``biases`` are lists of writable views into one contiguous
+    parameter buffer: ``net.weights[0][...] = w`` changes the network.  Calls on one network
+    from several threads are serialised by a lock; different networks run in parallel.
+    """
+
+    _all_finite = staticmethod(_core.all_finite)
+
+    def __init__(self, sizes, *, dtype=DEFAULT_DTYPE, seed=None):
+        biases, weights = self._setup(sizes, dtype, seed)
+        self._engine = _core.Engine(self.sizes, self.dtype)
+        self._lock = threading.Lock()
+        params = self._engine.params
+        self._weights, self._biases = [], []
+        off = 0
+        for n_prev, n in zip(self.sizes[:-1], self.sizes[1:]):
+            w = params[off:off + n * n_prev].reshape(n, n_prev)
+            off += n * n_prev
+            b = params[off:off + n]
+            off += n
+            self._weights.append(w)
+            self._biases.append(b)
+        for view, value in zip(self._weights + self._biases, weights + biases):
+            view[...] = value
+        grads = self._engine.grads
+        self._nabla_w, self._nabla_b = [], []
+        off = 0
+        for n_prev, n in zip(self.sizes[:-1], self.sizes[1:]):
+            self._nabla_w.append(grads[off:off + n * n_prev].reshape(n, n_prev))
+            off += n * n_prev
+            self._nabla_b.append(grads[off:off + n])
+            off += n
+
+    def _rows(self, X, name="X", **kw):
+        # A batch that overlaps the parameter buffer is copied before the update writes it.
+        return super()._rows(X, name, avoid=self._engine.params, **kw)
+
+    def _forward(self, X):
+        m = X.shape[0]
+        out = np.empty((m, self.sizes[-1]), dtype=self.dtype)
+        if m == 0:
+            return out
+        with self._lock:
+            eng = self._engine
+            chunk = max(eng.m_cap, min(m, _FORWARD_CHUNK))
+            eng.reserve(chunk)
+            for start in range(0, m, chunk):
+                stop = min(start + chunk, m)
+                eng.forward(X[start:stop])
+                out[start:stop] = eng.output_block(stop - start)
+        return out
+
+    def _gradient(self, X, Y):
+        with self._lock:
+            self._engine.reserve(X.shape[0])
+            self._engine.backprop(X, Y)
+            return [b.copy() for b in self._nabla_b], [w.copy() for w in self._nabla_w]
+
+    def _step(self, X, Y, eta):
+        with self._lock:
+            self._engine.reserve(X.shape[0])
+            self._engine.sgd_step(X, Y, eta)
+
+    def _epoch(self, X, Y, perm, mini_batch_size, eta):
+        with self._lock:
+            self._engine.reserve(mini_batch_size)
+            self._engine.sgd_epoch(X, Y, np.ascontiguousarray(perm, dtype=np.int64),
+                                   mini_batch_size, eta)
