@@ -38,7 +38,10 @@ def check_sizes(sizes):
     """sizes = [n_0, ..., n_L]: at least 2 layers, every layer at least 1 neuron."""
     if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
         raise TypeError(f"sizes must be a sequence of integers such as [784, 30, 10], got {_short(sizes)}")
-    sizes = list(sizes)
+    try:
+        sizes = list(sizes)
+    except TypeError:  # iterable in name only, e.g. a 0-d NumPy array
+        raise TypeError(f"sizes must be a sequence of integers such as [784, 30, 10], got {_short(sizes)}") from None
     if len(sizes) < 2:
         raise ValueError(f"sizes must list at least 2 layers (input and output), got {_short(sizes)}")
     out = []
@@ -78,7 +81,10 @@ def initial_parameters(rng, sizes, dtype):
 def check_eta(eta):
     if isinstance(eta, (bool, np.bool_)) or not isinstance(eta, numbers.Real):
         raise TypeError(f"eta must be a real number, got {_short(eta)} of type {type(eta).__name__}")
-    eta = float(eta)
+    try:
+        eta = float(eta)
+    except OverflowError:  # an int or Fraction beyond the float range
+        raise ValueError(f"eta must be a finite number > 0, got {_short(eta)}") from None
     if not np.isfinite(eta) or eta <= 0:
         raise ValueError(f"eta must be a finite number > 0, got {eta}")
     return eta
@@ -95,21 +101,40 @@ def _as_float_array(value, name, dtype):
     return arr
 
 
-def _finite_or_raise(arr, name, all_finite):
+def _cast(arr, dtype, **kw):
+    """np.array(arr, dtype, copy=True); values beyond dtype's range become inf, which the
+    finiteness check then reports, rather than a RuntimeWarning from the cast."""
+    with np.errstate(over="ignore"):
+        return np.array(arr, dtype=dtype, copy=True, **kw)
+
+
+def _finite_or_raise(arr, name, all_finite, source=None):
+    """ValueError naming the first non-finite entry of arr; source is what the caller passed
+    (same elements in C order, before reshape and cast), whose index and value are reported."""
     if not all_finite(arr):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        where = tuple(int(i) for i in bad)
-        raise ValueError(f"{name} must hold only finite values, got {arr[where]} at index {where}")
+        src = arr if source is None else source
+        flat = int(np.flatnonzero(~np.isfinite(arr))[0])
+        where = tuple(int(i) for i in np.unravel_index(flat, src.shape))
+        raise ValueError(f"{name} must hold only finite {arr.dtype} values, got {src[where]} at index {where}")
 
 
 def np_all_finite(arr):
     return bool(np.isfinite(arr).all())
 
 
+def _overlaps(arr, avoid):
+    if avoid is None:
+        return False
+    if isinstance(avoid, np.ndarray):
+        avoid = (avoid,)
+    return any(np.may_share_memory(arr, a) for a in avoid)
+
+
 def as_rows(value, name, n_cols, dtype, *, allow_empty=False, all_finite=np_all_finite, avoid=None):
     """value as a C-contiguous [m, n_cols] array of dtype (a copy only when needed) and
-    whether it was one sample of shape (n_cols,)."""
-    arr = _as_float_array(value, name, dtype)
+    whether it was one sample of shape (n_cols,).  avoid: an array or a sequence of arrays
+    (the network's parameters) the result must not share memory with."""
+    arr = source = _as_float_array(value, name, dtype)
     if arr.ndim == 1:
         single = True
         if arr.shape[0] != n_cols:
@@ -124,10 +149,9 @@ def as_rows(value, name, n_cols, dtype, *, allow_empty=False, all_finite=np_all_
         raise ValueError(f"{name} must be 1-D (one sample) or 2-D (one row per sample), got ndim={arr.ndim}")
     if arr.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
-    if arr.dtype != dtype or not arr.flags.c_contiguous or (
-            avoid is not None and np.may_share_memory(arr, avoid)):
-        arr = np.array(arr, dtype=dtype, order="C", copy=True)
-    _finite_or_raise(arr, name, all_finite)
+    if arr.dtype != dtype or not arr.flags.c_contiguous or _overlaps(arr, avoid):
+        arr = _cast(arr, dtype, order="C")
+    _finite_or_raise(arr, name, all_finite, source)
     return arr, single
 
 
@@ -205,20 +229,26 @@ class NetworkBase:
             arr = _as_float_array(v, f"{name}[{i}]", self.dtype)
             if arr.shape != t.shape:
                 raise ValueError(f"{name}[{i}] must have shape {t.shape}, got shape {arr.shape}")
-            arr = np.array(arr, dtype=self.dtype)
-            _finite_or_raise(arr, f"{name}[{i}]", np_all_finite)
+            src, arr = arr, _cast(arr, self.dtype)
+            _finite_or_raise(arr, f"{name}[{i}]", np_all_finite, src)
             converted.append(arr)
         for t, v in zip(targets, converted):
             t[...] = v
 
     # ---- argument helpers ---------------------------------------------------------------------
-    def _rows(self, X, name="X", **kw):
-        return as_rows(X, name, self.sizes[0], self.dtype, all_finite=self._all_finite, **kw)
+    def _params(self):
+        # Inputs that share memory with these are copied, so that an update in place cannot
+        # change them mid-call (e.g. X = net.weights[0] in sgd).
+        return tuple(self._weights) + tuple(self._biases)
+
+    def _rows(self, X, name="X", avoid=None, **kw):
+        return as_rows(X, name, self.sizes[0], self.dtype, all_finite=self._all_finite,
+                       avoid=self._params() if avoid is None else avoid, **kw)
 
     def _xy(self, X, Y):
         X2, single = self._rows(X, "X")
         Y2 = as_targets(Y, "Y", self.sizes[-1], X2.shape[0], single, self.dtype,
-                        all_finite=self._all_finite)
+                        all_finite=self._all_finite, avoid=self._params())
         return X2, Y2, single
 
     # ---- public API -----------------------------------------------------------------------------
