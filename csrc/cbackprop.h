@@ -20,6 +20,18 @@
 
 #include <stddef.h>
 
+/* Kernel variants ("instruction sets"), chosen per network at run time. */
+enum {
+    CBP_ISA_PLAIN = 0,    /* plain loops: the oracle the others are tested against */
+    CBP_ISA_GENERIC = 1,  /* register-blocked, 16-byte vectors, baseline flags (SSE2 / NEON) */
+    CBP_ISA_AVX2 = 2,     /* register-blocked, 32-byte vectors, AVX2 + FMA (x86-64-v3) */
+    CBP_ISA_AVX512 = 3    /* register-blocked, 64-byte vectors, AVX-512 F/VL/DQ/BW (x86-64-v4) */
+};
+/* 1 when this build has the variant and this CPU (and OS) can run it. */
+int cbp_isa_supported(int isa);
+/* The fastest supported variant. */
+int cbp_isa_best(void);
+
 #define CBP_CAT_(a, b) a##_##b
 #define CBP_CAT(a, b) CBP_CAT_(a, b)
 

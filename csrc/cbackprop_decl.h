@@ -16,6 +16,7 @@ typedef struct {
     REAL *delta;          /* same layout as z: delta^l for l = 1..L                            */
     REAL *y;              /* [m_cap, n_L] gathered targets (sgd_epoch)                          */
     size_t m_cap;         /* rows every workspace block holds                                   */
+    int isa;              /* kernel variant, CBP_ISA_*, supported on this CPU                    */
 } F(cbp_net);
 
 /* ---- layer kernels ------------------------------------------------------------------- */
@@ -74,8 +75,9 @@ void F(cbp_net_forward)(const F(cbp_net) *net, const REAL *x, size_t m);
  * overwrites the z, a and delta workspace.  x: [m, n_0]; y: [m, n_L]; m <= m_cap. */
 void F(cbp_net_backprop)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m);
 
-/* One mini-batch step (network.py's update_mini_batch): grads = 0, backprop on the m
- * rows, params -= eta * grads.  Overwrites grads and the workspace. */
+/* One mini-batch step (network.py's update_mini_batch): forward, BP1, then for l = L..1
+ * BP2 (delta^{l-1} from the old w^l) and params^l -= eta * (BP3, BP4), the gradient folded
+ * into the update.  Overwrites the workspace; grads hold no meaningful value afterwards. */
 void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m,
                          REAL eta);
 

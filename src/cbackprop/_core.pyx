@@ -19,6 +19,7 @@ cdef extern from "cbackprop.h" nogil:
         float *delta
         float *y
         size_t m_cap
+        int isa
     ctypedef struct cbp_net_d:
         size_t n_layers
         const size_t *sizes
@@ -29,6 +30,7 @@ cdef extern from "cbackprop.h" nogil:
         double *delta
         double *y
         size_t m_cap
+        int isa
 
     void cbp_net_forward_s(const cbp_net_s *net, const float *x, size_t m)
     void cbp_net_forward_d(const cbp_net_d *net, const double *x, size_t m)
@@ -44,6 +46,29 @@ cdef extern from "cbackprop.h" nogil:
                              const long long *perm, size_t n, size_t mbs, double eta)
     int cbp_all_finite_s(const float *x, size_t n)
     int cbp_all_finite_d(const double *x, size_t n)
+    int cbp_isa_supported(int isa)
+    int cbp_isa_best()
+
+#: Kernel variants, index = the C enum CBP_ISA_*.
+KERNELS = ("plain", "generic", "avx2", "avx512")
+
+
+def kernels_supported():
+    """The kernel variants this build and CPU can run, slowest first."""
+    return tuple(name for i, name in enumerate(KERNELS) if cbp_isa_supported(i))
+
+
+def best_kernels():
+    """The variant new networks use: CBACKPROP_KERNELS from the environment when set,
+    else the fastest supported one."""
+    import os
+    want = os.environ.get("CBACKPROP_KERNELS", "")
+    if want:
+        if want not in kernels_supported():
+            raise ValueError(f"CBACKPROP_KERNELS must be one of {kernels_supported()} on this "
+                             f"machine, got {want!r}")
+        return want
+    return KERNELS[cbp_isa_best()]
 
 
 def all_finite(arr):
@@ -90,6 +115,18 @@ cdef class Engine:
         self.grads = np.zeros(n_params, dtype=self.dtype)
         self.m_cap = 0
         self._set_struct()
+        self.kernels = best_kernels()
+
+    @property
+    def kernels(self):
+        """The kernel variant this engine runs (one of kernels_supported())."""
+        return KERNELS[self.nd.isa if self.is_double else self.ns.isa]
+
+    @kernels.setter
+    def kernels(self, name):
+        if name not in kernels_supported():
+            raise ValueError(f"kernels must be one of {kernels_supported()} on this machine, got {name!r}")
+        self.nd.isa = self.ns.isa = KERNELS.index(name)
 
     cdef _set_struct(self):
         cdef float[::1] ps, gs, zs, as_, ds, ys

@@ -59,6 +59,13 @@ class Network(NetworkBase):
             self._nabla_b.append(grads[off:off + n])
             off += n
 
+    @property
+    def kernels(self):
+        """The C kernel variant this network runs: "avx512", "avx2", "generic" (baseline
+        SIMD) or "plain" (the oracle loops), picked at run time for this CPU; the
+        environment variable CBACKPROP_KERNELS overrides the choice for new networks."""
+        return self._engine.kernels
+
     def _rows(self, X, name="X", **kw):
         # A batch that overlaps the parameter buffer is copied before the update writes it.
         return super()._rows(X, name, avoid=self._engine.params, **kw)

@@ -1,0 +1,30 @@
+/* Every kernel for one floating type (REAL, SUF, EXP defined by kernels.c). */
+#include "kernels_plain.h"
+
+#define ISA generic
+#define VB 16
+#include "simd_impl.h"
+#undef ISA
+#undef VB
+
+#if CBP_HAVE_X86_SIMD
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define ISA avx2
+#define VB 32
+#include "simd_impl.h"
+#undef ISA
+#undef VB
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+#define ISA avx512
+#define VB 64
+#include "simd_impl.h"
+#undef ISA
+#undef VB
+#pragma GCC pop_options
+#endif
+
+#include "net_impl.h"

@@ -1,0 +1,70 @@
+"""Every SIMD kernel variant against the plain kernels (the oracle) over awkward sizes:
+widths around the vector lengths (4/8/16 floats, 2/4/8 doubles) and the 4-row blocks."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cbackprop
+from cbackprop import _core
+
+FAST = [k for k in _core.kernels_supported() if k != "plain"]
+AWKWARD = [
+    [1, 1], [3, 1, 2], [17, 15, 33], [16, 8, 4, 2], [31, 65, 7], [63, 129, 3], [64, 32, 16],
+    [5, 100, 30, 10], [130, 17, 9, 33, 1],
+]
+
+
+def twins(sizes, dtype, kernels, seed=0):
+    oracle = cbackprop.Network(sizes, dtype=dtype, seed=seed)
+    oracle._engine.kernels = "plain"
+    fast = cbackprop.Network(sizes, dtype=dtype, seed=seed)
+    fast._engine.kernels = kernels
+    return fast, oracle
+
+
+def test_kernel_names():
+    assert _core.kernels_supported()[:2] == ("plain", "generic")
+    assert cbackprop.Network([2, 1]).kernels == _core.best_kernels()
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        cbackprop.Network([2, 1])._engine.kernels = "sse9"
+
+
+@pytest.mark.parametrize("kernels", FAST)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("sizes", AWKWARD, ids=str)
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 9, 17])
+def test_variant_matches_plain_kernels(kernels, dtype, sizes, m, batch, assert_close):
+    fast, oracle = twins(sizes, dtype, kernels)
+    X, Y = batch(sizes, m, seed=m)
+    assert_close(fast.feedforward(X), oracle.feedforward(X), dtype, "feedforward")
+    for a, d in zip(sum(fast.backprop(X, Y), []), sum(oracle.backprop(X, Y), [])):
+        assert_close(a, d, dtype, "gradient")
+    # the fused step (gradient folded into the update) against gradient-then-update
+    fast.update_mini_batch(X, Y, 0.7)
+    oracle.update_mini_batch(X, Y, 0.7)
+    for a, d in zip(fast.weights + fast.biases, oracle.weights + oracle.biases):
+        assert_close(a, d, dtype, "parameters after one step")
+
+
+@pytest.mark.parametrize("kernels", _core.kernels_supported())
+def test_every_variant_runs_the_sgd_epoch_driver(kernels, assert_params_close):
+    sizes = [23, 19, 5]
+    fast, oracle = twins(sizes, np.float64, kernels, seed=3)
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((101, 23)), rng.random((101, 5))
+    fast.sgd(X, Y, 2, 8, 2.0)
+    oracle.sgd(X, Y, 2, 8, 2.0)
+    assert_params_close(fast, oracle, np.float64, rtol=1e-12, atol_scale=1e-13)
+
+
+def test_environment_selects_kernels():
+    code = "import cbackprop; print(cbackprop.Network([3, 2]).kernels)"
+    env = dict(os.environ, CBACKPROP_KERNELS="plain")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "plain"  # (editable installs print rebuild lines first)
+    env["CBACKPROP_KERNELS"] = "nonsense"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "CBACKPROP_KERNELS must be one of" in bad.stderr
