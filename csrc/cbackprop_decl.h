@@ -57,6 +57,10 @@ void F(cbp_sgd_update)(REAL *params, const REAL *grads, size_t n, REAL eta);
  * idx: [m], every entry a valid row of src. */
 void F(cbp_gather_rows)(REAL *dst, const REAL *src, const long long *idx, size_t m, size_t n);
 
+/* Benchmark helper: 12 independent multiply-add chains of the variant isa for iters rounds
+ * (24 * lanes * iters flops, lanes = vector bytes / sizeof(REAL)); measures the ceiling. */
+double F(cbp_fma_loop)(int isa, size_t iters);
+
 /* 1 when every one of the n values is finite, else 0. */
 int F(cbp_all_finite)(const REAL *x, size_t n);
 

@@ -31,16 +31,18 @@ static inline REAL *F(a_block)(const F(cbp_net) *net, size_t l)
     return net->a + net->m_cap * off;
 }
 
-/* Layer kernels of the variant `isa` (CBP_ISA_*); an isa this build lacks runs plain. */
+/* Layer kernels of the variant `isa` (CBP_ISA_*); an isa this build lacks runs generic.
+ * CBP_RESULT prefixes each call (empty, or "r =" to keep a return value). */
+#define CBP_RESULT
 #if CBP_HAVE_X86_SIMD
 #define CBP_DISPATCH(isa, fn, args)                                                          \
     switch (isa) {                                                                          \
-    case CBP_ISA_AVX512: CBP_CAT(CBP_CAT(fn, SUF), avx512) args; break;                     \
-    case CBP_ISA_AVX2: CBP_CAT(CBP_CAT(fn, SUF), avx2) args; break;                         \
-    default: CBP_CAT(CBP_CAT(fn, SUF), generic) args; break;                                \
+    case CBP_ISA_AVX512: CBP_RESULT CBP_CAT(CBP_CAT(fn, SUF), avx512) args; break;          \
+    case CBP_ISA_AVX2: CBP_RESULT CBP_CAT(CBP_CAT(fn, SUF), avx2) args; break;              \
+    default: CBP_RESULT CBP_CAT(CBP_CAT(fn, SUF), generic) args; break;                     \
     }
 #else
-#define CBP_DISPATCH(isa, fn, args) CBP_CAT(CBP_CAT(fn, SUF), generic) args;
+#define CBP_DISPATCH(isa, fn, args) CBP_RESULT CBP_CAT(CBP_CAT(fn, SUF), generic) args;
 #endif
 
 static void F(layer_forward)(int isa, REAL *z, REAL *a, const REAL *a_prev, const REAL *w,
@@ -78,6 +80,17 @@ static void F(layer_backward_params)(int isa, REAL *out_w, REAL *out_b, const RE
     F(cbp_sgd_update)(out_w, scratch_w, n_out * n_in, eta);
     F(cbp_sgd_update)(out_b, scratch_b, n_out, eta);
 }
+
+#undef CBP_RESULT
+#define CBP_RESULT r =
+/* The multiply-add loop of the variant isa (plain runs generic): 24 * lanes * iters flops. */
+double F(cbp_fma_loop)(int isa, size_t iters)
+{
+    double r = 0;
+    CBP_DISPATCH(isa, fma_loop, (iters))
+    return r;
+}
+#undef CBP_RESULT
 #undef CBP_DISPATCH
 
 void F(cbp_net_forward)(const F(cbp_net) *net, const REAL *x, size_t m)
@@ -136,6 +149,18 @@ void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
     F(net_backward)(net, x, y, m, CBP_SUB_SCALED, eta);
 }
 
+static void F(prefetch_rows)(const REAL *src, const long long *idx, size_t m, size_t n)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    for (size_t i = 0; i < m; i++) {
+        const char *row = (const char *)(src + (size_t)idx[i] * n);
+        for (size_t off = 0; off < n * sizeof(REAL); off += 64) __builtin_prefetch(row + off, 0, 2);
+    }
+#else
+    (void)src; (void)idx; (void)m; (void)n;
+#endif
+}
+
 void F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                           const long long *perm, size_t n, size_t mini_batch_size, REAL eta)
 {
@@ -146,6 +171,12 @@ void F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
         const size_t m = (n - start < mini_batch_size) ? n - start : mini_batch_size;
         F(cbp_gather_rows)(xb, x, perm + start, m, n_in);
         F(cbp_gather_rows)(yb, y, perm + start, m, n_out);
+        /* Rows of a shuffled epoch come from all over memory: ask for the next batch's rows
+         * now so they arrive while this batch computes. */
+        const size_t next = start + m;
+        const size_t m_next = (n - next < mini_batch_size) ? n - next : mini_batch_size;
+        F(prefetch_rows)(x, perm + next, m_next, n_in);
+        F(prefetch_rows)(y, perm + next, m_next, n_out);
         F(cbp_net_sgd_step)(net, xb, yb, m, eta);
     }
 }

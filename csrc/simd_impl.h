@@ -49,25 +49,37 @@ static inline REAL F(hsum)(VEC v)
                 out[r * ldo + c] = s;                                                        \
             }                                                                                \
     }
-CBP_DOT_BLOCK(4, 4)
-CBP_DOT_BLOCK(4, 1)
-CBP_DOT_BLOCK(1, 4)
-CBP_DOT_BLOCK(1, 1)
+CBP_DOT_BLOCK(1, 1) CBP_DOT_BLOCK(1, 2) CBP_DOT_BLOCK(1, 3) CBP_DOT_BLOCK(1, 4)
+CBP_DOT_BLOCK(2, 1) CBP_DOT_BLOCK(2, 2) CBP_DOT_BLOCK(2, 3) CBP_DOT_BLOCK(2, 4)
+CBP_DOT_BLOCK(3, 1) CBP_DOT_BLOCK(3, 2) CBP_DOT_BLOCK(3, 3) CBP_DOT_BLOCK(3, 4)
+CBP_DOT_BLOCK(4, 1) CBP_DOT_BLOCK(4, 2) CBP_DOT_BLOCK(4, 3) CBP_DOT_BLOCK(4, 4)
 #undef CBP_DOT_BLOCK
 
-/* out[M, N] = A[M, K] . B[N, K]^T (out overwritten; rows of A and B contiguous). */
+/* One mr x mc block (1 <= mr, mc <= 4) of gemm_nt. */
+static inline void F(dot_block)(size_t mr, size_t mc, REAL *out, size_t ldo, const REAL *A,
+                                const REAL *B, size_t K)
+{
+#define CBP_CASE(R, C) case 4 * (R - 1) + (C - 1): F(dot_##R##x##C)(out, ldo, A, K, B, K, K); break;
+    switch (4 * (mr - 1) + (mc - 1)) {
+        CBP_CASE(1, 1) CBP_CASE(1, 2) CBP_CASE(1, 3) CBP_CASE(1, 4)
+        CBP_CASE(2, 1) CBP_CASE(2, 2) CBP_CASE(2, 3) CBP_CASE(2, 4)
+        CBP_CASE(3, 1) CBP_CASE(3, 2) CBP_CASE(3, 3) CBP_CASE(3, 4)
+        CBP_CASE(4, 1) CBP_CASE(4, 2) CBP_CASE(4, 3) CBP_CASE(4, 4)
+    }
+#undef CBP_CASE
+}
+
+/* out[M, N] = A[M, K] . B[N, K]^T (out overwritten; rows of A and B contiguous), in blocks
+ * of NT_MR x NT_MC (at most 4 x 4: 16 accumulators fit AVX-512's 32 registers; 3 x 3 for
+ * 16-register instruction sets) with the edges in smaller blocks. */
 static void F(gemm_nt)(REAL *out, const REAL *A, const REAL *B, size_t M, size_t N, size_t K)
 {
-    size_t i = 0;
-    for (; i + 4 <= M; i += 4) {
-        size_t j = 0;
-        for (; j + 4 <= N; j += 4) F(dot_4x4)(out + i * N + j, N, A + i * K, K, B + j * K, K, K);
-        for (; j < N; j++) F(dot_4x1)(out + i * N + j, N, A + i * K, K, B + j * K, K, K);
-    }
-    for (; i < M; i++) {
-        size_t j = 0;
-        for (; j + 4 <= N; j += 4) F(dot_1x4)(out + i * N + j, N, A + i * K, K, B + j * K, K, K);
-        for (; j < N; j++) F(dot_1x1)(out + i * N + j, N, A + i * K, K, B + j * K, K, K);
+    for (size_t i = 0; i < M; i += NT_MR) {
+        const size_t mr = (M - i < NT_MR) ? M - i : NT_MR;
+        for (size_t j = 0; j < N; j += NT_MC) {
+            const size_t mc = (N - j < NT_MC) ? N - j : NT_MC;
+            F(dot_block)(mr, mc, out + i * N + j, N, A + i * K, B + j * K, K);
+        }
     }
 }
 
@@ -96,10 +108,8 @@ static void F(gemm_nt)(REAL *out, const REAL *A, const REAL *B, size_t M, size_t
                 else F(vstore)(p, F(vload)(p) - eta * acc[r][c]);                            \
             }                                                                                \
     }
-CBP_AXPY_BLOCK(4, 4)
-CBP_AXPY_BLOCK(4, 1)
-CBP_AXPY_BLOCK(1, 4)
-CBP_AXPY_BLOCK(1, 1)
+CBP_AXPY_BLOCK(1, 1) CBP_AXPY_BLOCK(2, 1) CBP_AXPY_BLOCK(3, 1) CBP_AXPY_BLOCK(4, 1)
+CBP_AXPY_BLOCK(1, 4) CBP_AXPY_BLOCK(2, 4) CBP_AXPY_BLOCK(3, 4) CBP_AXPY_BLOCK(4, 4)
 #undef CBP_AXPY_BLOCK
 
 /* Columns [c0, N) that do not fill a vector, for rows [0, R) of a row block. */
@@ -118,26 +128,33 @@ static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, 
         }
 }
 
-/* C[R, N] (op)= A(R, T) . B[T, N], A(r, t) = A[r*ars + t*ats], B and C row-major. */
+/* Rows [0, mr) (mr <= 4) of gemm_nn: 4-vector column blocks, single vectors, scalar tail. */
+#define CBP_NN_ROWS(MR)                                                                      \
+    static void F(nn_rows_##MR)(REAL *C, const REAL *A, size_t ars, size_t ats, const REAL *B, \
+                                size_t N, size_t T, int op, REAL eta)                       \
+    {                                                                                        \
+        size_t c = 0;                                                                        \
+        for (; c + 4 * V <= N; c += 4 * V) F(axpy_##MR##x4)(C + c, N, A, ars, ats, B + c, N, T, op, eta); \
+        for (; c + V <= N; c += V) F(axpy_##MR##x1)(C + c, N, A, ars, ats, B + c, N, T, op, eta); \
+        F(axpy_tail)(C, N, A, ars, ats, B, N, T, MR, c, N, op, eta);                         \
+    }
+CBP_NN_ROWS(1) CBP_NN_ROWS(2) CBP_NN_ROWS(3) CBP_NN_ROWS(4)
+#undef CBP_NN_ROWS
+
+/* C[R, N] (op)= A(R, T) . B[T, N], A(r, t) = A[r*ars + t*ats], B and C row-major; rows in
+ * blocks of NN_MR (4 rows x 4 vectors = 16 accumulators on AVX-512, 3 x 4 elsewhere). */
 static void F(gemm_nn)(REAL *C, const REAL *A, size_t ars, size_t ats, const REAL *B, size_t R,
                        size_t N, size_t T, int op, REAL eta)
 {
-    size_t r = 0;
-    for (; r + 4 <= R; r += 4) {
+    for (size_t r = 0; r < R; r += NN_MR) {
         const REAL *Ar = A + r * ars;
         REAL *Cr = C + r * N;
-        size_t c = 0;
-        for (; c + 4 * V <= N; c += 4 * V) F(axpy_4x4)(Cr + c, N, Ar, ars, ats, B + c, N, T, op, eta);
-        for (; c + V <= N; c += V) F(axpy_4x1)(Cr + c, N, Ar, ars, ats, B + c, N, T, op, eta);
-        F(axpy_tail)(Cr, N, Ar, ars, ats, B, N, T, 4, c, N, op, eta);
-    }
-    for (; r < R; r++) {
-        const REAL *Ar = A + r * ars;
-        REAL *Cr = C + r * N;
-        size_t c = 0;
-        for (; c + 4 * V <= N; c += 4 * V) F(axpy_1x4)(Cr + c, N, Ar, ars, ats, B + c, N, T, op, eta);
-        for (; c + V <= N; c += V) F(axpy_1x1)(Cr + c, N, Ar, ars, ats, B + c, N, T, op, eta);
-        F(axpy_tail)(Cr, N, Ar, ars, ats, B, N, T, 1, c, N, op, eta);
+        switch ((R - r < NN_MR) ? R - r : NN_MR) {
+        case 1: F(nn_rows_1)(Cr, Ar, ars, ats, B, N, T, op, eta); break;
+        case 2: F(nn_rows_2)(Cr, Ar, ars, ats, B, N, T, op, eta); break;
+        case 3: F(nn_rows_3)(Cr, Ar, ars, ats, B, N, T, op, eta); break;
+        default: F(nn_rows_4)(Cr, Ar, ars, ats, B, N, T, op, eta); break;
+        }
     }
 }
 
@@ -180,6 +197,23 @@ static void F(dense_backward_params)(REAL *nabla_w, REAL *nabla_b, const REAL *d
         if (op == CBP_ADD) nabla_b[j] += s;
         else nabla_b[j] -= eta * s;
     }
+}
+
+/* The machine's multiply-add ceiling for this vector width: 12 independent chains of
+ * acc = acc * x + y in named variables (registers; 12 covers FMA latency x throughput),
+ * iters rounds; returns a value that depends on every chain so nothing is optimised away.
+ * Flops: 24 * lanes * iters. */
+static REAL F(fma_loop)(size_t iters)
+{
+    const VEC x = (VEC){0} + (REAL)0.999999, y = (VEC){0} + (REAL)1e-7;
+    VEC c0 = x, c1 = c0 + y, c2 = c1 + y, c3 = c2 + y, c4 = c3 + y, c5 = c4 + y;
+    VEC c6 = c5 + y, c7 = c6 + y, c8 = c7 + y, c9 = c8 + y, c10 = c9 + y, c11 = c10 + y;
+    for (size_t it = 0; it < iters; it++) {
+        c0 = c0 * x + y; c1 = c1 * x + y; c2 = c2 * x + y; c3 = c3 * x + y;
+        c4 = c4 * x + y; c5 = c5 * x + y; c6 = c6 * x + y; c7 = c7 * x + y;
+        c8 = c8 * x + y; c9 = c9 * x + y; c10 = c10 * x + y; c11 = c11 * x + y;
+    }
+    return F(hsum)(((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)) + ((c8 + c9) + (c10 + c11)));
 }
 
 #undef VEC

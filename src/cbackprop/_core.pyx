@@ -48,6 +48,8 @@ cdef extern from "cbackprop.h" nogil:
     int cbp_all_finite_d(const double *x, size_t n)
     int cbp_isa_supported(int isa)
     int cbp_isa_best()
+    double cbp_fma_loop_s(int isa, size_t iters)
+    double cbp_fma_loop_d(int isa, size_t iters)
 
 #: Kernel variants, index = the C enum CBP_ISA_*.
 KERNELS = ("plain", "generic", "avx2", "avx512")
@@ -69,6 +71,25 @@ def best_kernels():
                              f"machine, got {want!r}")
         return want
     return KERNELS[cbp_isa_best()]
+
+
+def fma_loop(dtype, kernels, size_t iters):
+    """Run the multiply-add ceiling loop of a kernel variant (GIL released); returns the
+    number of floating-point operations it performed: 24 * lanes * iters."""
+    cdef int isa = KERNELS.index(kernels)
+    cdef double r
+    cdef size_t vbytes = {"plain": 16, "generic": 16, "avx2": 32, "avx512": 64}[kernels]
+    if np.dtype(dtype) == np.float32:
+        with nogil:
+            r = cbp_fma_loop_s(isa, iters)
+        lanes = vbytes // 4
+    else:
+        with nogil:
+            r = cbp_fma_loop_d(isa, iters)
+        lanes = vbytes // 8
+    if r != r:
+        raise RuntimeError("fma loop produced NaN")
+    return 24.0 * lanes * iters
 
 
 def all_finite(arr):
