@@ -991,3 +991,46 @@ def test_rejected_calls_on_both_classes_leave_identical_networks(dtype):
                 fn()
     for p, q in zip(c.weights + c.biases, r.weights + r.biases):
         assert np.array_equal(p, q)
+
+
+# ---- added with the fast update path and the dtype-aware eta check ----------------------------
+@pytest.mark.parametrize("cls", [cbackprop.Network, reference.Network], ids=["C", "reference"])
+def test_sizes_too_large_to_allocate_name_sizes(cls):
+    with pytest.raises(MemoryError, match=r"sizes \[2147483647, 2147483647\] need"):
+        cls([2**31 - 1, 2**31 - 1])
+
+
+@pytest.mark.parametrize("cls", [cbackprop.Network, reference.Network], ids=["C", "reference"])
+@pytest.mark.parametrize("eta", [1e300, 1e-60])
+def test_eta_must_be_a_normal_number_of_the_network_dtype(cls, eta):
+    net = cls([3, 2], dtype=np.float32, seed=0)
+    before = [p.copy() for p in net.weights + net.biases]
+    with pytest.raises(ValueError, match=r"eta must lie in .* float32"):
+        net.update_mini_batch(np.ones((1, 3)), np.ones((1, 2)), eta)
+    with pytest.raises(ValueError, match=r"eta must lie in .* float32"):
+        net.sgd(np.ones((2, 3)), np.ones((2, 2)), 1, 1, eta)
+    assert all(np.array_equal(a, b) for a, b in zip(before, net.weights + net.biases))
+
+
+@pytest.mark.parametrize("cls", [cbackprop.Network, reference.Network], ids=["C", "reference"])
+def test_dtype_none_is_refused(cls):
+    with pytest.raises(TypeError, match="dtype must be float32 or float64, got None"):
+        cls([3, 2], dtype=None)
+
+
+@pytest.mark.parametrize("cls", [cbackprop.Network, reference.Network], ids=["C", "reference"])
+def test_empty_label_list_with_empty_batch(cls):
+    assert cls([3, 2], seed=0).evaluate(np.zeros((0, 3)), []) == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_update_path_equals_general_path(dtype):
+    """update_mini_batch's fast path (contiguous arrays of the network dtype, float eta)
+    and the general path (anything else, converted) give bitwise the same step."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((7, 5)).astype(dtype), rng.random((7, 3)).astype(dtype)
+    fast, general = (cbackprop.Network([5, 4, 3], dtype=dtype, seed=1) for _ in range(2))
+    fast.update_mini_batch(X, Y, 0.5)                            # fast path
+    general.update_mini_batch(X.tolist(), Y.tolist(), np.float64(0.5))  # lists, numpy scalar
+    for a, b in zip(fast.weights + fast.biases, general.weights + general.biases):
+        np.testing.assert_array_equal(a, b)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import os
 import time
 
 import numpy as np
@@ -54,6 +55,8 @@ def check_sizes(sizes):
 
 
 def check_dtype(dtype):
+    if dtype is None:  # np.dtype(None) would silently mean float64
+        raise TypeError("dtype must be float32 or float64, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -78,7 +81,8 @@ def initial_parameters(rng, sizes, dtype):
     return [b.astype(dtype) for b in biases], [w.astype(dtype) for w in weights]
 
 
-def check_eta(eta):
+def check_eta(eta, dtype=DEFAULT_DTYPE):
+    """A finite real eta > 0 that stays finite and nonzero in the network's dtype."""
     if isinstance(eta, (bool, np.bool_)) or not isinstance(eta, numbers.Real):
         raise TypeError(f"eta must be a real number, got {_short(eta)} of type {type(eta).__name__}")
     try:
@@ -87,6 +91,10 @@ def check_eta(eta):
         raise ValueError(f"eta must be a finite number > 0, got {_short(eta)}") from None
     if not np.isfinite(eta) or eta <= 0:
         raise ValueError(f"eta must be a finite number > 0, got {eta}")
+    info = np.finfo(dtype)
+    if not float(info.tiny) <= eta <= float(info.max):
+        raise ValueError(f"eta must lie in [{info.tiny:.3g}, {info.max:.3g}] to be a normal {np.dtype(dtype)} "
+                         f"number, got {eta}")
     return eta
 
 
@@ -171,7 +179,8 @@ def as_labels(value, name, m, n_out):
         arr = np.asarray(value)
     except Exception as exc:
         raise TypeError(f"{name} must be an array of integer labels, got {_short(value)} ({exc})") from None
-    if arr.dtype.kind not in "iu":
+    if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind in "bf"):
+        # (an empty list becomes a float64 array: accepted as "no labels")
         raise TypeError(f"{name} must hold integer class labels, got an array of dtype {arr.dtype}")
     if arr.shape != (m,):
         raise ValueError(f"{name} must have shape ({m},) to match X, got shape {arr.shape}")
@@ -181,6 +190,20 @@ def as_labels(value, name, m, n_out):
             bad = lo if lo < 0 else hi
             raise ValueError(f"{name} must lie in [0, {n_out}) (one per output neuron), got {bad}")
     return arr
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not available on this platform
+        return float("inf")
+
+
+def allocation_error(sizes, dtype, exc):
+    """MemoryError naming sizes when the parameters of a network cannot be allocated."""
+    n = sum(a * (b + 1) for b, a in zip(sizes[:-1], sizes[1:]))
+    return MemoryError(f"sizes {list(sizes)} need {n} parameters ({n * np.dtype(dtype).itemsize / 2**30:.3g} GiB "
+                       f"in {np.dtype(dtype)}), which cannot be allocated: {exc}")
 
 
 class NetworkBase:
@@ -195,7 +218,17 @@ class NetworkBase:
         self.num_layers = len(self.sizes)
         self.dtype = check_dtype(dtype)
         self._rng = make_rng(seed)
-        return initial_parameters(self._rng, self.sizes, self.dtype)
+        n_params = sum(a * (b + 1) for b, a in zip(self.sizes[:-1], self.sizes[1:]))
+        # initial draws in float64, parameters, gradients: refuse before drawing when they
+        # cannot fit in this machine's memory (instead of swapping or being killed)
+        need = n_params * (8 + 2 * self.dtype.itemsize)
+        if need > _physical_memory():
+            raise allocation_error(self.sizes, self.dtype, f"about {need / 2**30:.3g} GiB are needed, "
+                                   f"the machine has {_physical_memory() / 2**30:.3g} GiB")
+        try:
+            return initial_parameters(self._rng, self.sizes, self.dtype)
+        except (MemoryError, ValueError) as exc:
+            raise allocation_error(self.sizes, self.dtype, exc) from None
 
     def __repr__(self):
         return f"{type(self).__module__}.{type(self).__name__}(sizes={list(self.sizes)}, dtype={self.dtype.name})"
@@ -273,7 +306,7 @@ class NetworkBase:
     def update_mini_batch(self, X, Y, eta):
         """One gradient-descent step on the mini-batch X, Y: w <- w - eta nabla_w,
         b <- b - eta nabla_b, with the gradient averaged over the batch."""
-        eta = check_eta(eta)
+        eta = check_eta(eta, self.dtype)
         X2, Y2, _ = self._xy(X, Y)
         self._step(X2, Y2, eta)
 
@@ -302,7 +335,7 @@ class NetworkBase:
                              f"got shape {np.shape(X)}")
         epochs = check_int(epochs, "epochs", 1)
         mini_batch_size = check_int(mini_batch_size, "mini_batch_size", 1)
-        eta = check_eta(eta)
+        eta = check_eta(eta, self.dtype)
         test = None
         if test_data is not None:
             if not isinstance(test_data, (tuple, list)) or len(test_data) != 2:

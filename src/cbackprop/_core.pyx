@@ -6,7 +6,10 @@ allocated once per network and mini-batch capacity) and calls the kernels with t
 released.  It trusts its arguments: `cbackprop.network.Network` validates them first
 (C-contiguous arrays of the engine's dtype with the right shapes, finite values).
 """
+import threading
+
 import numpy as np
+from libc.math cimport isfinite
 
 cdef extern from "cbackprop.h" nogil:
     ctypedef struct cbp_net_s:
@@ -124,6 +127,10 @@ cdef class Engine:
     cdef object _sizes_arr            # [L+1] size_t copy of sizes for C
     cdef object _z, _a, _delta, _y    # workspace arrays (kept alive here)
     cdef size_t[::1] _sizes_mv
+    cdef readonly object lock         # serialises calls on this engine (threading.Lock)
+    cdef Py_ssize_t n_in, n_out
+    cdef size_t n_params
+    cdef double eta_max               # largest eta representable in the engine dtype
 
     def __cinit__(self, sizes, dtype):
         self.dtype = np.dtype(dtype)
@@ -133,10 +140,15 @@ cdef class Engine:
         self._sizes_mv = self._sizes_arr
         n_params = sum(self.sizes[l] * (self.sizes[l - 1] + 1) for l in range(1, len(self.sizes)))
         self.params = np.zeros(n_params, dtype=self.dtype)
+        self.n_params = n_params
         self.grads = np.zeros(n_params, dtype=self.dtype)
         self.m_cap = 0
         self._set_struct()
         self.kernels = best_kernels()
+        self.lock = threading.Lock()
+        self.n_in = self.sizes[0]
+        self.n_out = self.sizes[-1]
+        self.eta_max = float(np.finfo(self.dtype).max)
 
     @property
     def kernels(self):
@@ -272,6 +284,72 @@ cdef class Engine:
             ys = y
             with nogil:
                 cbp_net_sgd_step_s(&self.ns, &xs[0, 0], &ys[0, 0], m, <float>eta)
+
+    def try_step(self, x, y, eta):
+        """update_mini_batch's fast path: when x and y are C-contiguous 2-D arrays of the
+        engine dtype with matching shapes, finite values and no overlap with the parameter
+        buffer, and eta is a finite float > 0, run the step and return True.  Return False
+        (changing nothing) for anything else: the caller then takes the general path,
+        which converts what it can and names what is wrong."""
+        cdef const float[:, ::1] xs, ys
+        cdef const double[:, ::1] xd, yd
+        cdef double e
+        cdef size_t m
+        cdef const char *lo
+        cdef const char *hi
+        cdef const char *p
+        if type(eta) is not float or type(x) is not np.ndarray or type(y) is not np.ndarray:
+            return False
+        e = eta
+        if not (e > 0 and e <= self.eta_max):
+            return False
+        try:
+            if self.is_double:
+                xd = x
+                yd = y
+            else:
+                xs = x
+                ys = y
+        except (ValueError, TypeError):
+            return False
+        if self.is_double:
+            m = xd.shape[0]
+            if m == 0 or xd.shape[1] != self.n_in or yd.shape[0] != m or yd.shape[1] != self.n_out:
+                return False
+            lo = <const char *>self.nd.params
+            hi = lo + self.n_params * 8
+            p = <const char *>&xd[0, 0]
+            if p < hi and p + m * self.n_in * 8 > lo:
+                return False
+            p = <const char *>&yd[0, 0]
+            if p < hi and p + m * self.n_out * 8 > lo:
+                return False
+            if not (cbp_all_finite_d(&xd[0, 0], m * self.n_in) and cbp_all_finite_d(&yd[0, 0], m * self.n_out)):
+                return False
+        else:
+            m = xs.shape[0]
+            if m == 0 or xs.shape[1] != self.n_in or ys.shape[0] != m or ys.shape[1] != self.n_out:
+                return False
+            lo = <const char *>self.ns.params
+            hi = lo + self.n_params * 4
+            p = <const char *>&xs[0, 0]
+            if p < hi and p + m * self.n_in * 4 > lo:
+                return False
+            p = <const char *>&ys[0, 0]
+            if p < hi and p + m * self.n_out * 4 > lo:
+                return False
+            if not (cbp_all_finite_s(&xs[0, 0], m * self.n_in) and cbp_all_finite_s(&ys[0, 0], m * self.n_out)):
+                return False
+        with self.lock:
+            if <Py_ssize_t>m > self.m_cap:
+                self.reserve(m)
+            if self.is_double:
+                with nogil:
+                    cbp_net_sgd_step_d(&self.nd, &xd[0, 0], &yd[0, 0], m, e)
+            else:
+                with nogil:
+                    cbp_net_sgd_step_s(&self.ns, &xs[0, 0], &ys[0, 0], m, <float>e)
+        return True
 
     def sgd_epoch(self, x, y, perm, Py_ssize_t mini_batch_size, double eta):
         """One epoch of mini-batch SGD over x, y in the row order perm (int64, [n]);

@@ -2,12 +2,10 @@
 C kernels (csrc/) through the Cython engine (_core.pyx) with the GIL released."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from . import _core
-from ._common import DEFAULT_DTYPE, NetworkBase
+from ._common import DEFAULT_DTYPE, NetworkBase, allocation_error
 
 _FORWARD_CHUNK = 1024  # rows per C forward call in feedforward/evaluate on large inputs
 
@@ -36,8 +34,11 @@ class Network(NetworkBase):
 
     def __init__(self, sizes, *, dtype=DEFAULT_DTYPE, seed=None):
         biases, weights = self._setup(sizes, dtype, seed)
-        self._engine = _core.Engine(self.sizes, self.dtype)
-        self._lock = threading.Lock()
+        try:
+            self._engine = _core.Engine(self.sizes, self.dtype)
+        except (MemoryError, ValueError) as exc:
+            raise allocation_error(self.sizes, self.dtype, exc) from None
+        self._lock = self._engine.lock
         params = self._engine.params
         self._weights, self._biases = [], []
         off = 0
@@ -65,6 +66,14 @@ class Network(NetworkBase):
         SIMD) or "plain" (the oracle loops), picked at run time for this CPU; the
         environment variable CBACKPROP_KERNELS overrides the choice for new networks."""
         return self._engine.kernels
+
+    def update_mini_batch(self, X, Y, eta):
+        """One gradient-descent step on the mini-batch X, Y: w <- w - eta nabla_w,
+        b <- b - eta nabla_b, with the gradient averaged over the batch."""
+        # Fast path for the common case (contiguous arrays of the network's dtype, a float
+        # eta); anything else goes through the general checks and conversions.
+        if not self._engine.try_step(X, Y, eta):
+            super().update_mini_batch(X, Y, eta)
 
     def _rows(self, X, name="X", **kw):
         # A batch that overlaps the parameter buffer is copied before the update writes it.
