@@ -17,6 +17,7 @@ typedef struct {
     REAL *y;              /* [m_cap, n_L] gathered targets (sgd_epoch)                          */
     size_t m_cap;         /* rows every workspace block holds                                   */
     int isa;              /* kernel variant, CBP_ISA_*, supported on this CPU                    */
+    int n_threads;        /* threads for sgd_epoch (1: the caller only; plain kernels: always 1) */
 } F(cbp_net);
 
 /* ---- layer kernels ------------------------------------------------------------------- */
@@ -87,7 +88,10 @@ void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
 
 /* One epoch of mini-batch SGD in the order perm: mini-batch k holds rows
  * perm[k*mbs .. min((k+1)*mbs, n)) of x and y, gathered into workspace blocks a^0 and y,
- * then one sgd_step.  x: [*, n_0]; y: [*, n_L]; perm: [n]; mbs <= m_cap. */
+ * then one sgd_step.  x: [*, n_0]; y: [*, n_L]; perm: [n]; mbs <= m_cap.  Runs on
+ * net->n_threads threads (created for the call), each layer split between them; the
+ * result does not depend on the thread count (each output is computed by one thread in
+ * the same order). */
 void F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                           const long long *perm, size_t n, size_t mini_batch_size, REAL eta);
 

@@ -6,14 +6,130 @@
  *   net_impl.h       whole-network drivers dispatching on cbp_net.isa */
 #include <math.h>
 #include <string.h>
+#include <stdatomic.h>
 
 #include "cbackprop.h"
+
+#if !defined(_WIN32)
+#include <pthread.h>
+#include <sched.h>
+#define CBP_HAVE_THREADS 1
+#else
+#define CBP_HAVE_THREADS 0
+#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CBP_HAVE_X86_SIMD 1
 #else
 #define CBP_HAVE_X86_SIMD 0
 #endif
+
+/* Thread partitions split layers at multiples of this many bytes (one AVX-512 vector). */
+#define CBP_VEC_ALIGN 64
+#define CBP_MAX_THREADS 64
+
+/* ---- threads: a team of T threads (the caller is thread 0) sharing one epoch ----------- */
+
+/* [lo, hi): thread t's share of [0, n) when split into T contiguous pieces at multiples of
+ * align (the last piece takes the remainder; a piece may be empty). */
+static inline void cbp_part(size_t n, size_t align, int t, int T, size_t *lo, size_t *hi)
+{
+    const size_t chunks = (n + align - 1) / align;
+    const size_t per = chunks / (size_t)T, extra = chunks % (size_t)T;
+    const size_t c0 = (size_t)t * per + ((size_t)t < extra ? (size_t)t : extra);
+    const size_t c1 = c0 + per + ((size_t)t < extra ? 1 : 0);
+    *lo = c0 * align < n ? c0 * align : n;
+    *hi = c1 * align < n ? c1 * align : n;
+}
+
+/* Generation barrier: the last of T arrivals resets the count and advances the generation;
+ * the others spin on it (pause), yielding the core after a while so that an oversubscribed
+ * machine still makes progress. */
+typedef struct {
+    atomic_uint count;
+    atomic_uint generation;
+} cbp_barrier;
+
+typedef struct {
+    int n_threads;
+    atomic_int go;
+    cbp_barrier barrier;
+} cbp_team;
+
+static inline void cbp_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void cbp_barrier_wait(cbp_barrier *b, int T)
+{
+    if (T <= 1) return;
+    const unsigned gen = atomic_load_explicit(&b->generation, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == (unsigned)T - 1) {
+        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&b->generation, 1, memory_order_release);
+        return;
+    }
+    unsigned spins = 0;
+    while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen) {
+#if CBP_HAVE_THREADS
+        if (++spins > 4000) sched_yield();
+        else cbp_cpu_relax();
+#else
+        (void)spins;
+#endif
+    }
+}
+
+typedef void (*cbp_task)(void *job, int t);
+
+#if CBP_HAVE_THREADS
+typedef struct {
+    cbp_task fn;
+    void *job;
+    cbp_team *team;
+    int t;
+} cbp_thread_arg;
+
+static void *cbp_thread_main(void *p)
+{
+    cbp_thread_arg *arg = (cbp_thread_arg *)p;
+    while (!atomic_load_explicit(&arg->team->go, memory_order_acquire)) sched_yield();
+    arg->fn(arg->job, arg->t);
+    return NULL;
+}
+#endif
+
+/* Run fn(job, t) on threads t = 0..T-1 (the caller is t = 0) and wait for all.  Threads are
+ * created per call (an epoch: microseconds against milliseconds of work); if one cannot be
+ * created, the team is smaller, never wrong.  team->n_threads is the size that ran. */
+static void cbp_team_run(cbp_team *team, int T, cbp_task fn, void *job)
+{
+    if (T < 1) T = 1;
+    if (T > CBP_MAX_THREADS) T = CBP_MAX_THREADS;
+    atomic_store(&team->barrier.count, 0);
+    atomic_store(&team->barrier.generation, 0);
+    atomic_store(&team->go, 0);
+#if CBP_HAVE_THREADS
+    pthread_t threads[CBP_MAX_THREADS];
+    cbp_thread_arg args[CBP_MAX_THREADS];
+    int started = 1;
+    for (int t = 1; t < T; t++) {
+        args[t] = (cbp_thread_arg){fn, job, team, t};
+        if (pthread_create(&threads[t], NULL, cbp_thread_main, &args[t]) != 0) break;
+        started++;
+    }
+    team->n_threads = started;
+    atomic_store_explicit(&team->go, 1, memory_order_release);
+    fn(job, 0);
+    for (int t = 1; t < started; t++) pthread_join(threads[t], NULL);
+#else
+    team->n_threads = 1;
+    fn(job, 0);
+#endif
+}
 
 /* How gemm_nn combines its product P with its output C. */
 enum { CBP_SET = 0, CBP_ADD = 1, CBP_SUB_SCALED = 2 };  /* C = P;  C += P;  C -= eta P */
@@ -22,18 +138,22 @@ enum { CBP_SET = 0, CBP_ADD = 1, CBP_SUB_SCALED = 2 };  /* C = P;  C += P;  C -=
 #define REAL float
 #define SUF s
 #define EXP expf
+#define CBP_IS_DOUBLE 0
 #include "kernels_type.h"
 #undef REAL
 #undef SUF
 #undef EXP
+#undef CBP_IS_DOUBLE
 
 #define REAL double
 #define SUF d
 #define EXP exp
+#define CBP_IS_DOUBLE 1
 #include "kernels_type.h"
 #undef REAL
 #undef SUF
 #undef EXP
+#undef CBP_IS_DOUBLE
 
 int cbp_isa_supported(int isa)
 {

@@ -31,8 +31,9 @@ static inline REAL *F(a_block)(const F(cbp_net) *net, size_t l)
     return net->a + net->m_cap * off;
 }
 
-/* Layer kernels of the variant `isa` (CBP_ISA_*); an isa this build lacks runs generic.
- * CBP_RESULT prefixes each call (empty, or "r =" to keep a return value). */
+/* Layer kernels of the variant `isa` (CBP_ISA_*) on a range of columns or rows; the plain
+ * variant always runs whole layers (it is only used single-threaded).  An isa this build
+ * lacks runs generic.  CBP_RESULT prefixes each call (empty, or "r =" for a value). */
 #define CBP_RESULT
 #if CBP_HAVE_X86_SIMD
 #define CBP_DISPATCH(isa, fn, args)                                                          \
@@ -45,35 +46,41 @@ static inline REAL *F(a_block)(const F(cbp_net) *net, size_t l)
 #define CBP_DISPATCH(isa, fn, args) CBP_RESULT CBP_CAT(CBP_CAT(fn, SUF), generic) args;
 #endif
 
+/* z, a columns [j0, j1) of layer l: eq. (25) */
 static void F(layer_forward)(int isa, REAL *z, REAL *a, const REAL *a_prev, const REAL *w,
-                             const REAL *b, size_t m, size_t n_out, size_t n_in)
+                             const REAL *b, size_t m, size_t n_out, size_t n_in, size_t j0,
+                             size_t j1)
 {
     if (isa == CBP_ISA_PLAIN) F(cbp_dense_forward)(z, a, a_prev, w, b, m, n_out, n_in);
-    else { CBP_DISPATCH(isa, dense_forward, (z, a, a_prev, w, b, m, n_out, n_in)) }
+    else { CBP_DISPATCH(isa, dense_forward, (z, a, a_prev, w, b, m, n_out, n_in, j0, j1)) }
 }
 
+/* delta^{l-1} columns [k0, k1): BP2 */
 static void F(layer_backward_delta)(int isa, REAL *delta_prev, const REAL *delta, const REAL *w,
-                                    const REAL *a_prev, size_t m, size_t n_out, size_t n_in)
+                                    const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
+                                    size_t k0, size_t k1)
 {
     if (isa == CBP_ISA_PLAIN) F(cbp_dense_backward_delta)(delta_prev, delta, w, a_prev, m, n_out, n_in);
-    else { CBP_DISPATCH(isa, dense_backward_delta, (delta_prev, delta, w, a_prev, m, n_out, n_in)) }
+    else { CBP_DISPATCH(isa, dense_backward_delta, (delta_prev, delta, w, a_prev, m, n_out, n_in, k0, k1)) }
 }
 
-/* op CBP_ADD: nabla_w += delta^T a_prev, nabla_b += sum delta (BP3/BP4, accumulate);
- * op CBP_SUB_SCALED: the same product applied as w -= eta (.), b -= eta (.) (fused step). */
+/* rows [j0, j1) of BP3/BP4: op CBP_ADD accumulates nabla_w += delta^T a_prev and
+ * nabla_b += sum delta into (out_w, out_b); op CBP_SUB_SCALED applies the same product as
+ * w -= eta (.), b -= eta (.) to (out_w, out_b) = (w, b): the fused step.  The plain
+ * variant does the step as gradient (into scratch, the gradient blob) then update. */
 static void F(layer_backward_params)(int isa, REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                     int op, REAL eta, REAL *scratch_w, REAL *scratch_b)
+                                     size_t j0, size_t j1, int op, REAL eta, REAL *scratch_w,
+                                     REAL *scratch_b)
 {
     if (isa != CBP_ISA_PLAIN) {
-        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, op, eta))
+        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, op, eta))
         return;
     }
     if (op == CBP_ADD) {
         F(cbp_dense_backward_params)(out_w, out_b, delta, a_prev, m, n_out, n_in);
         return;
     }
-    /* plain step: the gradient into the (zeroed) gradient blob, then the update */
     memset(scratch_w, 0, n_out * n_in * sizeof(REAL));
     memset(scratch_b, 0, n_out * sizeof(REAL));
     F(cbp_dense_backward_params)(scratch_w, scratch_b, delta, a_prev, m, n_out, n_in);
@@ -93,60 +100,91 @@ double F(cbp_fma_loop)(int isa, size_t iters)
 #undef CBP_RESULT
 #undef CBP_DISPATCH
 
-void F(cbp_net_forward)(const F(cbp_net) *net, const REAL *x, size_t m)
+/* BP1 for the quadratic cost on columns [j0, j1): delta = (a - y)/m (.) a (1 - a). */
+static void F(output_delta)(REAL *delta, const REAL *a, const REAL *y, size_t m, size_t n,
+                            size_t j0, size_t j1)
 {
-    const REAL *a_prev = x;                                 /* [m, n_0] */
-    for (size_t l = 1; l <= net->n_layers; l++) {
-        const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1];
-        const REAL *w = net->params + F(w_offset)(net, l);  /* [n_out, n_in] */
-        const REAL *b = w + n_out * n_in;                   /* [n_out] */
-        REAL *z = F(z_block)(net, net->z, l);               /* [m, n_out] */
-        REAL *a = F(a_block)(net, l);                       /* [m, n_out] */
-        F(layer_forward)(net->isa, z, a, a_prev, w, b, m, n_out, n_in);
-        a_prev = a;
+    if (j0 == 0 && j1 == n) {
+        F(cbp_quadratic_delta)(delta, a, y, m, n);
+        return;
     }
+    const REAL inv_m = (REAL)1 / (REAL)m;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = j0; j < j1; j++) {
+            const size_t t = i * n + j;
+            delta[t] = (a[t] - y[t]) * inv_m * (a[t] * ((REAL)1 - a[t]));
+        }
 }
 
-/* Backward pass after a forward pass on x.  op CBP_ADD accumulates the gradient into
- * net->grads; op CBP_SUB_SCALED applies params -= eta * gradient layer by layer, each
- * layer's delta^{l-1} taken from w^l before w^l is updated. */
-static void F(net_backward)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m,
-                            int op, REAL eta)
+/* One mini-batch through the network, as thread t of T (T = 1: the whole work, no
+ * barrier).  Each phase splits a layer between the threads by output columns (forward,
+ * BP1, BP2) or by rows of w (BP3/BP4); a barrier separates phases that depend on each
+ * other.  Forward: z^l, a^l for l = 1..L, then BP1.  Backward, l = L..1: BP2 for
+ * delta^{l-1} (it reads all of w^l, so a barrier follows before w^l changes), then
+ * BP3/BP4 for layer l, accumulated into the gradient blob (op CBP_ADD) or applied to the
+ * parameters (op CBP_SUB_SCALED).  backward = 0 stops after the forward pass. */
+static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m,
+                         int backward, int op, REAL eta, int t, int T, cbp_barrier *bar)
 {
     const size_t L = net->n_layers;
-    /* BP1 at the output layer. */
-    REAL *delta = F(z_block)(net, net->delta, L);           /* [m, n_L] */
-    F(cbp_quadratic_delta)(delta, F(a_block)(net, L), y, m, net->sizes[L]);
+    const int isa = net->isa;
+    const REAL *a_prev = x;                                 /* [m, n_0] */
+    for (size_t l = 1; l <= L; l++) {
+        const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1];
+        const REAL *w = net->params + F(w_offset)(net, l);  /* [n_out, n_in] */
+        REAL *z = F(z_block)(net, net->z, l);               /* [m, n_out] */
+        REAL *a = F(a_block)(net, l);                       /* [m, n_out] */
+        size_t j0, j1;  /* (every column takes the same arithmetic path, whatever the split) */
+        cbp_part(n_out, 4, t, T, &j0, &j1);
+        if (j0 < j1) {
+            F(layer_forward)(isa, z, a, a_prev, w, w + n_out * n_in, m, n_out, n_in, j0, j1);
+            if (l == L && backward)                         /* BP1 on the same columns */
+                F(output_delta)(F(z_block)(net, net->delta, L), a, y, m, n_out, j0, j1);
+        }
+        cbp_barrier_wait(bar, T);
+        a_prev = a;
+    }
+    if (!backward) return;
     for (size_t l = L; l >= 1; l--) {
         const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1];
         const size_t off = F(w_offset)(net, l);
-        const REAL *a_prev = (l == 1) ? x : F(a_block)(net, l - 1);  /* [m, n_in] */
-        REAL *delta_prev = NULL;
+        const REAL *delta = F(z_block)(net, net->delta, l);          /* [m, n_out] */
+        const REAL *ap = (l == 1) ? x : F(a_block)(net, l - 1);      /* [m, n_in] */
         if (l > 1) {
-            /* BP2: delta^{l-1} from delta^l and w^l (before w^l changes). */
-            delta_prev = F(z_block)(net, net->delta, l - 1);          /* [m, n_in] */
-            F(layer_backward_delta)(net->isa, delta_prev, delta, net->params + off, a_prev, m,
-                                    n_out, n_in);
+            /* BP2: delta^{l-1} from delta^l and w^l, before w^l changes */
+            size_t k0, k1;
+            cbp_part(n_in, 4 * CBP_VEC_ALIGN / sizeof(REAL), t, T, &k0, &k1);
+            if (k0 < k1)
+                F(layer_backward_delta)(isa, F(z_block)(net, net->delta, l - 1), delta,
+                                        net->params + off, ap, m, n_out, n_in, k0, k1);
+            cbp_barrier_wait(bar, T);
         }
-        /* BP3, BP4 for layer l, accumulated or applied. */
-        REAL *out = (op == CBP_ADD) ? net->grads + off : net->params + off;
-        F(layer_backward_params)(net->isa, out, out + n_out * n_in, delta, a_prev, m, n_out, n_in,
-                                 op, eta, net->grads + off, net->grads + off + n_out * n_in);
+        /* BP3, BP4 for layer l, accumulated or applied, on this thread's rows of w^l */
+        size_t j0, j1;
+        cbp_part(n_out, 4, t, T, &j0, &j1);
+        if (j0 < j1) {
+            REAL *out = (op == CBP_ADD) ? net->grads + off : net->params + off;
+            F(layer_backward_params)(isa, out, out + n_out * n_in, delta, ap, m, n_out, n_in, j0,
+                                     j1, op, eta, net->grads + off, net->grads + off + n_out * n_in);
+        }
         if (l == 1) break;                                  /* no delta for the input layer */
-        delta = delta_prev;
     }
+    cbp_barrier_wait(bar, T);                               /* parameters complete */
+}
+
+void F(cbp_net_forward)(const F(cbp_net) *net, const REAL *x, size_t m)
+{
+    F(run_batch)(net, x, NULL, m, 0, CBP_ADD, 0, 0, 1, NULL);
 }
 
 void F(cbp_net_backprop)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m)
 {
-    F(cbp_net_forward)(net, x, m);
-    F(net_backward)(net, x, y, m, CBP_ADD, 0);
+    F(run_batch)(net, x, y, m, 1, CBP_ADD, 0, 0, 1, NULL);
 }
 
 void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m, REAL eta)
 {
-    F(cbp_net_forward)(net, x, m);
-    F(net_backward)(net, x, y, m, CBP_SUB_SCALED, eta);
+    F(run_batch)(net, x, y, m, 1, CBP_SUB_SCALED, eta, 0, 1, NULL);
 }
 
 static void F(prefetch_rows)(const REAL *src, const long long *idx, size_t m, size_t n)
@@ -161,24 +199,51 @@ static void F(prefetch_rows)(const REAL *src, const long long *idx, size_t m, si
 #endif
 }
 
-void F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
-                          const long long *perm, size_t n, size_t mini_batch_size, REAL eta)
+/* One epoch as thread t of T: for each mini-batch, gather this thread's share of the rows
+ * (and prefetch its share of the next batch's rows), barrier, run_batch. */
+typedef struct {
+    const F(cbp_net) *net;
+    const REAL *x, *y;
+    const long long *perm;
+    size_t n, mini_batch_size;
+    REAL eta;
+    cbp_team team;
+} F(epoch_job);
+
+static void F(epoch_run)(F(epoch_job) *job, int t)
 {
+    const F(cbp_net) *net = job->net;
+    const int T = job->team.n_threads;
+    const size_t n = job->n, mbs = job->mini_batch_size;
     const size_t n_in = net->sizes[0], n_out = net->sizes[net->n_layers];
     REAL *xb = net->a;                                      /* [mbs, n_0] block a^0 */
     REAL *yb = net->y;                                      /* [mbs, n_L] */
-    for (size_t start = 0; start < n; start += mini_batch_size) {
-        const size_t m = (n - start < mini_batch_size) ? n - start : mini_batch_size;
-        F(cbp_gather_rows)(xb, x, perm + start, m, n_in);
-        F(cbp_gather_rows)(yb, y, perm + start, m, n_out);
-        /* Rows of a shuffled epoch come from all over memory: ask for the next batch's rows
-         * now so they arrive while this batch computes. */
+    for (size_t start = 0; start < n; start += mbs) {
+        const size_t m = (n - start < mbs) ? n - start : mbs;
+        size_t i0, i1;
+        cbp_part(m, 1, t, T, &i0, &i1);
+        F(cbp_gather_rows)(xb + i0 * n_in, job->x, job->perm + start + i0, i1 - i0, n_in);
+        F(cbp_gather_rows)(yb + i0 * n_out, job->y, job->perm + start + i0, i1 - i0, n_out);
+        /* Rows of a shuffled epoch come from all over memory: ask for the next batch's
+         * rows now so that they arrive while this batch computes. */
         const size_t next = start + m;
-        const size_t m_next = (n - next < mini_batch_size) ? n - next : mini_batch_size;
-        F(prefetch_rows)(x, perm + next, m_next, n_in);
-        F(prefetch_rows)(y, perm + next, m_next, n_out);
-        F(cbp_net_sgd_step)(net, xb, yb, m, eta);
+        const size_t m_next = (n - next < mbs) ? n - next : mbs;
+        cbp_part(m_next, 1, t, T, &i0, &i1);
+        F(prefetch_rows)(job->x, job->perm + next + i0, i1 - i0, n_in);
+        F(prefetch_rows)(job->y, job->perm + next + i0, i1 - i0, n_out);
+        cbp_barrier_wait(&job->team.barrier, T);
+        F(run_batch)(net, xb, yb, m, 1, CBP_SUB_SCALED, job->eta, t, T, &job->team.barrier);
     }
+}
+
+static void F(epoch_thread)(void *job, int t) { F(epoch_run)((F(epoch_job) *)job, t); }
+
+void F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
+                          const long long *perm, size_t n, size_t mini_batch_size, REAL eta)
+{
+    F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, eta, {0}};
+    int T = (net->isa == CBP_ISA_PLAIN || net->n_threads < 1) ? 1 : net->n_threads;
+    cbp_team_run(&job.team, T, F(epoch_thread), &job);
 }
 
 #undef F

@@ -57,9 +57,9 @@ CBP_DOT_BLOCK(4, 1) CBP_DOT_BLOCK(4, 2) CBP_DOT_BLOCK(4, 3) CBP_DOT_BLOCK(4, 4)
 
 /* One mr x mc block (1 <= mr, mc <= 4) of gemm_nt. */
 static inline void F(dot_block)(size_t mr, size_t mc, REAL *out, size_t ldo, const REAL *A,
-                                const REAL *B, size_t K)
+                                size_t lda, const REAL *B, size_t ldb, size_t K)
 {
-#define CBP_CASE(R, C) case 4 * (R - 1) + (C - 1): F(dot_##R##x##C)(out, ldo, A, K, B, K, K); break;
+#define CBP_CASE(R, C) case 4 * (R - 1) + (C - 1): F(dot_##R##x##C)(out, ldo, A, lda, B, ldb, K); break;
     switch (4 * (mr - 1) + (mc - 1)) {
         CBP_CASE(1, 1) CBP_CASE(1, 2) CBP_CASE(1, 3) CBP_CASE(1, 4)
         CBP_CASE(2, 1) CBP_CASE(2, 2) CBP_CASE(2, 3) CBP_CASE(2, 4)
@@ -69,16 +69,17 @@ static inline void F(dot_block)(size_t mr, size_t mc, REAL *out, size_t ldo, con
 #undef CBP_CASE
 }
 
-/* out[M, N] = A[M, K] . B[N, K]^T (out overwritten; rows of A and B contiguous), in blocks
- * of NT_MR x NT_MC (at most 4 x 4: 16 accumulators fit AVX-512's 32 registers; 3 x 3 for
- * 16-register instruction sets) with the edges in smaller blocks. */
-static void F(gemm_nt)(REAL *out, const REAL *A, const REAL *B, size_t M, size_t N, size_t K)
+/* out[M, N] = A[M, K] . B[N, K]^T (out overwritten), rows ldo, lda, ldb apart, in blocks of
+ * NT_MR x NT_MC (4 x 4: 16 accumulators fit AVX-512's 32 registers; 3 x 3 for 16-register
+ * instruction sets) with the edges in smaller blocks. */
+static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const REAL *B,
+                       size_t ldb, size_t M, size_t N, size_t K)
 {
     for (size_t i = 0; i < M; i += NT_MR) {
         const size_t mr = (M - i < NT_MR) ? M - i : NT_MR;
         for (size_t j = 0; j < N; j += NT_MC) {
             const size_t mc = (N - j < NT_MC) ? N - j : NT_MC;
-            F(dot_block)(mr, mc, out + i * N + j, N, A + i * K, B + j * K, K);
+            F(dot_block)(mr, mc, out + i * ldo + j, ldo, A + i * lda, lda, B + j * ldb, ldb, K);
         }
     }
 }
@@ -130,72 +131,177 @@ static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, 
 
 /* Rows [0, mr) (mr <= 4) of gemm_nn: 4-vector column blocks, single vectors, scalar tail. */
 #define CBP_NN_ROWS(MR)                                                                      \
-    static void F(nn_rows_##MR)(REAL *C, const REAL *A, size_t ars, size_t ats, const REAL *B, \
-                                size_t N, size_t T, int op, REAL eta)                       \
+    static void F(nn_rows_##MR)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,  \
+                                const REAL *B, size_t ldb, size_t N, size_t T, int op, REAL eta) \
     {                                                                                        \
         size_t c = 0;                                                                        \
-        for (; c + 4 * V <= N; c += 4 * V) F(axpy_##MR##x4)(C + c, N, A, ars, ats, B + c, N, T, op, eta); \
-        for (; c + V <= N; c += V) F(axpy_##MR##x1)(C + c, N, A, ars, ats, B + c, N, T, op, eta); \
-        F(axpy_tail)(C, N, A, ars, ats, B, N, T, MR, c, N, op, eta);                         \
+        for (; c + 4 * V <= N; c += 4 * V) F(axpy_##MR##x4)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, eta); \
+        for (; c + V <= N; c += V) F(axpy_##MR##x1)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, eta); \
+        F(axpy_tail)(C, ldc, A, ars, ats, B, ldb, T, MR, c, N, op, eta);                     \
     }
 CBP_NN_ROWS(1) CBP_NN_ROWS(2) CBP_NN_ROWS(3) CBP_NN_ROWS(4)
 #undef CBP_NN_ROWS
 
-/* C[R, N] (op)= A(R, T) . B[T, N], A(r, t) = A[r*ars + t*ats], B and C row-major; rows in
- * blocks of NN_MR (4 rows x 4 vectors = 16 accumulators on AVX-512, 3 x 4 elsewhere). */
-static void F(gemm_nn)(REAL *C, const REAL *A, size_t ars, size_t ats, const REAL *B, size_t R,
-                       size_t N, size_t T, int op, REAL eta)
+/* C[R, N] (op)= A(R, T) . B[T, N], A(r, t) = A[r*ars + t*ats]; rows of B and C ldb and ldc
+ * apart; rows in blocks of NN_MR (4 rows x 4 vectors = 16 accumulators on AVX-512, 3 x 4
+ * elsewhere). */
+static void F(gemm_nn)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,
+                       size_t ldb, size_t R, size_t N, size_t T, int op, REAL eta)
 {
     for (size_t r = 0; r < R; r += NN_MR) {
         const REAL *Ar = A + r * ars;
-        REAL *Cr = C + r * N;
+        REAL *Cr = C + r * ldc;
         switch ((R - r < NN_MR) ? R - r : NN_MR) {
-        case 1: F(nn_rows_1)(Cr, Ar, ars, ats, B, N, T, op, eta); break;
-        case 2: F(nn_rows_2)(Cr, Ar, ars, ats, B, N, T, op, eta); break;
-        case 3: F(nn_rows_3)(Cr, Ar, ars, ats, B, N, T, op, eta); break;
-        default: F(nn_rows_4)(Cr, Ar, ars, ats, B, N, T, op, eta); break;
+        case 1: F(nn_rows_1)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta); break;
+        case 2: F(nn_rows_2)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta); break;
+        case 3: F(nn_rows_3)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta); break;
+        default: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta); break;
         }
     }
 }
 
-/* ---- the layer kernels of cbackprop_decl.h, same formulas and shapes --------------------- */
+/* ---- sigma over vectors ------------------------------------------------------------------ */
 
-/* eq. (25): z = a_prev . w^T + b, a = sigma(z).  z, a: [m, n_out] overwritten. */
-static void F(dense_forward)(REAL *z, REAL *a, const REAL *a_prev, const REAL *w, const REAL *b,
-                             size_t m, size_t n_out, size_t n_in)
+/* exp(x) for x in [CBP_EXP_LO, CBP_EXP_HI] (callers clamp): x = k ln2 + r, |r| <= ln2/2,
+ * exp(r) by its Taylor polynomial (degree 7 for float, 13 for double: truncation below
+ * half an ulp), times 2^k assembled in the exponent bits.  About 1 ulp. */
+#define VECI F(veci)
+#if CBP_IS_DOUBLE
+typedef long long VECI __attribute__((vector_size(VB)));
+#define CBP_EXP_HI 709.0
+#define CBP_EXP_LO (-708.0)
+#define CBP_MANT_BITS 52
+#define CBP_BIAS 1023
+#define CBP_ROUND_MAGIC 6755399441055744.0 /* 1.5 * 2^52 */
+#else
+typedef int VECI __attribute__((vector_size(VB)));
+#define CBP_EXP_HI 88.0f
+#define CBP_EXP_LO (-87.0f)
+#define CBP_MANT_BITS 23
+#define CBP_BIAS 127
+#define CBP_ROUND_MAGIC 12582912.0f /* 1.5 * 2^23 */
+#endif
+
+static inline VEC F(vclamp)(VEC v, REAL lo, REAL hi)
 {
-    F(gemm_nt)(z, a_prev, w, m, n_out, n_in);
+    const VEC vlo = (VEC){0} + lo, vhi = (VEC){0} + hi;
+    VECI below = (VECI)(v < vlo), above = (VECI)(v > vhi);  /* -1 where true; NaN stays NaN */
+    VECI bits = ((VECI)v & ~below) | ((VECI)vlo & below);
+    bits = (bits & ~above) | ((VECI)vhi & above);
+    return (VEC)bits;
+}
+
+static inline VEC F(vexp)(VEC x)
+{
+    const REAL log2e = (REAL)1.4426950408889634, ln2_hi = (REAL)0.693145751953125,
+               ln2_lo = (REAL)1.428606820309417232e-06;
+    VEC kf = x * log2e + CBP_ROUND_MAGIC;
+    kf = kf - CBP_ROUND_MAGIC;                 /* round to nearest integer */
+    const VEC r = (x - kf * ln2_hi) - kf * ln2_lo;
+#if CBP_IS_DOUBLE
+    VEC p = (VEC){0} + 1.0 / 6227020800.0;     /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+#else
+    VEC p = (VEC){0} + 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+#endif
+    const VECI k = __builtin_convertvector(kf, VECI);
+    const VECI scale = (k + CBP_BIAS) << CBP_MANT_BITS;
+    return p * (VEC)scale;
+}
+
+/* sigma(z) = 1 / (1 + exp(-z)).  -z is clamped to exp's range; below it sigma is exactly
+ * 1, and above it (z < -709 in double, -88 in float) sigma is set to exactly 0, as libm's
+ * overflowing exp gives (up to the last few subnormal values). */
+static inline VEC F(vsigmoid)(VEC z)
+{
+    const VEC nz = -z;
+    const VECI beyond = (VECI)(nz > ((VEC){0} + CBP_EXP_HI));
+    const VEC s = (REAL)1 / ((REAL)1 + F(vexp)(F(vclamp)(nz, CBP_EXP_LO, CBP_EXP_HI)));
+    return (VEC)((VECI)s & ~beyond);
+}
+#undef CBP_EXP_HI
+#undef CBP_EXP_LO
+#undef CBP_MANT_BITS
+#undef CBP_BIAS
+#undef CBP_ROUND_MAGIC
+
+/* ---- the layer kernels, on a range of columns or rows so that threads can share a layer -- */
+
+/* eq. (25) for output columns [j0, j1): z[:, j] = a_prev . w[j, :] + b[j], a = sigma(z).
+ * z, a: [m, n_out] (columns j0..j1 overwritten); a_prev: [m, n_in]; w: [n_out, n_in]. */
+static void F(dense_forward)(REAL *z, REAL *a, const REAL *a_prev, const REAL *w, const REAL *b,
+                             size_t m, size_t n_out, size_t n_in, size_t j0, size_t j1)
+{
+    F(gemm_nt)(z + j0, n_out, a_prev, n_in, w + j0 * n_in, n_in, m, j1 - j0, n_in);
+    for (size_t i = 0; i < m; i++) {
+        REAL *zi = z + i * n_out, *ai = a + i * n_out;
+        size_t j = j0;
+        for (; j + V <= j1; j += V) {
+            const VEC zv = F(vload)(zi + j) + F(vload)(b + j);
+            F(vstore)(zi + j, zv);
+            F(vstore)(ai + j, F(vsigmoid)(zv));
+        }
+        if (j < j1) {  /* the last few columns through the same vector sigma */
+            REAL buf[V];
+            for (size_t t = 0; t < V; t++) buf[t] = (j + t < j1) ? zi[j + t] + b[j + t] : 0;
+            const VEC sv = F(vsigmoid)(F(vload)(buf));
+            for (size_t t = 0; j + t < j1; t++) {
+                zi[j + t] = buf[t];
+                ai[j + t] = sv[t];
+            }
+        }
+    }
+}
+
+/* BP2 for columns [k0, k1) of delta^{l-1}:
+ *   delta_prev[:, k] = (delta . w[:, k]) (.) a_prev[:, k] (1 - a_prev[:, k]).
+ * delta_prev, a_prev: [m, n_in]; delta: [m, n_out]; w: [n_out, n_in]. */
+static void F(dense_backward_delta)(REAL *delta_prev, const REAL *delta, const REAL *w,
+                                    const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
+                                    size_t k0, size_t k1)
+{
+    F(gemm_nn)(delta_prev + k0, n_in, delta, n_out, 1, w + k0, n_in, m, k1 - k0, n_out, CBP_SET, 0);
     for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n_out; j++) {
-            const REAL zij = z[i * n_out + j] + b[j];
-            z[i * n_out + j] = zij;
-            a[i * n_out + j] = CBP_CAT(sigmoid, SUF)(zij);
+        for (size_t k = k0; k < k1; k++) {
+            const REAL ap = a_prev[i * n_in + k];
+            delta_prev[i * n_in + k] *= ap * ((REAL)1 - ap);
         }
 }
 
-/* BP2: delta_prev = (delta . w) (.) a_prev (1 - a_prev).  delta_prev: [m, n_in] overwritten. */
-static void F(dense_backward_delta)(REAL *delta_prev, const REAL *delta, const REAL *w,
-                                    const REAL *a_prev, size_t m, size_t n_out, size_t n_in)
-{
-    F(gemm_nn)(delta_prev, delta, n_out, 1, w, m, n_in, n_out, CBP_SET, 0);
-    const size_t len = m * n_in;
-    for (size_t t = 0; t < len; t++) delta_prev[t] *= a_prev[t] * ((REAL)1 - a_prev[t]);
-}
-
-/* BP3/BP4 summed over the batch, combined with (nabla_w, nabla_b) by op:
- *   CBP_ADD:        nabla_w += delta^T . a_prev,      nabla_b += sum_i delta_i   (accumulate)
- *   CBP_SUB_SCALED: w -= eta delta^T . a_prev,        b -= eta sum_i delta_i    (fused SGD step,
- *                   the two outputs are then w and b and no gradient is stored). */
-static void F(dense_backward_params)(REAL *nabla_w, REAL *nabla_b, const REAL *delta,
+/* BP3/BP4 summed over the batch for rows [j0, j1) of the layer, combined by op:
+ *   CBP_ADD:        nabla_w[j] += delta[:, j]^T . a_prev,  nabla_b[j] += sum_i delta[i, j]
+ *   CBP_SUB_SCALED: w[j] -= eta delta[:, j]^T . a_prev,    b[j] -= eta sum_i delta[i, j]
+ *                   (the fused SGD step: the outputs are w and b, no gradient is stored).
+ * out_w: [n_out, n_in]; out_b: [n_out]; delta: [m, n_out]; a_prev: [m, n_in]. */
+static void F(dense_backward_params)(REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                     int op, REAL eta)
+                                     size_t j0, size_t j1, int op, REAL eta)
 {
-    F(gemm_nn)(nabla_w, delta, 1, n_out, a_prev, n_out, n_in, m, op, eta);
-    for (size_t j = 0; j < n_out; j++) {
+    F(gemm_nn)(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m, op, eta);
+    for (size_t j = j0; j < j1; j++) {
         REAL s = 0;
         for (size_t i = 0; i < m; i++) s += delta[i * n_out + j];
-        if (op == CBP_ADD) nabla_b[j] += s;
-        else nabla_b[j] -= eta * s;
+        if (op == CBP_ADD) out_b[j] += s;
+        else out_b[j] -= eta * s;
     }
 }
 
@@ -216,6 +322,7 @@ static REAL F(fma_loop)(size_t iters)
     return F(hsum)(((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)) + ((c8 + c9) + (c10 + c11)));
 }
 
+#undef VECI
 #undef VEC
 #undef V
 #undef F

@@ -68,3 +68,48 @@ def test_environment_selects_kernels():
     env["CBACKPROP_KERNELS"] = "nonsense"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "CBACKPROP_KERNELS must be one of" in bad.stderr
+
+
+@pytest.mark.parametrize("kernels", FAST)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("sizes, n, mbs", [([784, 30, 10], 203, 10), ([5, 3, 2], 50, 7),
+                                           ([40, 70, 33, 17, 1], 77, 16), ([9, 130, 4], 64, 64)],
+                         ids=str)
+def test_sgd_epoch_is_bitwise_the_same_on_any_number_of_threads(kernels, dtype, sizes, n, mbs):
+    rng = np.random.default_rng(5)
+    X, Y = rng.random((n, sizes[0])), rng.random((n, sizes[-1]))
+    results = []
+    for threads in (1, 2, 3):
+        net = cbackprop.Network(sizes, dtype=dtype, seed=2)
+        net._engine.kernels = kernels
+        net.num_threads = threads
+        net.sgd(X, Y, 2, mbs, 1.5)
+        results.append(net.weights + net.biases)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_num_threads_is_validated():
+    net = cbackprop.Network([3, 2])
+    for bad in (0, 65, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="num_threads must be an integer in"):
+            net.num_threads = bad
+
+
+def test_two_threads_training_two_networks_give_the_serial_results():
+    import threading
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((300, 50)), rng.random((300, 4))
+    serial = [cbackprop.Network([50, 20, 4], seed=s) for s in (1, 2)]
+    for net in serial:
+        net.sgd(X, Y, 3, 10, 1.0)
+    parallel = [cbackprop.Network([50, 20, 4], seed=s) for s in (1, 2)]
+    threads = [threading.Thread(target=net.sgd, args=(X, Y, 3, 10, 1.0)) for net in parallel]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(serial, parallel):
+        for p, q in zip(a.weights + a.biases, b.weights + b.biases):
+            np.testing.assert_array_equal(p, q)

@@ -23,6 +23,7 @@ cdef extern from "cbackprop.h" nogil:
         float *y
         size_t m_cap
         int isa
+        int n_threads
     ctypedef struct cbp_net_d:
         size_t n_layers
         const size_t *sizes
@@ -34,6 +35,7 @@ cdef extern from "cbackprop.h" nogil:
         double *y
         size_t m_cap
         int isa
+        int n_threads
 
     void cbp_net_forward_s(const cbp_net_s *net, const float *x, size_t m)
     void cbp_net_forward_d(const cbp_net_d *net, const double *x, size_t m)
@@ -74,6 +76,21 @@ def best_kernels():
                              f"machine, got {want!r}")
         return want
     return KERNELS[cbp_isa_best()]
+
+
+def default_num_threads():
+    """Threads an epoch of sgd uses: CBACKPROP_NUM_THREADS from the environment when set,
+    else the cores this process may run on."""
+    import os
+    want = os.environ.get("CBACKPROP_NUM_THREADS", "")
+    if want:
+        if not want.isdigit() or not 1 <= int(want) <= 64:
+            raise ValueError(f"CBACKPROP_NUM_THREADS must be an integer in [1, 64], got {want!r}")
+        return int(want)
+    try:
+        return max(1, min(64, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not on Linux
+        return max(1, min(64, os.cpu_count() or 1))
 
 
 def fma_loop(dtype, kernels, size_t iters):
@@ -131,6 +148,8 @@ cdef class Engine:
     cdef Py_ssize_t n_in, n_out
     cdef size_t n_params
     cdef double eta_max               # largest eta representable in the engine dtype
+    cdef int _num_threads             # threads for sgd_epoch (see num_threads; the C
+                                      # field n_threads is set per epoch from it)
 
     def __cinit__(self, sizes, dtype):
         self.dtype = np.dtype(dtype)
@@ -146,6 +165,7 @@ cdef class Engine:
         self._set_struct()
         self.kernels = best_kernels()
         self.lock = threading.Lock()
+        self.num_threads = default_num_threads()
         self.n_in = self.sizes[0]
         self.n_out = self.sizes[-1]
         self.eta_max = float(np.finfo(self.dtype).max)
@@ -154,6 +174,18 @@ cdef class Engine:
     def kernels(self):
         """The kernel variant this engine runs (one of kernels_supported())."""
         return KERNELS[self.nd.isa if self.is_double else self.ns.isa]
+
+    @property
+    def num_threads(self):
+        """Threads one epoch of sgd runs on (other calls run on the calling thread); an
+        epoch of a small network (under 2e5 flops per mini-batch) runs on one."""
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, n):
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 64:
+            raise ValueError(f"num_threads must be an integer in [1, 64], got {n!r}")
+        self._num_threads = n
 
     @kernels.setter
     def kernels(self, name):
@@ -361,6 +393,12 @@ cdef class Engine:
         cdef size_t mbs = mini_batch_size
         if n == 0:
             return
+        # Threads pay off from about 2e5 flops per mini-batch (measured: [784,30,10] at
+        # mini-batch 10, 1e6 flops, 1.2-1.4x faster on 2 threads; [20,10,5], 1e4 flops,
+        # 0.86x; [5,9,3], 2e3 flops, 0.12x).
+        s = self.sizes
+        flops = 4 * mbs * sum(s[l] * s[l - 1] for l in range(1, len(s)))
+        self.nd.n_threads = self.ns.n_threads = self._num_threads if flops >= 200_000 else 1
         if self.is_double:
             xd = x
             yd = y

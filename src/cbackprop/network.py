@@ -67,6 +67,17 @@ class Network(NetworkBase):
         environment variable CBACKPROP_KERNELS overrides the choice for new networks."""
         return self._engine.kernels
 
+    @property
+    def num_threads(self):
+        """Threads each epoch of sgd runs on (default: CBACKPROP_NUM_THREADS, else the cores
+        this process may use).  The result is bitwise the same for any value; other calls
+        run on the calling thread."""
+        return self._engine.num_threads
+
+    @num_threads.setter
+    def num_threads(self, n):
+        self._engine.num_threads = n
+
     def update_mini_batch(self, X, Y, eta):
         """One gradient-descent step on the mini-batch X, Y: w <- w - eta nabla_w,
         b <- b - eta nabla_b, with the gradient averaged over the batch."""
