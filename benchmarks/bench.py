@@ -52,7 +52,8 @@ NETPY_SAMPLES = 2_000    # network.py-loop runs on this many samples and is extr
 SYNTHETIC_SEED = 12345
 DTYPES = ("float32", "float64")
 
-IMPLS = ("cbackprop", "cbackprop-pyloop", "numpy", "reference", "torch", "network.py-loop")
+IMPLS = ("cbackprop", "cbackprop-1thread", "cbackprop-pyloop", "numpy", "reference", "torch",
+         "network.py-loop")
 BASELINE_IMPL = "numpy"
 ENV_PREFIXES = ("OPENBLAS_", "OMP_", "GOMP_", "MKL_", "BLIS_", "GOTO_", "CBACKPROP_", "KMP_")
 UNSET_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -239,6 +240,16 @@ class CbackpropRunner:
 
     def params(self):
         return self.net.weights, self.net.biases
+
+
+class OneThreadRunner(CbackpropRunner):
+    """(a') as (a) with net.num_threads = 1: the epoch on the calling thread only."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        if not hasattr(self.net, "num_threads"):
+            raise AttributeError("this cbackprop has no Network.num_threads")
+        self.net.num_threads = 1
 
 
 class PyloopRunner(CbackpropRunner):
@@ -580,9 +591,10 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
     c = ceilings[dtype][which]
     lines = [f"{name} {sizes} mini-batch {mbs}, {dtype}, {data_source} data: {n:,} samples = "
              f"{entry['n_batches']:,} mini-batches, {entry['gflop_per_epoch']:.3g} GFLOP; "
-             f"ceiling {which.replace('_', ' ')} {c:.1f} GFLOP/s",
+             f"cbackprop sgd on {entry.get('cbackprop_num_threads', '?')} thread(s)",
              f"  {'implementation':18} {'median':>9} {'min':>9} {'max':>9} {'noise':>6} "
-             f"{'GFLOP/s':>8} {'%ceil':>6} {'speed-up':>9}   ({unit_label(n)})"]
+             f"{'GFLOP/s':>8} {'%1core':>7} {'%2cores':>7} {'speed-up':>9}   ({unit_label(n)}; "
+             f"ceiling {c:.0f} GFLOP/s on {which.replace('_', ' ')})"]
     for impl in IMPLS:
         r = entry["impls"].get(impl)
         if r is None:
@@ -592,13 +604,16 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
             continue
         flag = " *" if r.get("extrapolated_from") else ""
         lines.append(f"  {impl:18} {r['median']:9.4f} {r['min']:9.4f} {r['max']:9.4f} {r['noise']:6.1%} "
-                     f"{r['gflops']:8.2f} {r['frac_ceiling']:6.1%} {r['speedup']:8.2f}x{flag}")
+                     f"{r['gflops']:8.2f} {r['frac_one_core']:7.1%} {r['frac_both_cores']:7.1%} "
+                     f"{r['speedup']:8.2f}x{flag}")
     ov = entry.get("pyloop_overhead_us")
     if ov is not None:
         g = entry["impls"]["cbackprop-pyloop"].get("gather_seconds_untimed")
-        lines.append(f"  cbackprop-pyloop overhead: {ov:+.2f} us per update_mini_batch call "
-                     f"(pyloop - cbackprop, / {entry['n_batches']:,} calls)" +
-                     (f"; pyloop's untimed X[perm] gather took {g * 1e3:.1f} ms" if g is not None else ""))
+        ov1 = entry.get("pyloop_overhead_vs_1thread_us")
+        lines.append(f"  cbackprop-pyloop overhead per update_mini_batch call ({entry['n_batches']:,} calls): "
+                     f"{ov:+.2f} us vs cbackprop" +
+                     (f", {ov1:+.2f} us vs cbackprop-1thread" if ov1 is not None else "") +
+                     (f"; its untimed X[perm] gather took {g * 1e3:.1f} ms" if g is not None else ""))
     ex = entry["impls"].get("network.py-loop") or {}
     if ex.get("extrapolated_from"):
         lines.append(f"  * network.py-loop: extrapolated from {ex['extrapolated_from']:,} samples, "
@@ -655,6 +670,9 @@ def parse_args(argv):
                    "exit 1 if a cbackprop speed-up fell by more than --margin")
     p.add_argument("--margin", type=float, default=0.25, help="relative fall of the speed-up "
                    "that --compare calls a regression")
+    p.add_argument("--settle", type=float, default=0.2, metavar="SECONDS",
+                   help="pause before each timed epoch, so that thread pools of the previous "
+                   "implementation (OpenBLAS workers spin after a call) go idle first")
     p.add_argument("--fma-iters", type=float, default=2e7, help="iterations per fma_loop call")
     p.add_argument("--unset-openblas-coretype", action="store_true",
                    help=f"re-execute without {' and '.join(UNSET_VARS)} so that numpy's OpenBLAS "
@@ -753,6 +771,8 @@ def main(argv=None):
         "quick": quick,
         "n_samples": n,
         "repeats": repeats,
+        "settle_seconds": args.settle,
+        "cbackprop_default_num_threads": getattr(core, "default_num_threads", lambda: 1)(),
         "eta": ETA,
         "data": data_source,
         "data_path": str(Path(args.data).resolve()) if data_source == "mnist" else None,
@@ -798,7 +818,7 @@ def main(argv=None):
         for name in configs:
             sizes, mbs = CONFIGS[name]
             entry = run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls,
-                               cbackprop, reference, args.all_baselines)
+                               cbackprop, reference, args.all_baselines, args.settle)
             if "torch" in impls:
                 if name in torch_times:
                     entry["impls"]["torch"] = summarize(torch_times[name])
@@ -836,7 +856,7 @@ def main(argv=None):
 
 
 def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cbackprop, reference,
-               all_baselines):
+               all_baselines, settle=0.0):
     """Warm-up round, then `repeats` rounds; each round runs every implementation once in
     turn (interleaved, so slow drifts of a shared machine hit all of them alike)."""
     W0, B0 = init_params(sizes, dtype)
@@ -851,6 +871,11 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
             continue
         if impl == "cbackprop":
             runners[impl] = CbackpropRunner(cbackprop, sizes, dtype, X, Y, mbs, ETA)
+        elif impl == "cbackprop-1thread":
+            try:
+                runners[impl] = OneThreadRunner(cbackprop, sizes, dtype, X, Y, mbs, ETA)
+            except AttributeError as exc:
+                entry["impls"][impl] = {"skipped": f"skipped ({exc})"}
         elif impl == "cbackprop-pyloop":
             runners[impl] = PyloopRunner(cbackprop, sizes, dtype, X, Y, mbs, ETA)
         elif impl == "numpy":
@@ -864,12 +889,15 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
             runners[impl] = NetworkPyRunner(sizes, u8, labels, n, mbs, ETA)
     if "cbackprop" in runners:
         entry["kernels"] = runners["cbackprop"].net.kernels
+        entry["cbackprop_num_threads"] = getattr(runners["cbackprop"].net, "num_threads", 1)
     perms = epoch_permutations(n, repeats + 1)
     times = {k: [] for k in runners}
     for rnd, perm in enumerate(perms):
         print(f"# {dtype} {name}: {'warm-up' if rnd == 0 else f'round {rnd}/{repeats}'}",
               file=sys.stderr, flush=True)
         for impl, runner in runners.items():
+            if settle:
+                time.sleep(settle)
             t = runner.run(perm)
             if rnd:
                 times[impl].append(t)
@@ -889,11 +917,15 @@ def same_algorithm_checks(runners):
     Wn, Bn = runners["numpy"].params()
     scale = max(float(np.abs(p).max()) for p in Wn + Bn)
     out = {}
-    for impl in ("cbackprop", "cbackprop-pyloop"):
+    for impl in ("cbackprop", "cbackprop-1thread", "cbackprop-pyloop"):
         if impl in runners:
             W, B = runners[impl].params()
             d = max(float(np.abs(np.asarray(a, dtype=np.float64) - b).max()) for a, b in zip(W + B, Wn + Bn))
             out[f"{impl} vs numpy"] = d / scale
+    if "cbackprop" in runners and "cbackprop-1thread" in runners:   # threads: bitwise the same
+        (W1, B1), (W2, B2) = runners["cbackprop"].params(), runners["cbackprop-1thread"].params()
+        out["cbackprop vs cbackprop-1thread (bitwise)"] = max(
+            float(np.abs(a - b).max()) for a, b in zip(W1 + B1, W2 + B2)) / scale
     return out
 
 
@@ -913,8 +945,11 @@ def finish_entry(entry, name, dtype, n, ceilings):
         r["frac_both_cores"] = r["gflops"] / ceilings[cdt]["both_cores"]
         r["frac_ceiling"] = r["frac_" + entry["ceiling"]]
     cb, py = entry["impls"].get("cbackprop", {}), entry["impls"].get("cbackprop-pyloop", {})
+    one = entry["impls"].get("cbackprop-1thread", {})
     if "median" in cb and "median" in py:
         entry["pyloop_overhead_us"] = (py["median"] - cb["median"]) / entry["n_batches"] * 1e6
+    if "median" in one and "median" in py:
+        entry["pyloop_overhead_vs_1thread_us"] = (py["median"] - one["median"]) / entry["n_batches"] * 1e6
 
 
 if __name__ == "__main__":

@@ -74,6 +74,10 @@ size_t F(cbp_n_params)(const F(cbp_net) *net);
  * x: [m, n_0] with m <= m_cap; a^L is then the block of layer L in net->a. */
 void F(cbp_net_forward)(const F(cbp_net) *net, const REAL *x, size_t m);
 
+/* Feedforward of any number of rows, m_cap rows at a time through the workspace:
+ * out = a^L.  x: [m, n_0]; out: [m, n_L] (overwritten); overwrites the workspace. */
+void F(cbp_net_predict)(const F(cbp_net) *net, const REAL *x, size_t m, REAL *out);
+
 /* Backpropagation over an m-row batch (matrix form of BP1-BP4): forward pass, BP1 at
  * layer L, BP2 for l = L-1 .. 1, BP3/BP4 for every layer.  ACCUMULATES the gradient of
  * C = 1/(2m) sum_x ||y - a^L||^2 into net->grads (zero it first for a plain gradient);

@@ -177,6 +177,17 @@ void F(cbp_net_forward)(const F(cbp_net) *net, const REAL *x, size_t m)
     F(run_batch)(net, x, NULL, m, 0, CBP_ADD, 0, 0, 1, NULL);
 }
 
+void F(cbp_net_predict)(const F(cbp_net) *net, const REAL *x, size_t m, REAL *out)
+{
+    const size_t n_in = net->sizes[0], n_out = net->sizes[net->n_layers];
+    const REAL *a_last = F(a_block)(net, net->n_layers);   /* [m_cap, n_L] */
+    for (size_t start = 0; start < m; start += net->m_cap) {
+        const size_t rows = (m - start < net->m_cap) ? m - start : net->m_cap;
+        F(cbp_net_forward)(net, x + start * n_in, rows);
+        memcpy(out + start * n_out, a_last, rows * n_out * sizeof(REAL));
+    }
+}
+
 void F(cbp_net_backprop)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m)
 {
     F(run_batch)(net, x, y, m, 1, CBP_ADD, 0, 0, 1, NULL);

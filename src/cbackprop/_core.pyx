@@ -37,8 +37,8 @@ cdef extern from "cbackprop.h" nogil:
         int isa
         int n_threads
 
-    void cbp_net_forward_s(const cbp_net_s *net, const float *x, size_t m)
-    void cbp_net_forward_d(const cbp_net_d *net, const double *x, size_t m)
+    void cbp_net_predict_s(const cbp_net_s *net, const float *x, size_t m, float *out)
+    void cbp_net_predict_d(const cbp_net_d *net, const double *x, size_t m, double *out)
     void cbp_net_backprop_s(const cbp_net_s *net, const float *x, const float *y, size_t m)
     void cbp_net_backprop_d(const cbp_net_d *net, const double *x, const double *y, size_t m)
     void cbp_net_sgd_step_s(const cbp_net_s *net, const float *x, const float *y, size_t m,
@@ -250,39 +250,26 @@ cdef class Engine:
             return 0
         return self._z.nbytes + self._a.nbytes + self._delta.nbytes + self._y.nbytes
 
-    def output_block(self, Py_ssize_t m):
-        """A view of a^L for the last m-row forward pass (valid until the next call)."""
-        s = self.sizes
-        off = self.m_cap * sum(s[:-1])
-        return self._a[off:off + m * s[-1]].reshape(m, s[-1])
-
-    def layer_blocks(self, Py_ssize_t m):
-        """Views (z, a, delta) per layer l = 1..L of the last m-row pass."""
-        s = self.sizes
-        zs, as_, ds = [], [], []
-        off_z = 0
-        off_a = self.m_cap * s[0]
-        for n in s[1:]:
-            zs.append(self._z[off_z:off_z + m * n].reshape(m, n))
-            ds.append(self._delta[off_z:off_z + m * n].reshape(m, n))
-            as_.append(self._a[off_a:off_a + m * n].reshape(m, n))
-            off_z += self.m_cap * n
-            off_a += self.m_cap * n
-        return zs, as_, ds
-
-    def forward(self, x):
-        """a^L for the rows of x ([m, n_0], C-contiguous, engine dtype); m <= m_cap."""
+    def predict(self, x):
+        """a^L for all rows of x ([m, n_0], C-contiguous, engine dtype; m >= 1), computed
+        m_cap rows at a time (reserve first); returns a new [m, n_L] array."""
         cdef const float[:, ::1] xs
         cdef const double[:, ::1] xd
+        cdef float[:, ::1] os
+        cdef double[:, ::1] od
         cdef size_t m = x.shape[0]
+        out = np.empty((m, self.sizes[-1]), dtype=self.dtype)
         if self.is_double:
             xd = x
+            od = out
             with nogil:
-                cbp_net_forward_d(&self.nd, &xd[0, 0], m)
+                cbp_net_predict_d(&self.nd, &xd[0, 0], m, &od[0, 0])
         else:
             xs = x
+            os = out
             with nogil:
-                cbp_net_forward_s(&self.ns, &xs[0, 0], m)
+                cbp_net_predict_s(&self.ns, &xs[0, 0], m, &os[0, 0])
+        return out
 
     def backprop(self, x, y):
         """grads = gradient of C over the m rows of x, y (m <= m_cap)."""

@@ -92,18 +92,14 @@ class Network(NetworkBase):
 
     def _forward(self, X):
         m = X.shape[0]
-        out = np.empty((m, self.sizes[-1]), dtype=self.dtype)
         if m == 0:
-            return out
+            return np.empty((0, self.sizes[-1]), dtype=self.dtype)
         with self._lock:
-            eng = self._engine
-            chunk = max(eng.m_cap, min(m, _FORWARD_CHUNK))
-            eng.reserve(chunk)
-            for start in range(0, m, chunk):
-                stop = min(start + chunk, m)
-                eng.forward(X[start:stop])
-                out[start:stop] = eng.output_block(stop - start)
-        return out
+            # The workspace holds one mini-batch once the network has trained; before
+            # that, up to _FORWARD_CHUNK rows.  C runs through X that many rows at a time.
+            if self._engine.m_cap == 0:
+                self._engine.reserve(min(m, _FORWARD_CHUNK))
+            return self._engine.predict(X)
 
     def _gradient(self, X, Y):
         with self._lock:
