@@ -617,7 +617,7 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
     ex = entry["impls"].get("network.py-loop") or {}
     if ex.get("extrapolated_from"):
         lines.append(f"  * network.py-loop: extrapolated from {ex['extrapolated_from']:,} samples, "
-                     f"float64 (its %ceil is of the float64 ceiling)")
+                     f"float64 (its fractions are of the float64 ceilings)")
     chk = entry.get("checks") or {}
     if chk:
         lines.append("  same-algorithm check after the warm-up epoch, max|param diff| / max|param|: " +
@@ -629,13 +629,13 @@ def format_summary(results):
     out = ["speed-up over numpy (median / median):"]
     impls = [i for i in IMPLS if any(i in e["impls"] and "speedup" in e["impls"][i]
                                      for d in results.values() for e in d.values())]
-    out.append(f"  {'dtype':8} {'config':6} " + " ".join(f"{i:>16}" for i in impls))
+    out.append(f"  {'dtype':8} {'config':6} " + " ".join(f"{i:>17}" for i in impls))
     for dtype, cfgs in results.items():
         for name, e in cfgs.items():
             cells = []
             for i in impls:
                 r = e["impls"].get(i) or {}
-                cells.append(f"{r['speedup']:15.2f}x" if "speedup" in r else f"{'-':>16}")
+                cells.append(f"{r['speedup']:16.2f}x" if "speedup" in r else f"{'-':>17}")
             out.append(f"  {dtype:8} {name:6} " + " ".join(cells))
     return "\n".join(out)
 
@@ -670,9 +670,10 @@ def parse_args(argv):
                    "exit 1 if a cbackprop speed-up fell by more than --margin")
     p.add_argument("--margin", type=float, default=0.25, help="relative fall of the speed-up "
                    "that --compare calls a regression")
-    p.add_argument("--settle", type=float, default=0.2, metavar="SECONDS",
-                   help="pause before each timed epoch, so that thread pools of the previous "
-                   "implementation (OpenBLAS workers spin after a call) go idle first")
+    p.add_argument("--settle", type=float, default=None, metavar="SECONDS",
+                   help="pause before each epoch, so that thread pools of the previous "
+                   "implementation (OpenBLAS workers spin after a call) go idle first; "
+                   "default 0.2, 0.05 with --quick")
     p.add_argument("--fma-iters", type=float, default=2e7, help="iterations per fma_loop call")
     p.add_argument("--unset-openblas-coretype", action="store_true",
                    help=f"re-execute without {' and '.join(UNSET_VARS)} so that numpy's OpenBLAS "
@@ -747,6 +748,8 @@ def main(argv=None):
     if BASELINE_IMPL not in impls:
         impls.append(BASELINE_IMPL)
     n = N_QUICK if quick else N_FULL
+    if args.settle is None:
+        args.settle = 0.05 if quick else 0.2
 
     cbackprop, reference, core = import_cbackprop()
     kernels = core.best_kernels()
@@ -836,7 +839,8 @@ def main(argv=None):
     if baseline is not None:
         rows, ok = compare_results(baseline, meta, args.margin)
         meta["comparison"] = {"baseline": str(args.compare), "margin": args.margin, "rows": rows, "ok": ok}
-        for key in ("hostname", "cpu_model", "data", "n_samples", "kernels"):
+        for key in ("hostname", "cpu_model", "data", "n_samples", "kernels",
+                    "cbackprop_default_num_threads", "env"):
             if baseline.get(key) != meta.get(key):
                 print(f"bench: WARNING: baseline {key} {baseline.get(key)!r} != now {meta.get(key)!r}; "
                       f"compare runs on the same machine and data", file=sys.stderr)
