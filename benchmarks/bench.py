@@ -589,9 +589,10 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
     sizes, mbs = entry["sizes"], entry["mini_batch_size"]
     which = entry["ceiling"]
     c = ceilings[dtype][which]
+    threads = (f"cbackprop sgd on {entry['cbackprop_num_threads']} thread(s)"
+               if "cbackprop_num_threads" in entry else "cbackprop not run")
     lines = [f"{name} {sizes} mini-batch {mbs}, {dtype}, {data_source} data: {n:,} samples = "
-             f"{entry['n_batches']:,} mini-batches, {entry['gflop_per_epoch']:.3g} GFLOP; "
-             f"cbackprop sgd on {entry.get('cbackprop_num_threads', '?')} thread(s)",
+             f"{entry['n_batches']:,} mini-batches, {entry['gflop_per_epoch']:.3g} GFLOP; {threads}",
              f"  {'implementation':18} {'median':>9} {'min':>9} {'max':>9} {'noise':>6} "
              f"{'GFLOP/s':>8} {'%1core':>7} {'%2cores':>7} {'speed-up':>9}   ({unit_label(n)}; "
              f"ceiling {c:.0f} GFLOP/s on {which.replace('_', ' ')})"]
@@ -618,9 +619,12 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
     if ex.get("extrapolated_from"):
         lines.append(f"  * network.py-loop: extrapolated from {ex['extrapolated_from']:,} samples, "
                      f"float64 (its fractions are of the float64 ceilings)")
+    if entry.get("one_step_check") is not None:
+        lines.append(f"  same-algorithm check, max|param diff| / max|param| after one mini-batch from the same "
+                     f"parameters: cbackprop vs numpy {entry['one_step_check']:.1e}")
     chk = entry.get("checks") or {}
     if chk:
-        lines.append("  same-algorithm check after the warm-up epoch, max|param diff| / max|param|: " +
+        lines.append("  after the whole warm-up epoch (rounding differences grow): " +
                      ", ".join(f"{k} {v:.1e}" for k, v in chk.items()))
     return "\n".join(lines)
 
@@ -895,6 +899,8 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
         entry["kernels"] = runners["cbackprop"].net.kernels
         entry["cbackprop_num_threads"] = getattr(runners["cbackprop"].net, "num_threads", 1)
     perms = epoch_permutations(n, repeats + 1)
+    if "cbackprop" in runners:
+        entry["one_step_check"] = one_step_check(cbackprop, sizes, dtype, X, Y, perms[0][:mbs])
     times = {k: [] for k in runners}
     for rnd, perm in enumerate(perms):
         print(f"# {dtype} {name}: {'warm-up' if rnd == 0 else f'round {rnd}/{repeats}'}",
@@ -914,6 +920,20 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
         if impl == "cbackprop-pyloop":
             entry["impls"][impl]["gather_seconds_untimed"] = runners[impl].gather_seconds
     return entry
+
+
+def one_step_check(cbackprop, sizes, dtype, X, Y, rows):
+    """max|param difference| / max|param| between cbackprop's update_mini_batch and
+    numpy_epoch after one step on the same mini-batch from the same parameters: rounding
+    level (about 1e-7 in float32, 1e-15 in float64) when both compute the same algorithm."""
+    net = cbackprop.Network(sizes, dtype=dtype, seed=SEED)
+    W, B = init_params(sizes, dtype)
+    xb, yb = X[rows], Y[rows]
+    net.update_mini_batch(xb, yb, ETA)
+    numpy_epoch(W, B, xb, yb, np.arange(len(rows)), len(rows), ETA)
+    scale = max(float(np.abs(p).max()) for p in W + B)
+    return max(float(np.abs(np.asarray(a, np.float64) - b).max())
+               for a, b in zip(net.weights + net.biases, W + B)) / scale
 
 
 def same_algorithm_checks(runners):

@@ -95,8 +95,9 @@ void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
  * then one sgd_step.  x: [*, n_0]; y: [*, n_L]; perm: [n]; mbs <= m_cap.  Runs on
  * net->n_threads threads (created for the call), each layer split between them; the
  * result does not depend on the thread count (each output is computed by one thread in
- * the same order). */
-void F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
-                          const long long *perm, size_t n, size_t mini_batch_size, REAL eta);
+ * the same order).  When barriers keep waiting for a thread that lost its core (a shared
+ * machine), thread 0 finishes the epoch alone.  Returns the threads that finished it. */
+int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
+                         const long long *perm, size_t n, size_t mini_batch_size, REAL eta);
 
 #undef F

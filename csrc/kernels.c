@@ -27,6 +27,11 @@
 /* Thread partitions split layers at multiples of this many bytes (one AVX-512 vector). */
 #define CBP_VEC_ALIGN 64
 #define CBP_MAX_THREADS 64
+/* A barrier wait spins this many pauses (some microseconds; a mini-batch phase takes a
+ * few) before yielding the core. */
+#define CBP_SPINS 4000
+/* An epoch whose barriers had to yield this often continues on the calling thread alone. */
+#define CBP_SLOW_LIMIT 3
 
 /* ---- threads: a team of T threads (the caller is thread 0) sharing one epoch ----------- */
 
@@ -44,15 +49,18 @@ static inline void cbp_part(size_t n, size_t align, int t, int T, size_t *lo, si
 
 /* Generation barrier: the last of T arrivals resets the count and advances the generation;
  * the others spin on it (pause), yielding the core after a while so that an oversubscribed
- * machine still makes progress. */
+ * machine still makes progress.  `slow` counts the waits that had to yield: a partner that
+ * the OS descheduled (another process on its core) makes every barrier that slow. */
 typedef struct {
     atomic_uint count;
     atomic_uint generation;
+    atomic_uint slow;
 } cbp_barrier;
 
 typedef struct {
     int n_threads;
     atomic_int go;
+    atomic_int solo;      /* set by thread 0: the others leave, thread 0 finishes alone */
     cbp_barrier barrier;
 } cbp_team;
 
@@ -75,8 +83,12 @@ static void cbp_barrier_wait(cbp_barrier *b, int T)
     unsigned spins = 0;
     while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen) {
 #if CBP_HAVE_THREADS
-        if (++spins > 4000) sched_yield();
-        else cbp_cpu_relax();
+        if (++spins > CBP_SPINS) {
+            if (spins == CBP_SPINS + 1) atomic_fetch_add_explicit(&b->slow, 1, memory_order_relaxed);
+            sched_yield();
+        } else {
+            cbp_cpu_relax();
+        }
 #else
         (void)spins;
 #endif
@@ -111,7 +123,9 @@ static void cbp_team_run(cbp_team *team, int T, cbp_task fn, void *job)
     if (T > CBP_MAX_THREADS) T = CBP_MAX_THREADS;
     atomic_store(&team->barrier.count, 0);
     atomic_store(&team->barrier.generation, 0);
+    atomic_store(&team->barrier.slow, 0);
     atomic_store(&team->go, 0);
+    atomic_store(&team->solo, 0);
 #if CBP_HAVE_THREADS
     pthread_t threads[CBP_MAX_THREADS];
     cbp_thread_arg args[CBP_MAX_THREADS];

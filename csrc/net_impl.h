@@ -224,13 +224,19 @@ typedef struct {
 static void F(epoch_run)(F(epoch_job) *job, int t)
 {
     const F(cbp_net) *net = job->net;
-    const int T = job->team.n_threads;
+    int T = job->team.n_threads;
     const size_t n = job->n, mbs = job->mini_batch_size;
     const size_t n_in = net->sizes[0], n_out = net->sizes[net->n_layers];
     REAL *xb = net->a;                                      /* [mbs, n_0] block a^0 */
     REAL *yb = net->y;                                      /* [mbs, n_L] */
     for (size_t start = 0; start < n; start += mbs) {
         const size_t m = (n - start < mbs) ? n - start : mbs;
+        /* On a shared machine a partner thread may lose its core for milliseconds, and
+         * every barrier then waits that long: when that has happened too often, thread 0
+         * finishes the epoch alone (the result is the same for any thread count). */
+        if (T > 1 && t == 0 &&
+            atomic_load_explicit(&job->team.barrier.slow, memory_order_relaxed) > CBP_SLOW_LIMIT)
+            atomic_store_explicit(&job->team.solo, 1, memory_order_relaxed);
         size_t i0, i1;
         cbp_part(m, 1, t, T, &i0, &i1);
         F(cbp_gather_rows)(xb + i0 * n_in, job->x, job->perm + start + i0, i1 - i0, n_in);
@@ -243,18 +249,23 @@ static void F(epoch_run)(F(epoch_job) *job, int t)
         F(prefetch_rows)(job->x, job->perm + next + i0, i1 - i0, n_in);
         F(prefetch_rows)(job->y, job->perm + next + i0, i1 - i0, n_out);
         cbp_barrier_wait(&job->team.barrier, T);
+        if (T > 1 && atomic_load_explicit(&job->team.solo, memory_order_relaxed)) {
+            if (t > 0) return;                              /* every gather share is done */
+            T = 1;
+        }
         F(run_batch)(net, xb, yb, m, 1, CBP_SUB_SCALED, job->eta, t, T, &job->team.barrier);
     }
 }
 
 static void F(epoch_thread)(void *job, int t) { F(epoch_run)((F(epoch_job) *)job, t); }
 
-void F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
-                          const long long *perm, size_t n, size_t mini_batch_size, REAL eta)
+int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
+                         const long long *perm, size_t n, size_t mini_batch_size, REAL eta)
 {
     F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, eta, {0}};
     int T = (net->isa == CBP_ISA_PLAIN || net->n_threads < 1) ? 1 : net->n_threads;
     cbp_team_run(&job.team, T, F(epoch_thread), &job);
+    return atomic_load(&job.team.solo) ? 1 : job.team.n_threads;
 }
 
 #undef F
