@@ -30,8 +30,10 @@
 /* A barrier wait spins this many pauses (some microseconds; a mini-batch phase takes a
  * few) before yielding the core. */
 #define CBP_SPINS 4000
-/* An epoch whose barriers had to yield this often continues on the calling thread alone. */
-#define CBP_SLOW_LIMIT 3
+/* A barrier wait longer than this (seconds) is slow; an epoch with more than
+ * CBP_SLOW_LIMIT slow waits continues on the calling thread alone. */
+#define CBP_SLOW_WAIT 5e-4
+#define CBP_SLOW_LIMIT 1
 
 /* ---- threads: a team of T threads (the caller is thread 0) sharing one epoch ----------- */
 
@@ -49,8 +51,8 @@ static inline void cbp_part(size_t n, size_t align, int t, int T, size_t *lo, si
 
 /* Generation barrier: the last of T arrivals resets the count and advances the generation;
  * the others spin on it (pause), yielding the core after a while so that an oversubscribed
- * machine still makes progress.  `slow` counts the waits that had to yield: a partner that
- * the OS descheduled (another process on its core) makes every barrier that slow. */
+ * machine still makes progress.  `slow` counts the waits that lasted over CBP_SLOW_WAIT: a
+ * partner that the OS descheduled (another process on its core) makes barriers that slow. */
 typedef struct {
     atomic_uint count;
     atomic_uint generation;
@@ -71,6 +73,16 @@ static inline void cbp_cpu_relax(void)
 #endif
 }
 
+#if CBP_HAVE_THREADS
+#include <time.h>
+static double cbp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+#endif
+
 static void cbp_barrier_wait(cbp_barrier *b, int T)
 {
     if (T <= 1) return;
@@ -80,19 +92,28 @@ static void cbp_barrier_wait(cbp_barrier *b, int T)
         atomic_fetch_add_explicit(&b->generation, 1, memory_order_release);
         return;
     }
-    unsigned spins = 0;
-    while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen) {
 #if CBP_HAVE_THREADS
-        if (++spins > CBP_SPINS) {
-            if (spins == CBP_SPINS + 1) atomic_fetch_add_explicit(&b->slow, 1, memory_order_relaxed);
-            sched_yield();
-        } else {
+    unsigned spins = 0;
+    double since = 0;
+    int counted = 0;
+    while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen) {
+        if (++spins <= CBP_SPINS) {
             cbp_cpu_relax();
+            continue;
         }
-#else
-        (void)spins;
-#endif
+        /* Past the spins: yield the core, and count the wait as slow once it has lasted
+         * CBP_SLOW_WAIT seconds, far longer than one phase's imbalance: the partner has
+         * most likely lost its core. */
+        if (since == 0) since = cbp_now();
+        else if (!counted && cbp_now() - since > CBP_SLOW_WAIT) {
+            atomic_fetch_add_explicit(&b->slow, 1, memory_order_relaxed);
+            counted = 1;
+        }
+        sched_yield();
     }
+#else
+    while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen) {}
+#endif
 }
 
 typedef void (*cbp_task)(void *job, int t);
