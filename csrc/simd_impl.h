@@ -75,10 +75,12 @@ static inline void F(dot_block)(size_t mr, size_t mc, REAL *out, size_t ldo, con
 static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const REAL *B,
                        size_t ldb, size_t M, size_t N, size_t K)
 {
-    for (size_t i = 0; i < M; i += NT_MR) {
-        const size_t mr = (M - i < NT_MR) ? M - i : NT_MR;
-        for (size_t j = 0; j < N; j += NT_MC) {
-            const size_t mc = (N - j < NT_MC) ? N - j : NT_MC;
+    /* j outer: the NT_MC rows of B (weights) stay in L1 while all rows of A pass by, so
+     * a large weight matrix is read from memory once per call, not once per row block. */
+    for (size_t j = 0; j < N; j += NT_MC) {
+        const size_t mc = (N - j < NT_MC) ? N - j : NT_MC;
+        for (size_t i = 0; i < M; i += NT_MR) {
+            const size_t mr = (M - i < NT_MR) ? M - i : NT_MR;
             F(dot_block)(mr, mc, out + i * ldo + j, ldo, A + i * lda, lda, B + j * ldb, ldb, K);
         }
     }
