@@ -1034,3 +1034,14 @@ def test_fast_update_path_equals_general_path(dtype):
     general.update_mini_batch(X.tolist(), Y.tolist(), np.float64(0.5))  # lists, numpy scalar
     for a, b in zip(fast.weights + fast.biases, general.weights + general.biases):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("eta", [1e-40, 1e39, float("nan"), float("inf"), -1.0, 0.0])
+def test_fast_path_refuses_what_the_general_path_refuses(eta):
+    """X, Y of the network dtype and a Python float eta take the fast path; an eta that is
+    not a normal float32 number must still be refused there, with the general message."""
+    net = cbackprop.Network([3, 2], dtype=np.float32, seed=0)
+    before = [p.copy() for p in net.weights + net.biases]
+    with pytest.raises(ValueError, match="eta must"):
+        net.update_mini_batch(np.ones((1, 3), np.float32), np.ones((1, 2), np.float32), eta)
+    assert all(np.array_equal(a, b) for a, b in zip(before, net.weights + net.biases))

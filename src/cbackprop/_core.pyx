@@ -147,7 +147,7 @@ cdef class Engine:
     cdef readonly object lock         # serialises calls on this engine (threading.Lock)
     cdef Py_ssize_t n_in, n_out
     cdef size_t n_params
-    cdef double eta_max               # largest eta representable in the engine dtype
+    cdef double eta_min, eta_max      # normal range of eta in the engine dtype
     cdef int _solo_backoff            # epochs left to run on one thread after a fallback
     cdef readonly int last_epoch_threads  # threads that finished the last sgd epoch
     cdef int _num_threads             # threads for sgd_epoch (see num_threads; the C
@@ -170,6 +170,7 @@ cdef class Engine:
         self.num_threads = default_num_threads()
         self.n_in = self.sizes[0]
         self.n_out = self.sizes[-1]
+        self.eta_min = float(np.finfo(self.dtype).tiny)
         self.eta_max = float(np.finfo(self.dtype).max)
 
     @property
@@ -322,7 +323,7 @@ cdef class Engine:
         if type(eta) is not float or type(x) is not np.ndarray or type(y) is not np.ndarray:
             return False
         e = eta
-        if not (e > 0 and e <= self.eta_max):
+        if not (e >= self.eta_min and e <= self.eta_max):
             return False
         try:
             if self.is_double:
