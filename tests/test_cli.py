@@ -9,6 +9,7 @@ so the tests ask for >= 80 % after 3 epochs and >= 90 % for the default 10-epoch
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -236,3 +237,143 @@ def test_datasets_does_not_import_the_compiled_module():
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+# ---- --plot without matplotlib, and the progress bar ------------------------------------------
+BLOCK = "import sys; sys.modules[{mod!r}] = None; "  # import of mod now raises ModuleNotFoundError
+RUN_MAIN = "from cbackprop.__main__ import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_plot_without_matplotlib_exits_2_before_training(tmp_path):
+    png = tmp_path / "curves.png"
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK.format(mod="matplotlib") + RUN_MAIN,
+         "--epochs", "1", "--plot", str(png)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert ("argument --plot: matplotlib is not installed; install it with "
+            "'pip install matplotlib'") in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert epochs_of(proc.stdout) == [] and "best test accuracy" not in proc.stdout
+    assert not png.exists()
+
+
+def test_help_lists_the_new_options(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--plot" in out and "IDX" in out and "mnist.pkl.gz" in out
+
+
+def small_data(tmp_path):
+    (x, y), (xt, yt) = datasets.load_sample()
+    data = tmp_path / "small.npz"
+    np.savez(data, train_x=np.round(x[:600] * 256).astype(np.uint8), train_y=y[:600],
+             test_x=np.round(xt[:150] * 256).astype(np.uint8), test_y=yt[:150])
+    return data
+
+
+def run_in_pty(args, block=None, cwd=None, rows=24, cols=100):
+    """The CLI with stdout on a pseudo-terminal (stderr piped); (returncode, output, stderr)."""
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    if rows:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    code = (BLOCK.format(mod=block) if block else "import sys; ") + RUN_MAIN
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=slave,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=cwd)
+    finally:
+        os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    proc.wait(timeout=300)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n"), err
+
+
+def on_screen(out):
+    """Each line as a terminal leaves it: the text after its last carriage return."""
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in out.split("\n"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.parametrize("rows", [24, 0], ids=["sized", "unsized"])
+def test_progress_bar_on_a_terminal(tmp_path, rows):
+    pytest.importorskip("tqdm")
+    code, out, err = run_in_pty(["--epochs", 2, "--data", small_data(tmp_path)], cwd=tmp_path,
+                                rows=rows)
+    assert code == 0, err
+    assert "epoch/s" in out and "2/2 [" in out  # tqdm's bar, over the epochs
+    shown = on_screen(out)  # what the terminal shows at the end: the bar is gone, lines stay
+    assert "epoch/s" not in shown
+    assert [(e, n) for e, n, *_ in epochs_of(shown)] == [(1, 2), (2, 2)]
+    summary_of(shown)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_no_progress_bar_without_tqdm_or_when_quiet(tmp_path):
+    data = small_data(tmp_path)
+    code, out, err = run_in_pty(["--epochs", 2, "--data", data], block="tqdm", cwd=tmp_path)
+    assert code == 0, err
+    assert "epoch/s" not in out and "Traceback" not in err
+    assert [(e, n) for e, n, *_ in epochs_of(out)] == [(1, 2), (2, 2)]
+    code, out, err = run_in_pty(["--epochs", 1, "--quiet", "--data", data], cwd=tmp_path)
+    assert code == 0, err
+    assert "epoch/s" not in out and epochs_of(out) == []
+    summary_of(out)
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_epoch_progress_chooses_bar_or_lines(monkeypatch):
+    from cbackprop._progress import EpochProgress
+
+    plain = io.StringIO()
+    with EpochProgress(2, stream=plain) as p:  # not a terminal: plain lines
+        assert not p.uses_bar
+        p.report("epoch 1/2", 50.0)
+    assert plain.getvalue() == "epoch 1/2\n"
+
+    quiet = FakeTerminal()
+    with EpochProgress(2, stream=quiet, quiet=True) as p:
+        assert not p.uses_bar
+        p.report("epoch 1/2", 50.0)
+    assert quiet.getvalue() == ""
+
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        pass  # tqdm is optional
+    else:
+        term = FakeTerminal()
+        with EpochProgress(2, stream=term) as p:
+            assert p.uses_bar
+            p.report("epoch 1/2", 50.0)
+            p.report("epoch 2/2", 75.0)
+        text = term.getvalue()
+        assert "epoch 1/2\n" in text and "epoch 2/2\n" in text and "test 75.00%" in text
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # tqdm absent: plain lines, no error
+    term = FakeTerminal()
+    with EpochProgress(2, stream=term) as p:
+        assert not p.uses_bar
+        p.report("epoch 1/2", 50.0)
+    assert term.getvalue() == "epoch 1/2\n"

@@ -2,11 +2,23 @@
 
     python -m cbackprop                      # same as: cbackprop train
     cbackprop train --epochs 30 --data ../shared/data/mnist.npz --save net.npz
+    cbackprop train --data ~/mnist/ --plot curves.png    # a directory of the MNIST IDX files
 
 By default this trains the book's [784, 30, 10] network with the quadratic cost on the MNIST
 sample embedded in the package (10,000 training / 2,000 test images, see
 cbackprop.datasets.load_sample): 10 epochs, mini-batches of 10, eta 3.0, float32, seed 0.
-It prints one line per epoch with the test accuracy and then a summary line.
+It prints one line per epoch with the test accuracy and then a summary line; when stdout is a
+terminal and tqdm is installed, a progress bar over the epochs runs below those lines.
+
+--data PATH reads an .npz (keys train_x, train_y, test_x, test_y), a directory of the four
+MNIST IDX files (plain or .gz) or the book's mnist.pkl.gz (see cbackprop.datasets.load_mnist);
+only the training and test images are used (a validation split, if any, is ignored).
+
+--plot PATH draws the learning curves with matplotlib (Agg, no display needed): the test
+accuracy after every epoch and the quadratic cost on the first 1,000 training images (the
+same fixed subset every epoch).  The format follows PATH's suffix (.png, .pdf, .svg ...;
+PNG without one); the file is written atomically like --save.  Without matplotlib the
+command stops before training with exit status 2.
 
 --save PATH writes the final parameters with np.savez to exactly PATH (no suffix is added):
 "sizes" (int64 array of the layer sizes) and, for layer i = 0 .. L-1, "weights_<i>" shaped
@@ -15,8 +27,9 @@ load back with ``net.weights = [d[f"weights_{i}"] for i in ...]`` (same for bias
 file is written to a temporary file in the same directory and then renamed onto PATH, so an
 existing PATH is replaced whole or not at all.
 
-Exit status: 0 on success, 2 for a bad option or unusable --data (argparse style, with a
-message on stderr), 1 if --save fails after training, 130 on Ctrl-C.
+Exit status: 0 on success, 2 for a bad option, unusable --data or --plot without matplotlib
+(argparse style, with a message on stderr), 1 if --save or --plot fails after training, 130
+on Ctrl-C.
 """
 from __future__ import annotations
 
@@ -27,8 +40,11 @@ import sys
 import tempfile
 import time
 
+from ._progress import EpochProgress
+
 N_IN, N_OUT = 784, 10
 COMMANDS = ("train",)
+COST_SUBSET = 1000  # training images the --plot cost curve is measured on
 
 
 # ---- option types: each raises ArgumentTypeError, which argparse reports as
@@ -105,12 +121,17 @@ def build_parser():
     train.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
     train.add_argument("--data", metavar="PATH", default=None,
                        help="an .npz with keys train_x, train_y, test_x, test_y (such as the "
-                            "book-split mnist.npz); uint8 pixels are scaled by 1/256 "
-                            "(default: the embedded sample)")
+                            "book-split mnist.npz; uint8 pixels are scaled by 1/256), a "
+                            "directory of the four MNIST IDX files (plain or .gz), or the "
+                            "book's mnist.pkl.gz (default: the embedded sample)")
     train.add_argument("--save", metavar="PATH", default=None,
                        help="write the final weights and biases to PATH with np.savez "
                             "(keys sizes, weights_<i>, biases_<i>; PATH is used as given, "
                             "replaced atomically if it exists)")
+    train.add_argument("--plot", metavar="PATH", default=None,
+                       help="write learning curves (test accuracy and training cost per "
+                            "epoch) to PATH with matplotlib; format from the suffix, PNG by "
+                            "default (needs matplotlib)")
     return parser, train
 
 
@@ -126,14 +147,42 @@ def _with_default_command(argv):
     return argv  # a positional that is not a command: let argparse say "invalid choice"
 
 
-def _check_save_target(path, train):
+def _check_save_target(path, train, option="--save"):
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        train.error(f"argument --save: {path!r} is a directory")
+        train.error(f"argument {option}: {path!r} is a directory")
     if not os.path.isdir(parent):
-        train.error(f"argument --save: directory {parent!r} does not exist")
+        train.error(f"argument {option}: directory {parent!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        train.error(f"argument --save: directory {parent!r} is not writable")
+        train.error(f"argument {option}: directory {parent!r} is not writable")
+
+
+def _check_plot_target(path, train):
+    """Before training: matplotlib is importable, the format is known, the directory writable."""
+    from . import _plot
+
+    try:
+        _plot.plot_format(path)
+    except (_plot.MatplotlibMissing, ValueError) as exc:
+        train.error(f"argument --plot: {exc}")
+    _check_save_target(path, train, "--plot")
+
+
+def _is_zip(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"PK"
+    except OSError:
+        return False
+
+
+def _load_data(path, datasets):
+    """((x_train, y_train), (x_test, y_test)) from --data: an .npz through load_npz (float
+    pixels kept as they are), anything else through load_mnist."""
+    if _is_zip(path):
+        return datasets.load_npz(path)
+    train, _val, test = datasets.load_mnist(path)
+    return train, test
 
 
 def save_parameters(net, path):
@@ -174,13 +223,15 @@ def train(args, parser):
 
     if args.save is not None:
         _check_save_target(args.save, parser)
+    if args.plot is not None:
+        _check_plot_target(args.plot, parser)
     if args.data is None:
         (x_train, y_train), (x_test, y_test) = datasets.load_sample()
         source = "embedded MNIST sample"
     else:
         try:
-            (x_train, y_train), (x_test, y_test) = datasets.load_npz(args.data)
-        except (OSError, ValueError) as exc:
+            (x_train, y_train), (x_test, y_test) = _load_data(args.data, datasets)
+        except (OSError, ValueError, TypeError) as exc:
             parser.error(f"argument --data: {exc}")
         source = args.data
     if x_train.shape[0] == 0 or x_test.shape[0] == 0:
@@ -206,30 +257,54 @@ def train(args, parser):
     say(f"training {args.sizes} ({args.dtype}, seed {args.seed}) on {X.shape[0]} images, "
         f"testing on {n_test} ({source}); epochs {args.epochs}, mini-batch {args.mini_batch_size}, "
         f"eta {args.eta:g}")
+    n_cost = min(COST_SUBSET, X.shape[0])
+    curves = {"epoch": [], "accuracy": [], "cost": []}  # for --plot
     best = None  # (correct, epoch)
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        # One sgd call per epoch, so each line appears as soon as its epoch ends.  This is the
-        # same computation as one sgd call with epochs=N: every call draws its shuffle from the
-        # network's own generator, in the same order.
-        (rec,) = net.sgd(X, Y, 1, args.mini_batch_size, args.eta, test_data=(Xt, y_test))
-        correct = rec["test_correct"]
-        if best is None or correct > best[0]:
-            best = (correct, epoch)
-        say(f"epoch {epoch:>{width}}/{args.epochs}  test accuracy {_percent(correct, n_test)}  "
-            f"{rec['seconds']:.2f} s")
+    with EpochProgress(args.epochs, quiet=args.quiet) as progress:
+        for epoch in range(1, args.epochs + 1):
+            # One sgd call per epoch, so each line appears as soon as its epoch ends.  This is
+            # the same computation as one sgd call with epochs=N: every call draws its shuffle
+            # from the network's own generator, in the same order.
+            (rec,) = net.sgd(X, Y, 1, args.mini_batch_size, args.eta, test_data=(Xt, y_test))
+            correct = rec["test_correct"]
+            if best is None or correct > best[0]:
+                best = (correct, epoch)
+            if args.plot is not None:
+                curves["epoch"].append(epoch)
+                curves["accuracy"].append(100.0 * correct / n_test)
+                curves["cost"].append(net.cost(X[:n_cost], Y[:n_cost]))
+            progress.report(f"epoch {epoch:>{width}}/{args.epochs}  test accuracy "
+                            f"{_percent(correct, n_test)}  {rec['seconds']:.2f} s",
+                            100.0 * correct / n_test)
     total = time.perf_counter() - start
     print(f"best test accuracy {_percent(best[0], n_test)} at epoch {best[1]}/{args.epochs}; "
           f"final {100.0 * correct / n_test:.2f}%; total {total:.2f} s", flush=True)
 
+    status = 0
     if args.save is not None:
         try:
             save_parameters(net, args.save)
         except OSError as exc:
             print(f"cbackprop: error: cannot save to {args.save!r}: {exc}", file=sys.stderr)
-            return 1
-        say(f"saved weights and biases to {args.save}")
-    return 0
+            status = 1
+        else:
+            say(f"saved weights and biases to {args.save}")
+    if args.plot is not None:
+        from . import _plot
+
+        try:
+            _plot.write_learning_curves(
+                args.plot, curves["epoch"], curves["accuracy"], curves["cost"],
+                title=f"{args.sizes}, eta {args.eta:g}, mini-batch {args.mini_batch_size} ({source})",
+                cost_label=f"training cost\n(first {n_cost} images)")
+        except Exception as exc:  # OSError, or anything matplotlib raises: the run is done
+            print(f"cbackprop: error: cannot write the plot to {args.plot!r}: {exc}",
+                  file=sys.stderr)
+            status = 1
+        else:
+            say(f"wrote learning curves to {args.plot}")
+    return status
 
 
 def main(argv=None) -> int:
