@@ -33,7 +33,9 @@
 /* A barrier wait longer than this (seconds) is slow; an epoch with more than
  * CBP_SLOW_LIMIT slow waits continues on the calling thread alone. */
 #define CBP_SLOW_WAIT 5e-4
-#define CBP_SLOW_LIMIT 1
+/* How long (seconds) an epoch waits for its new threads to start before running alone. */
+#define CBP_START_WAIT 1e-3
+#define CBP_SLOW_LIMIT 0
 
 /* ---- threads: a team of T threads (the caller is thread 0) sharing one epoch ----------- */
 
@@ -61,7 +63,8 @@ typedef struct {
 
 typedef struct {
     int n_threads;
-    atomic_int go;
+    atomic_int checked_in;  /* threads 1..T-1 that have started */
+    atomic_int go;          /* 0: wait; 1: run as a team; 2: leave, thread 0 runs alone */
     atomic_int solo;      /* set by thread 0: the others leave, thread 0 finishes alone */
     cbp_barrier barrier;
 } cbp_team;
@@ -109,7 +112,14 @@ static void cbp_barrier_wait(cbp_barrier *b, int T)
             atomic_fetch_add_explicit(&b->slow, 1, memory_order_relaxed);
             counted = 1;
         }
-        sched_yield();
+        if (!counted) {
+            sched_yield();
+        } else {
+            /* Sleep rather than yield: this core goes idle, and the scheduler's idle
+             * balancing can move the waiting partner here. */
+            const struct timespec nap = {0, 50000};
+            nanosleep(&nap, NULL);
+        }
     }
 #else
     while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen) {}
@@ -129,15 +139,20 @@ typedef struct {
 static void *cbp_thread_main(void *p)
 {
     cbp_thread_arg *arg = (cbp_thread_arg *)p;
-    while (!atomic_load_explicit(&arg->team->go, memory_order_acquire)) sched_yield();
-    arg->fn(arg->job, arg->t);
+    atomic_fetch_add_explicit(&arg->team->checked_in, 1, memory_order_acq_rel);
+    int go;
+    while ((go = atomic_load_explicit(&arg->team->go, memory_order_acquire)) == 0) cbp_cpu_relax();
+    if (go == 1) arg->fn(arg->job, arg->t);
     return NULL;
 }
 #endif
 
 /* Run fn(job, t) on threads t = 0..T-1 (the caller is t = 0) and wait for all.  Threads are
- * created per call (an epoch: microseconds against milliseconds of work); if one cannot be
- * created, the team is smaller, never wrong.  team->n_threads is the size that ran. */
+ * created per call (an epoch: microseconds against milliseconds of work).  If one cannot be
+ * created, the team is smaller; if the new threads have not all started within
+ * CBP_START_WAIT seconds (a busy machine can keep a new thread off a core for a hundred
+ * milliseconds), the caller runs the job alone and the late threads leave when they start.
+ * Never wrong, only slower.  team->n_threads is the size that ran. */
 static void cbp_team_run(cbp_team *team, int T, cbp_task fn, void *job)
 {
     if (T < 1) T = 1;
@@ -146,6 +161,7 @@ static void cbp_team_run(cbp_team *team, int T, cbp_task fn, void *job)
     atomic_store(&team->barrier.generation, 0);
     atomic_store(&team->barrier.slow, 0);
     atomic_store(&team->go, 0);
+    atomic_store(&team->checked_in, 0);
     atomic_store(&team->solo, 0);
 #if CBP_HAVE_THREADS
     pthread_t threads[CBP_MAX_THREADS];
@@ -156,8 +172,19 @@ static void cbp_team_run(cbp_team *team, int T, cbp_task fn, void *job)
         if (pthread_create(&threads[t], NULL, cbp_thread_main, &args[t]) != 0) break;
         started++;
     }
-    team->n_threads = started;
-    atomic_store_explicit(&team->go, 1, memory_order_release);
+    int all_in = 1;
+    if (started > 1) {
+        const double t0 = cbp_now();
+        while (atomic_load_explicit(&team->checked_in, memory_order_acquire) < started - 1) {
+            if (cbp_now() - t0 > CBP_START_WAIT) {
+                all_in = 0;
+                break;
+            }
+            cbp_cpu_relax();
+        }
+    }
+    team->n_threads = all_in ? started : 1;
+    atomic_store_explicit(&team->go, all_in ? 1 : 2, memory_order_release);
     fn(job, 0);
     for (int t = 1; t < started; t++) pthread_join(threads[t], NULL);
 #else
