@@ -86,3 +86,36 @@ def exact_gradient():
 def tol():
     """The per-dtype tolerances: tol[np.float64] -> dict(rtol=..., atol_scale=...)."""
     return TOL
+
+
+class _ExactShadow:
+    """Follows a network's training in np.longdouble: same parameters (as long doubles),
+    same generator state (so the same shuffles), same mini-batches, gradient from
+    _exact_gradient.  Measures how far the float64/float32 reference itself drifts from
+    exact arithmetic along a trajectory."""
+
+    def __init__(self, net):
+        import copy
+        self.weights = [np.asarray(w, dtype=np.longdouble) for w in net.weights]
+        self.biases = [np.asarray(b, dtype=np.longdouble) for b in net.biases]
+        self._rng = copy.deepcopy(net._rng)
+
+    def update_mini_batch(self, X, Y, eta):
+        nb, nw = _exact_gradient(self.weights, self.biases, np.asarray(X), np.asarray(Y))
+        eta = np.longdouble(eta)
+        self.biases = [b - eta * g for b, g in zip(self.biases, nb)]
+        self.weights = [w - eta * g for w, g in zip(self.weights, nw)]
+
+    def sgd(self, X, Y, epochs, mini_batch_size, eta):
+        n = X.shape[0]
+        for _ in range(epochs):
+            perm = self._rng.permutation(n)
+            for k in range(0, n, mini_batch_size):
+                rows = perm[k:k + mini_batch_size]
+                self.update_mini_batch(X[rows], Y[rows], eta)
+
+
+@pytest.fixture
+def exact_shadow():
+    """exact_shadow(net) -> a long-double twin to train alongside net (see _ExactShadow)."""
+    return _ExactShadow
