@@ -148,7 +148,6 @@ cdef class Engine:
     cdef Py_ssize_t n_in, n_out
     cdef size_t n_params
     cdef double eta_min, eta_max      # normal range of eta in the engine dtype
-    cdef int _solo_backoff            # epochs left to run on one thread after a fallback
     cdef readonly int last_epoch_threads  # threads that finished the last sgd epoch
     cdef int _num_threads             # threads for sgd_epoch (see num_threads; the C
                                       # field n_threads is set per epoch from it)
@@ -386,13 +385,13 @@ cdef class Engine:
         # Threads pay off from about 2e5 flops per mini-batch (measured: [784,30,10] at
         # mini-batch 10, 1e6 flops, 1.2-1.4x faster on 2 threads; [20,10,5], 1e4 flops,
         # 0.86x; [5,9,3], 2e3 flops, 0.12x).
-        # After an epoch that had to finish on one thread (a partner thread kept losing its
-        # core to another process), the next 3 epochs run on one thread, then try again.
+        # Every epoch tries its threads again: a failed attempt (a partner thread that does
+        # not start within 1 ms, or one slow barrier) costs about a millisecond, after which
+        # the epoch finishes on this thread.
         cdef int finished
         s = self.sizes
         flops = 4 * mbs * sum(s[l] * s[l - 1] for l in range(1, len(s)))
-        threads = self._num_threads if flops >= 200_000 and self._solo_backoff == 0 else 1
-        self._solo_backoff = max(0, self._solo_backoff - 1)
+        threads = self._num_threads if flops >= 200_000 else 1
         self.nd.n_threads = self.ns.n_threads = threads
         if self.is_double:
             xd = x
@@ -404,6 +403,4 @@ cdef class Engine:
             ys = y
             with nogil:
                 finished = cbp_net_sgd_epoch_s(&self.ns, &xs[0, 0], &ys[0, 0], &p[0], n, mbs, <float>eta)
-        if threads > 1 and finished == 1:
-            self._solo_backoff = 3
         self.last_epoch_threads = finished
