@@ -79,18 +79,18 @@ def best_kernels():
 
 
 def default_num_threads():
-    """Threads an epoch of sgd uses: CBACKPROP_NUM_THREADS from the environment when set,
-    else the cores this process may run on."""
+    """Threads an epoch of sgd uses unless set per network: CBACKPROP_NUM_THREADS from the
+    environment, else 1.  One thread is the default because on a shared 2-core machine a
+    second thread competes with NumPy's OpenBLAS workers and other processes: in the
+    benchmark (NumPy running in the same process) 2 threads were slower than 1 on N1 and
+    N4, while alone they were up to 1.9x faster (see README, Speed)."""
     import os
     want = os.environ.get("CBACKPROP_NUM_THREADS", "")
     if want:
         if not want.isdigit() or not 1 <= int(want) <= 64:
             raise ValueError(f"CBACKPROP_NUM_THREADS must be an integer in [1, 64], got {want!r}")
         return int(want)
-    try:
-        return max(1, min(64, len(os.sched_getaffinity(0))))
-    except AttributeError:  # not on Linux
-        return max(1, min(64, os.cpu_count() or 1))
+    return 1
 
 
 def fma_loop(dtype, kernels, size_t iters):

@@ -69,9 +69,11 @@ class Network(NetworkBase):
 
     @property
     def num_threads(self):
-        """Threads each epoch of sgd runs on (default: CBACKPROP_NUM_THREADS, else the cores
-        this process may use).  The result is bitwise the same for any value; other calls
-        run on the calling thread."""
+        """Threads each epoch of sgd runs on (default: CBACKPROP_NUM_THREADS, else 1).  The
+        result is bitwise the same for any value; other calls run on the calling thread.
+        2 threads train large networks up to 1.9x faster on an otherwise idle 2-core
+        machine, and can be slower when other work (NumPy's BLAS threads, other
+        processes) shares the cores."""
         return self._engine.num_threads
 
     @num_threads.setter
