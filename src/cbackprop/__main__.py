@@ -37,9 +37,9 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 
+from ._atomic import atomic_path
 from ._progress import EpochProgress
 
 N_IN, N_OUT = 784, 10
@@ -193,23 +193,8 @@ def save_parameters(net, path):
     for i, (w, b) in enumerate(zip(net.weights, net.biases)):
         arrays[f"weights_{i}"] = np.array(w)
         arrays[f"biases_{i}"] = np.array(b)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates the file 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _percent(correct, total):

@@ -7,7 +7,8 @@ GUI backend is touched and the global backend choice of a caller is left alone.
 from __future__ import annotations
 
 import os
-import tempfile
+
+from ._atomic import atomic_path
 
 INSTALL_HINT = "install it with 'pip install matplotlib'"
 
@@ -74,19 +75,5 @@ def write_learning_curves(path, epochs, test_accuracy, train_cost=None, *, title
     if title:
         fig.suptitle(title, fontsize="medium")
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=100)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates the file 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format=fmt, dpi=100)

@@ -40,7 +40,6 @@ import numbers
 import os
 import pickle
 import struct
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,6 +48,8 @@ import zlib
 from importlib import resources
 
 import numpy as np
+
+from ._atomic import atomic_path as _atomic_path
 
 __all__ = ["load_sample", "load_npz", "load_mnist", "fetch_mnist", "one_hot", "SAMPLE_FILE",
            "IDX_FILES", "MNIST_MD5", "MNIST_URL"]
@@ -534,10 +535,8 @@ def _content_digest(path, algorithm, label=None):
 
 def _download(opener, url, target, name, want, algorithm, timeout):
     """url -> a temporary file next to target; checked; then os.replace'd onto target."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target) or ".",
-                               prefix="." + os.path.basename(target) + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with _atomic_path(target, suffix=".part") as tmp:
+        with open(tmp, "wb") as out:
             try:
                 with opener.open(url, timeout=timeout) as response:
                     size = 0
@@ -557,8 +556,6 @@ def _download(opener, url, target, name, want, algorithm, timeout):
                 raise OSError(f"cannot download {url}: {exc.reason}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 raise OSError(f"cannot download {url}: {type(exc).__name__}: {exc}") from exc
-            out.flush()
-            os.fsync(out.fileno())
         try:
             got = _content_digest(tmp, algorithm, label=f"{name}.gz downloaded from {url}")
         except ValueError as exc:
@@ -566,16 +563,6 @@ def _download(opener, url, target, name, want, algorithm, timeout):
         if got != want:
             raise ValueError(f"checksum mismatch for {name} downloaded from {url}: expected "
                              f"{algorithm} {want}, got {got}; the download was discarded")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates the file 0600
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def fetch_mnist(cache_dir, url=MNIST_URL, *, timeout=60.0, checksums=None, n_train=BOOK_N_TRAIN):
