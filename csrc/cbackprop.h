@@ -10,7 +10,8 @@
  *   - Kernels trust their inputs: shapes, finiteness and aliasing are checked once,
  *     at the Python boundary.  No kernel allocates, prints or exits.
  *   - Every kernel exists twice, suffix _s (float) and _d (double), declared by
- *     cbackprop_decl.h and defined by kernels_impl.h, each included once per type.
+ *     cbackprop_decl.h and defined by kernels_plain.h / simd_impl.h / net_impl.h (see
+ *     kernels.c), each included once per type.
  *
  * Parameter blob: for l = 1..L in order, w^l ([n_l, n_{l-1}]) then b^l ([n_l]).
  * The gradient blob has the same layout, so an SGD step is one loop over it.
