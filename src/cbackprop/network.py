@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._common import DEFAULT_DTYPE, NetworkBase, allocation_error
+from ._common import DEFAULT_DTYPE, NetworkBase, allocation_error, check_int
 
 _FORWARD_CHUNK = 1024  # rows per C forward call in feedforward/evaluate on large inputs
 
@@ -78,6 +78,9 @@ class Network(NetworkBase):
 
     @num_threads.setter
     def num_threads(self, n):
+        n = check_int(n, "num_threads", 1)
+        if n > 64:
+            raise ValueError(f"num_threads must be an integer in [1, 64], got {n}")
         self._engine.num_threads = n
 
     def update_mini_batch(self, X, Y, eta):
