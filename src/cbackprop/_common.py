@@ -328,6 +328,10 @@ class NetworkBase:
         update_mini_batch on consecutive slices of mini_batch_size rows (the last may be
         shorter).  Returns one dict per epoch: "epoch" (1-based), "seconds", and with
         test_data=(X_test, labels) also "test_correct", "test_total", "test_accuracy".
+
+        If a mini-batch makes any parameter non-finite (eta far too large), sgd raises
+        FloatingPointError naming the epoch and mini-batch, with the parameters as they
+        were before that mini-batch and the finished epochs in the error's ``history``.
         """
         X2, Y2, single = self._xy(X, Y)
         if single:
@@ -346,10 +350,14 @@ class NetworkBase:
         n = X2.shape[0]
         mini_batch_size = min(mini_batch_size, n)
         history = []
+        params = self._weights + self._biases
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             perm = self._rng.permutation(n)
+            start = [p.copy() for p in params]   # one copy per epoch, not per step
             self._epoch(X2, Y2, perm, mini_batch_size, eta)
+            if not all(self._all_finite(p) for p in params):
+                self._diverged(X2, Y2, perm, mini_batch_size, eta, epoch, start, history)
             record = {"epoch": epoch, "seconds": time.perf_counter() - t0}
             if test is not None:
                 correct = self._evaluate(*test)
@@ -357,3 +365,30 @@ class NetworkBase:
                               test_accuracy=correct / test[0].shape[0] if test[0].shape[0] else float("nan"))
             history.append(record)
         return history
+
+    def _diverged(self, X, Y, perm, mini_batch_size, eta, epoch, start, history):
+        """The epoch left non-finite parameters: replay it from its start, one mini-batch
+        at a time (the kernels are deterministic, so the replay is the same computation),
+        stop before the first mini-batch that makes a parameter non-finite, and raise."""
+        params = self._weights + self._biases
+        for p, s in zip(params, start):
+            p[...] = s
+        n_batches = -(-X.shape[0] // mini_batch_size)
+        for k in range(n_batches):
+            rows = perm[k * mini_batch_size:(k + 1) * mini_batch_size]
+            before = [p.copy() for p in params]
+            self._step(np.ascontiguousarray(X[rows]), np.ascontiguousarray(Y[rows]), eta)
+            if not all(self._all_finite(p) for p in params):
+                for p, s in zip(params, before):
+                    p[...] = s
+                err = FloatingPointError(
+                    f"training diverged at epoch {epoch}, mini-batch {k + 1} of {n_batches}: "
+                    f"with eta={eta} its update made parameters non-finite (inf or NaN). The "
+                    f"network keeps the parameters from before that mini-batch; a smaller eta "
+                    f"usually helps.")
+                err.history = history
+                err.epoch, err.mini_batch = epoch, k + 1
+                raise err
+        # (not reached when the epoch itself diverged: the replay computes the same values)
+        raise RuntimeError(f"epoch {epoch} produced non-finite parameters, but replaying it "
+                           f"one mini-batch at a time did not; please report this")

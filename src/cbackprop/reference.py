@@ -122,12 +122,14 @@ class Network(NetworkBase):
         return nabla_b, nabla_w
 
     def _step(self, X, Y, eta):
-        """update_mini_batch: w <- w - eta nabla_w, b <- b - eta nabla_b (batch average)."""
-        nabla_b, nabla_w = self._gradient(X, Y)
-        for b, nb in zip(self._biases, nabla_b):
-            b -= eta * nb
-        for w, nw in zip(self._weights, nabla_w):
-            w -= eta * nw
+        """update_mini_batch: w <- w - eta nabla_w, b <- b - eta nabla_b (batch average).
+        Overflow is not warned about here: sgd checks the parameters after every epoch."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            nabla_b, nabla_w = self._gradient(X, Y)
+            for b, nb in zip(self._biases, nabla_b):
+                b -= eta * nb
+            for w, nw in zip(self._weights, nabla_w):
+                w -= eta * nw
 
     def _epoch(self, X, Y, perm, mini_batch_size, eta):
         for k in range(0, X.shape[0], mini_batch_size):
