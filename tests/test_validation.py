@@ -1045,3 +1045,23 @@ def test_fast_path_refuses_what_the_general_path_refuses(eta):
     with pytest.raises(ValueError, match="eta must"):
         net.update_mini_batch(np.ones((1, 3), np.float32), np.ones((1, 2), np.float32), eta)
     assert all(np.array_equal(a, b) for a, b in zip(before, net.weights + net.biases))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_arrays_are_copied_before_c_reads_them(dtype):
+    """A C-contiguous array at an odd address (numpy allows it) is copied, not read as REAL[]
+    (that would be undefined behaviour in C; UBSan found it through the fuzz test)."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((4, 5)).astype(dtype), rng.random((4, 3)).astype(dtype)
+    def unaligned(a):
+        raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
+        u = raw[1:].view(dtype).reshape(a.shape)
+        u[...] = a
+        assert not u.flags.aligned and u.flags.c_contiguous
+        return u
+    fast, general = (cbackprop.Network([5, 4, 3], dtype=dtype, seed=1) for _ in range(2))
+    fast.update_mini_batch(unaligned(X), unaligned(Y), 0.5)
+    general.update_mini_batch(X, Y, 0.5)
+    for a, b in zip(fast.weights + fast.biases, general.weights + general.biases):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fast.feedforward(unaligned(X)), fast.feedforward(X))

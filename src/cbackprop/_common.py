@@ -139,7 +139,8 @@ def _overlaps(arr, avoid):
 
 
 def as_rows(value, name, n_cols, dtype, *, allow_empty=False, all_finite=np_all_finite, avoid=None):
-    """value as a C-contiguous [m, n_cols] array of dtype (a copy only when needed) and
+    """value as a C-contiguous, aligned [m, n_cols] array of dtype (a copy only when
+    needed: the C kernels read it as REAL[]) and
     whether it was one sample of shape (n_cols,).  avoid: an array or a sequence of arrays
     (the network's parameters) the result must not share memory with."""
     arr = source = _as_float_array(value, name, dtype)
@@ -157,7 +158,8 @@ def as_rows(value, name, n_cols, dtype, *, allow_empty=False, all_finite=np_all_
         raise ValueError(f"{name} must be 1-D (one sample) or 2-D (one row per sample), got ndim={arr.ndim}")
     if arr.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
-    if arr.dtype != dtype or not arr.flags.c_contiguous or _overlaps(arr, avoid):
+    if (arr.dtype != dtype or not arr.flags.c_contiguous or not arr.flags.aligned
+            or _overlaps(arr, avoid)):
         arr = _cast(arr, dtype, order="C")
     _finite_or_raise(arr, name, all_finite, source)
     return arr, single

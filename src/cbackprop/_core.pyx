@@ -113,7 +113,7 @@ def fma_loop(dtype, kernels, size_t iters):
 
 
 def all_finite(arr):
-    """True when every value of a C-contiguous float32/float64 array is finite."""
+    """True when every value of a C-contiguous, aligned float32/float64 array is finite."""
     cdef const float[::1] fs
     cdef const double[::1] fd
     cdef int ok
@@ -337,6 +337,8 @@ cdef class Engine:
             m = xd.shape[0]
             if m == 0 or xd.shape[1] != self.n_in or yd.shape[0] != m or yd.shape[1] != self.n_out:
                 return False
+            if (<size_t>&xd[0, 0]) % 8 or (<size_t>&yd[0, 0]) % 8:  # unaligned: general path copies
+                return False
             lo = <const char *>self.nd.params
             hi = lo + self.n_params * 8
             p = <const char *>&xd[0, 0]
@@ -350,6 +352,8 @@ cdef class Engine:
         else:
             m = xs.shape[0]
             if m == 0 or xs.shape[1] != self.n_in or ys.shape[0] != m or ys.shape[1] != self.n_out:
+                return False
+            if (<size_t>&xs[0, 0]) % 4 or (<size_t>&ys[0, 0]) % 4:
                 return False
             lo = <const char *>self.ns.params
             hi = lo + self.n_params * 4
