@@ -16,6 +16,9 @@ import pytest
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/self/statm"),
                                 reason="RSS from /proc/self/statm is Linux-only")
+# AddressSanitizer keeps freed memory in quarantine (256 MiB by default), so RSS grows under
+# tools/sanitize.sh whatever the code does; ASan itself reports real leaks there.
+_UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
 CALLS = 100_000
 WARMUP = 2_000
@@ -107,6 +110,7 @@ def _measure(tmp_path, *only):
     return json.loads(line[0][len("LEAKS "):])
 
 
+@pytest.mark.skipif(_UNDER_ASAN, reason="RSS is meaningless under AddressSanitizer (quarantine)")
 def test_rss_grows_less_than_1_mib_over_100000_calls_of_each_method(tmp_path):
     results = _measure(tmp_path)
     assert len(results) == 25
