@@ -1,4 +1,6 @@
-/* Every kernel for one floating type (REAL, SUF, EXP defined by kernels.c). */
+/* Every kernel for one floating type (REAL, SUF, EXP defined by kernels.c).  Each SIMD
+ * variant defines simd_impl.h's parameters (ISA name, VB vector bytes, NT_MR x NT_MC and
+ * NN_MR block sizes); simd_impl.h undefines them again. */
 #include "kernels_plain.h"
 
 #define ISA generic
@@ -7,11 +9,6 @@
 #define NT_MC 3
 #define NN_MR 3
 #include "simd_impl.h"
-#undef ISA
-#undef VB
-#undef NT_MR
-#undef NT_MC
-#undef NN_MR
 
 #if CBP_HAVE_X86_SIMD
 #pragma GCC push_options
@@ -22,11 +19,6 @@
 #define NT_MC 3
 #define NN_MR 3
 #include "simd_impl.h"
-#undef ISA
-#undef VB
-#undef NT_MR
-#undef NT_MC
-#undef NN_MR
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -37,11 +29,6 @@
 #define NT_MC 4
 #define NN_MR 4
 #include "simd_impl.h"
-#undef ISA
-#undef VB
-#undef NT_MR
-#undef NT_MC
-#undef NN_MR
 #pragma GCC pop_options
 #endif
 

@@ -328,3 +328,8 @@ static REAL F(fma_loop)(size_t iters)
 #undef VEC
 #undef V
 #undef F
+#undef ISA
+#undef VB
+#undef NT_MR
+#undef NT_MC
+#undef NN_MR
