@@ -33,6 +33,25 @@ int cbp_isa_supported(int isa);
 /* The fastest supported variant. */
 int cbp_isa_best(void);
 
+/* Activation of a layer, a = f(z) (chapter 1 and 3 of the book; the net's act[l]).
+ * Each derivative f'(z) is computed from a = f(z):
+ *   sigmoid  a = 1 / (1 + e^{-z})             f' = a (1 - a)
+ *   tanh     a = tanh z                        f' = 1 - a^2
+ *   relu     a = max(z, 0)                     f' = 1 if a > 0 else 0 (0 at z = 0)
+ *   identity a = z (the book's linear neurons)  f' = 1
+ *   softmax  a_j = e^{z_j} / sum_k e^{z_k} per sample (eq. (78)); output layer only, its
+ *            Jacobian da_j/dz_k = a_j (delta_jk - a_k) enters BP1 directly. */
+enum { CBP_ACT_SIGMOID = 0, CBP_ACT_TANH = 1, CBP_ACT_RELU = 2, CBP_ACT_IDENTITY = 3,
+       CBP_ACT_SOFTMAX = 4 };
+
+/* Cost of one sample x (the batch cost is their average; y = y(x), a = a^L(x)):
+ *   quadratic      C_x = 1/2 ||y - a||^2                      grad_a C_x = a - y   (eq. (6))
+ *   cross-entropy  C_x = -sum_j [y_j ln a_j + (1-y_j) ln(1-a_j)]  (eq. (63)), sigmoid output:
+ *                  delta^L = a - y  (eq. (66): sigma' cancels)
+ *   log-likelihood C_x = -sum_j y_j ln a_j  (eq. (80), = -ln a_y for a one-hot y), softmax
+ *                  output: delta^L = a sum_j y_j - y  (= a - y for one-hot y, eq. (81)) */
+enum { CBP_COST_QUADRATIC = 0, CBP_COST_CROSS_ENTROPY = 1, CBP_COST_LOG_LIKELIHOOD = 2 };
+
 #define CBP_CAT_(a, b) a##_##b
 #define CBP_CAT(a, b) CBP_CAT_(a, b)
 

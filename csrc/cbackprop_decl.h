@@ -16,31 +16,55 @@ typedef struct {
     REAL *delta;          /* same layout as z: delta^l for l = 1..L                            */
     REAL *y;              /* [m_cap, n_L] gathered targets (sgd_epoch)                          */
     size_t m_cap;         /* rows every workspace block holds                                   */
+    REAL *velocity;       /* [n_params] momentum velocity, same layout (NULL when mu is never
+                             used)                                                             */
+    const int *act;       /* [L+1]: act[l] = CBP_ACT_* of layer l = 1..L (act[0] unused);
+                             softmax only for l = L                                            */
+    int cost;             /* CBP_COST_*, paired with act[L] as checked at the Python boundary:
+                             cross-entropy with sigmoid, log-likelihood with softmax          */
     int isa;              /* kernel variant, CBP_ISA_*, supported on this CPU                    */
     int n_threads;        /* threads for sgd_epoch (1: the caller only; plain kernels: always 1) */
 } F(cbp_net);
 
+/* The hyper-parameters of one gradient-descent update (book eqs. (20)-(21), (93)-(94), and
+ * momentum, chapter 3), applied to a gradient g averaged over the mini-batch:
+ *   without momentum (mu == 0):  w <- keep w - eta g,   b <- b - eta g
+ *   with momentum:               v <- mu v - eta g - decay w,  w <- w + v   (weights)
+ *                                v <- mu v - eta g,            b <- b + v   (biases)
+ * keep = 1 - decay, decay = eta lmbda / n (L2 weight decay, n the training-set size;
+ * biases are not decayed), both computed once by the caller. */
+typedef struct {
+    REAL eta;
+    REAL keep;
+    REAL decay;
+    REAL mu;
+} F(cbp_hyper);
+
 /* ---- layer kernels ------------------------------------------------------------------- */
 
-/* Feedforward of one dense sigmoid layer, book eq. (25) with rows as samples:
- *   z = a_prev . w^T + b,   a = sigma(z) = 1 / (1 + exp(-z)).
+/* Feedforward of one dense layer, book eq. (25) with rows as samples:
+ *   z = a_prev . w^T + b,   a = f(z),  f = act (CBP_ACT_*; softmax per row, eq. (78)).
  * z, a: [m, n_out] (overwritten); a_prev: [m, n_in]; w: [n_out, n_in]; b: [n_out]. */
 void F(cbp_dense_forward)(REAL *z, REAL *a, const REAL *a_prev, const REAL *w, const REAL *b,
-                          size_t m, size_t n_out, size_t n_in);
+                          size_t m, size_t n_out, size_t n_in, int act);
 
-/* BP1 for the quadratic cost C = 1/(2m) sum_x ||y(x) - a^L(x)||^2 of the m-row batch:
- *   delta^L = grad_a C (.) sigma'(z^L) = (a^L - y)/m (.) a^L (1 - a^L),
- * using sigma'(z) = sigma(z)(1 - sigma(z)) (book eq. (BP1), with grad_a C = (a - y)/m).
- * delta: [m, n] (overwritten); a, y: [m, n]. */
-void F(cbp_quadratic_delta)(REAL *delta, const REAL *a, const REAL *y, size_t m, size_t n);
+/* BP1 for the batch cost C = scale * sum_x C_x over the m rows (scale = 1/m: the average):
+ *   quadratic, elementwise f:  delta^L = scale (a^L - y) (.) f'(z^L)   (eq. (BP1))
+ *   quadratic, softmax:        delta^L_j = a_j (g_j - sum_k a_k g_k),  g = scale (a - y)
+ *                              (BP1 with the softmax Jacobian in place of Sigma'(z))
+ *   cross-entropy, sigmoid:    delta^L = scale (a^L - y)                (eq. (66))
+ *   log-likelihood, softmax:   delta^L = scale (a^L sum_j y_j - y)      (eq. (81))
+ * delta: [m, n] (overwritten); a, y: [m, n]; act = act[L]. */
+void F(cbp_output_delta)(REAL *delta, const REAL *a, const REAL *y, size_t m, size_t n, int act,
+                         int cost, REAL scale);
 
 /* BP2, the delta recursion, with rows as samples:
- *   delta^l = (delta^{l+1} . w^{l+1}) (.) sigma'(z^l),  sigma'(z^l) = a^l (1 - a^l)
+ *   delta^l = (delta^{l+1} . w^{l+1}) (.) f'(z^l),  f'(z^l) from a^l (see CBP_ACT_*)
  * (book eq. (BP2): ((w^{l+1})^T delta^{l+1}) (.) sigma'(z^l) per column-vector sample).
  * delta_prev: [m, n_in] (overwritten) is delta^l; delta: [m, n_out] is delta^{l+1};
- * w: [n_out, n_in] is w^{l+1}; a_prev: [m, n_in] is a^l. */
+ * w: [n_out, n_in] is w^{l+1}; a_prev: [m, n_in] is a^l; act = act[l] (not softmax). */
 void F(cbp_dense_backward_delta)(REAL *delta_prev, const REAL *delta, const REAL *w,
-                                 const REAL *a_prev, size_t m, size_t n_out, size_t n_in);
+                                 const REAL *a_prev, size_t m, size_t n_out, size_t n_in, int act);
 
 /* BP3 and BP4 summed over the batch rows (ACCUMULATES into its outputs):
  *   nabla_b[j]    += sum_i delta[i, j]                 (BP3: dC/db_j = delta_j)
@@ -50,9 +74,16 @@ void F(cbp_dense_backward_delta)(REAL *delta_prev, const REAL *delta, const REAL
 void F(cbp_dense_backward_params)(REAL *nabla_w, REAL *nabla_b, const REAL *delta,
                                   const REAL *a_prev, size_t m, size_t n_out, size_t n_in);
 
-/* Gradient-descent step over a whole blob (book eqs. (20)-(21)): params -= eta * grads.
+/* Gradient-descent step over part of a blob (book eqs. (20)-(21), with L2 weight decay
+ * eq. (93) when keep != 1): params <- keep params - eta grads.
  * params: [n] (updated in place); grads: [n]. */
-void F(cbp_sgd_update)(REAL *params, const REAL *grads, size_t n, REAL eta);
+void F(cbp_sgd_update)(REAL *params, const REAL *grads, size_t n, REAL eta, REAL keep);
+
+/* Momentum step (chapter 3, "momentum-based gradient descent") over part of a blob:
+ *   v <- mu v - eta g - decay p,   p <- p + v.
+ * params, velocity: [n] (updated in place); grads: [n]. */
+void F(cbp_momentum_update)(REAL *params, REAL *velocity, const REAL *grads, size_t n, REAL eta,
+                            REAL decay, REAL mu);
 
 /* dst[i, :] = src[idx[i], :] for i < m.  dst: [m, n] (overwritten); src: [*, n];
  * idx: [m], every entry a valid row of src. */
@@ -80,15 +111,23 @@ void F(cbp_net_predict)(const F(cbp_net) *net, const REAL *x, size_t m, REAL *ou
 
 /* Backpropagation over an m-row batch (matrix form of BP1-BP4): forward pass, BP1 at
  * layer L, BP2 for l = L-1 .. 1, BP3/BP4 for every layer.  ACCUMULATES the gradient of
- * C = 1/(2m) sum_x ||y - a^L||^2 into net->grads (zero it first for a plain gradient);
- * overwrites the z, a and delta workspace.  x: [m, n_0]; y: [m, n_L]; m <= m_cap. */
-void F(cbp_net_backprop)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m);
+ * C = scale * sum_x C_x (scale = 1/m: the batch average; 1: the sum, for accumulating
+ * micro-batches) into net->grads (zero it first for a plain gradient); overwrites the z, a
+ * and delta workspace.  x: [m, n_0]; y: [m, n_L]; m <= m_cap. */
+void F(cbp_net_backprop)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m,
+                         REAL scale);
 
-/* One mini-batch step (network.py's update_mini_batch): forward, BP1, then for l = L..1
- * BP2 (delta^{l-1} from the old w^l) and params^l -= eta * (BP3, BP4), the gradient folded
- * into the update.  Overwrites the workspace; grads hold no meaningful value afterwards. */
+/* One update from the gradient blob (after cbp_net_backprop calls): the update of
+ * F(cbp_hyper) with g = net->grads, over every layer.  grads is left unchanged. */
+void F(cbp_net_apply_gradient)(const F(cbp_net) *net, F(cbp_hyper) h);
+
+/* One mini-batch step (network.py's / network2.py's update_mini_batch) with the gradient
+ * averaged over the m rows.  Without momentum the update is folded into BP3/BP4 (for
+ * l = L..1: BP2 for delta^{l-1} from the old w^l, then w^l <- keep w^l - eta nabla_w^l,
+ * no gradient stored; grads hold no meaningful value afterwards).  With momentum the
+ * gradient goes to net->grads first, then the velocity update.  Overwrites the workspace. */
 void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m,
-                         REAL eta);
+                         F(cbp_hyper) h);
 
 /* One epoch of mini-batch SGD in the order perm: mini-batch k holds rows
  * perm[k*mbs .. min((k+1)*mbs, n)) of x and y, gathered into workspace blocks a^0 and y,
@@ -98,6 +137,6 @@ void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
  * the same order).  When barriers keep waiting for a thread that lost its core (a shared
  * machine), thread 0 finishes the epoch alone.  Returns the threads that finished it. */
 int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
-                         const long long *perm, size_t n, size_t mini_batch_size, REAL eta);
+                         const long long *perm, size_t n, size_t mini_batch_size, F(cbp_hyper) h);
 
 #undef F

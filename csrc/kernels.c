@@ -194,27 +194,39 @@ static void cbp_team_run(cbp_team *team, int T, cbp_task fn, void *job)
 }
 
 /* How gemm_nn combines its product P with its output C. */
-enum { CBP_SET = 0, CBP_ADD = 1, CBP_SUB_SCALED = 2 };  /* C = P;  C += P;  C -= eta P */
+enum {
+    CBP_SET = 0,        /* C = P */
+    CBP_ADD = 1,        /* C += P */
+    CBP_SUB_SCALED = 2, /* C -= eta P  (the fused SGD step) */
+    CBP_DECAY_SUB = 3   /* C = keep C - eta P  (the fused step with L2 weight decay) */
+};
+
+/* What run_batch (net_impl.h) does after the forward pass. */
+enum { CBP_FORWARD_ONLY = 0, CBP_GRADIENT = 1, CBP_STEP = 2 };
 
 
 #define REAL float
 #define SUF s
 #define EXP expf
+#define TANH tanhf
 #define CBP_IS_DOUBLE 0
 #include "kernels_type.h"
 #undef REAL
 #undef SUF
 #undef EXP
+#undef TANH
 #undef CBP_IS_DOUBLE
 
 #define REAL double
 #define SUF d
 #define EXP exp
+#define TANH tanh
 #define CBP_IS_DOUBLE 1
 #include "kernels_type.h"
 #undef REAL
 #undef SUF
 #undef EXP
+#undef TANH
 #undef CBP_IS_DOUBLE
 
 int cbp_isa_supported(int isa)

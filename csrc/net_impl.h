@@ -46,46 +46,53 @@ static inline REAL *F(a_block)(const F(cbp_net) *net, size_t l)
 #define CBP_DISPATCH(isa, fn, args) CBP_RESULT CBP_CAT(CBP_CAT(fn, SUF), generic) args;
 #endif
 
-/* z, a columns [j0, j1) of layer l: eq. (25) */
+/* z, a columns [j0, j1) of layer l: eq. (25) (softmax: z only, see run_batch) */
 static void F(layer_forward)(int isa, REAL *z, REAL *a, const REAL *a_prev, const REAL *w,
                              const REAL *b, size_t m, size_t n_out, size_t n_in, size_t j0,
-                             size_t j1)
+                             size_t j1, int act)
 {
-    if (isa == CBP_ISA_PLAIN) F(cbp_dense_forward)(z, a, a_prev, w, b, m, n_out, n_in);
-    else { CBP_DISPATCH(isa, dense_forward, (z, a, a_prev, w, b, m, n_out, n_in, j0, j1)) }
+    if (isa == CBP_ISA_PLAIN) F(cbp_dense_forward)(z, a, a_prev, w, b, m, n_out, n_in, act);
+    else { CBP_DISPATCH(isa, dense_forward, (z, a, a_prev, w, b, m, n_out, n_in, j0, j1, act)) }
 }
 
 /* delta^{l-1} columns [k0, k1): BP2 */
 static void F(layer_backward_delta)(int isa, REAL *delta_prev, const REAL *delta, const REAL *w,
                                     const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                    size_t k0, size_t k1)
+                                    size_t k0, size_t k1, int act)
 {
-    if (isa == CBP_ISA_PLAIN) F(cbp_dense_backward_delta)(delta_prev, delta, w, a_prev, m, n_out, n_in);
-    else { CBP_DISPATCH(isa, dense_backward_delta, (delta_prev, delta, w, a_prev, m, n_out, n_in, k0, k1)) }
+    if (isa == CBP_ISA_PLAIN) F(cbp_dense_backward_delta)(delta_prev, delta, w, a_prev, m, n_out, n_in, act);
+    else { CBP_DISPATCH(isa, dense_backward_delta, (delta_prev, delta, w, a_prev, m, n_out, n_in, k0, k1, act)) }
 }
 
-/* rows [j0, j1) of BP3/BP4: op CBP_ADD accumulates nabla_w += delta^T a_prev and
- * nabla_b += sum delta into (out_w, out_b); op CBP_SUB_SCALED applies the same product as
- * w -= eta (.), b -= eta (.) to (out_w, out_b) = (w, b): the fused step.  The plain
- * variant does the step as gradient (into scratch, the gradient blob) then update. */
+/* rows [j0, j1) of BP3/BP4: op CBP_SET / CBP_ADD writes / accumulates nabla_w = delta^T a_prev
+ * and nabla_b = sum delta into (out_w, out_b); op CBP_SUB_SCALED / CBP_DECAY_SUB applies the
+ * same product as w <- keep w - eta (.), b <- b - eta (.) to (out_w, out_b) = (w, b): the
+ * fused step.  The plain variant does the step as gradient (into scratch, the gradient
+ * blob) then update. */
 static void F(layer_backward_params)(int isa, REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                     size_t j0, size_t j1, int op, REAL eta, REAL *scratch_w,
-                                     REAL *scratch_b)
+                                     size_t j0, size_t j1, int op, REAL eta, REAL keep,
+                                     REAL *scratch_w, REAL *scratch_b)
 {
     if (isa != CBP_ISA_PLAIN) {
-        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, op, eta))
+        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, op, eta, keep))
         return;
     }
     if (op == CBP_ADD) {
         F(cbp_dense_backward_params)(out_w, out_b, delta, a_prev, m, n_out, n_in);
         return;
     }
+    if (op == CBP_SET) {
+        memset(out_w, 0, n_out * n_in * sizeof(REAL));
+        memset(out_b, 0, n_out * sizeof(REAL));
+        F(cbp_dense_backward_params)(out_w, out_b, delta, a_prev, m, n_out, n_in);
+        return;
+    }
     memset(scratch_w, 0, n_out * n_in * sizeof(REAL));
     memset(scratch_b, 0, n_out * sizeof(REAL));
     F(cbp_dense_backward_params)(scratch_w, scratch_b, delta, a_prev, m, n_out, n_in);
-    F(cbp_sgd_update)(out_w, scratch_w, n_out * n_in, eta);
-    F(cbp_sgd_update)(out_b, scratch_b, n_out, eta);
+    F(cbp_sgd_update)(out_w, scratch_w, n_out * n_in, eta, op == CBP_DECAY_SUB ? keep : (REAL)1);
+    F(cbp_sgd_update)(out_b, scratch_b, n_out, eta, (REAL)1);
 }
 
 #undef CBP_RESULT
@@ -100,34 +107,46 @@ double F(cbp_fma_loop)(int isa, size_t iters)
 #undef CBP_RESULT
 #undef CBP_DISPATCH
 
-/* BP1 for the quadratic cost on columns [j0, j1): delta = (a - y)/m (.) a (1 - a). */
-static void F(output_delta)(REAL *delta, const REAL *a, const REAL *y, size_t m, size_t n,
-                            size_t j0, size_t j1)
+/* The update of h from the gradient blob, as thread t of T: each layer's weights and
+ * biases split in contiguous pieces (elementwise, so the result does not depend on T). */
+static void F(apply_update)(const F(cbp_net) *net, const F(cbp_hyper) *h, int t, int T)
 {
-    if (j0 == 0 && j1 == n) {
-        F(cbp_quadratic_delta)(delta, a, y, m, n);
-        return;
-    }
-    const REAL inv_m = (REAL)1 / (REAL)m;
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = j0; j < j1; j++) {
-            const size_t t = i * n + j;
-            delta[t] = (a[t] - y[t]) * inv_m * (a[t] * ((REAL)1 - a[t]));
+    for (size_t l = 1; l <= net->n_layers; l++) {
+        const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1];
+        const size_t off = F(w_offset)(net, l);
+        const size_t pieces[2][2] = {{off, n_out * n_in}, {off + n_out * n_in, n_out}};
+        for (int k = 0; k < 2; k++) {                   /* k = 0: w^l, decayed; 1: b^l */
+            size_t p0, p1;
+            cbp_part(pieces[k][1], CBP_VEC_ALIGN / sizeof(REAL), t, T, &p0, &p1);
+            if (p0 >= p1) continue;
+            const size_t at = pieces[k][0] + p0, len = p1 - p0;
+            if (h->mu != 0)
+                F(cbp_momentum_update)(net->params + at, net->velocity + at, net->grads + at, len,
+                                       h->eta, k == 0 ? h->decay : (REAL)0, h->mu);
+            else
+                F(cbp_sgd_update)(net->params + at, net->grads + at, len, h->eta,
+                                  k == 0 ? h->keep : (REAL)1);
         }
+    }
 }
 
 /* One mini-batch through the network, as thread t of T (T = 1: the whole work, no
  * barrier).  Each phase splits a layer between the threads by output columns (forward,
  * BP1, BP2) or by rows of w (BP3/BP4); a barrier separates phases that depend on each
- * other.  Forward: z^l, a^l for l = 1..L, then BP1.  Backward, l = L..1: BP2 for
- * delta^{l-1} (it reads all of w^l, so a barrier follows before w^l changes), then
- * BP3/BP4 for layer l, accumulated into the gradient blob (op CBP_ADD) or applied to the
- * parameters (op CBP_SUB_SCALED).  backward = 0 stops after the forward pass. */
-static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m,
-                         int backward, int op, REAL eta, int t, int T, cbp_barrier *bar)
+ * other.  A softmax output layer needs whole rows: its z is computed by columns, then
+ * after a barrier softmax and BP1 run by rows.
+ *   mode CBP_FORWARD_ONLY: z^l, a^l for l = 1..L.
+ *   mode CBP_GRADIENT: then BP1 (with the cost's scale), and for l = L..1 BP2 for
+ *     delta^{l-1} and BP3/BP4 of layer l accumulated into the gradient blob (op CBP_ADD).
+ *   mode CBP_STEP: the gradient averaged over the m rows; without momentum, the update of
+ *     h folded into BP3/BP4 (BP2 reads all of w^l first, so a barrier follows it before
+ *     w^l changes); with momentum, the gradient into the blob (CBP_SET), then the update. */
+static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m, int mode,
+                         REAL scale, const F(cbp_hyper) *h, int t, int T, cbp_barrier *bar)
 {
     const size_t L = net->n_layers;
     const int isa = net->isa;
+    const int act_L = net->act[L];
     const REAL *a_prev = x;                                 /* [m, n_0] */
     for (size_t l = 1; l <= L; l++) {
         const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1];
@@ -136,15 +155,33 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
         REAL *a = F(a_block)(net, l);                       /* [m, n_out] */
         size_t j0, j1;  /* (every column takes the same arithmetic path, whatever the split) */
         cbp_part(n_out, 4, t, T, &j0, &j1);
+        const int whole_rows = (l == L && act_L == CBP_ACT_SOFTMAX);
         if (j0 < j1) {
-            F(layer_forward)(isa, z, a, a_prev, w, w + n_out * n_in, m, n_out, n_in, j0, j1);
-            if (l == L && backward)                         /* BP1 on the same columns */
-                F(output_delta)(F(z_block)(net, net->delta, L), a, y, m, n_out, j0, j1);
+            F(layer_forward)(isa, z, a, a_prev, w, w + n_out * n_in, m, n_out, n_in, j0, j1, net->act[l]);
+            if (l == L && mode != CBP_FORWARD_ONLY && !whole_rows)  /* BP1 on the same columns */
+                F(output_delta_part)(F(z_block)(net, net->delta, L), a, y, n_out, act_L, net->cost,
+                                     scale, 0, m, j0, j1);
+        }
+        if (whole_rows && isa != CBP_ISA_PLAIN) {           /* (plain did the softmax itself) */
+            cbp_barrier_wait(bar, T);                       /* z^L complete */
+            size_t i0, i1;
+            cbp_part(m, 1, t, T, &i0, &i1);
+            F(softmax_rows)(a, z, n_out, i0, i1);
+        }
+        if (whole_rows && mode != CBP_FORWARD_ONLY) {
+            size_t i0, i1;
+            cbp_part(m, 1, t, T, &i0, &i1);
+            F(output_delta_part)(F(z_block)(net, net->delta, L), a, y, n_out, act_L, net->cost,
+                                 scale, i0, i1, 0, n_out);
         }
         cbp_barrier_wait(bar, T);
         a_prev = a;
     }
-    if (!backward) return;
+    if (mode == CBP_FORWARD_ONLY) return;
+    int op = CBP_ADD;
+    if (mode == CBP_STEP)
+        op = (h->mu != 0) ? CBP_SET : (h->keep != (REAL)1) ? CBP_DECAY_SUB : CBP_SUB_SCALED;
+    const REAL eta = (mode == CBP_STEP) ? h->eta : 0, keep = (mode == CBP_STEP) ? h->keep : 1;
     for (size_t l = L; l >= 1; l--) {
         const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1];
         const size_t off = F(w_offset)(net, l);
@@ -156,25 +193,31 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
             cbp_part(n_in, 4 * CBP_VEC_ALIGN / sizeof(REAL), t, T, &k0, &k1);
             if (k0 < k1)
                 F(layer_backward_delta)(isa, F(z_block)(net, net->delta, l - 1), delta,
-                                        net->params + off, ap, m, n_out, n_in, k0, k1);
+                                        net->params + off, ap, m, n_out, n_in, k0, k1,
+                                        net->act[l - 1]);
             cbp_barrier_wait(bar, T);
         }
         /* BP3, BP4 for layer l, accumulated or applied, on this thread's rows of w^l */
         size_t j0, j1;
         cbp_part(n_out, 4, t, T, &j0, &j1);
         if (j0 < j1) {
-            REAL *out = (op == CBP_ADD) ? net->grads + off : net->params + off;
+            REAL *out = (op == CBP_ADD || op == CBP_SET) ? net->grads + off : net->params + off;
             F(layer_backward_params)(isa, out, out + n_out * n_in, delta, ap, m, n_out, n_in, j0,
-                                     j1, op, eta, net->grads + off, net->grads + off + n_out * n_in);
+                                     j1, op, eta, keep, net->grads + off,
+                                     net->grads + off + n_out * n_in);
         }
         if (l == 1) break;                                  /* no delta for the input layer */
     }
-    cbp_barrier_wait(bar, T);                               /* parameters complete */
+    cbp_barrier_wait(bar, T);                               /* parameters (or gradient) complete */
+    if (op == CBP_SET) {                                    /* momentum: the update, then done */
+        F(apply_update)(net, h, t, T);
+        cbp_barrier_wait(bar, T);
+    }
 }
 
 void F(cbp_net_forward)(const F(cbp_net) *net, const REAL *x, size_t m)
 {
-    F(run_batch)(net, x, NULL, m, 0, CBP_ADD, 0, 0, 1, NULL);
+    F(run_batch)(net, x, NULL, m, CBP_FORWARD_ONLY, 0, NULL, 0, 1, NULL);
 }
 
 void F(cbp_net_predict)(const F(cbp_net) *net, const REAL *x, size_t m, REAL *out)
@@ -188,14 +231,20 @@ void F(cbp_net_predict)(const F(cbp_net) *net, const REAL *x, size_t m, REAL *ou
     }
 }
 
-void F(cbp_net_backprop)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m)
+void F(cbp_net_backprop)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m, REAL scale)
 {
-    F(run_batch)(net, x, y, m, 1, CBP_ADD, 0, 0, 1, NULL);
+    F(run_batch)(net, x, y, m, CBP_GRADIENT, scale, NULL, 0, 1, NULL);
 }
 
-void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m, REAL eta)
+void F(cbp_net_apply_gradient)(const F(cbp_net) *net, F(cbp_hyper) h)
 {
-    F(run_batch)(net, x, y, m, 1, CBP_SUB_SCALED, eta, 0, 1, NULL);
+    F(apply_update)(net, &h, 0, 1);
+}
+
+void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m,
+                         F(cbp_hyper) h)
+{
+    F(run_batch)(net, x, y, m, CBP_STEP, (REAL)1 / (REAL)m, &h, 0, 1, NULL);
 }
 
 static void F(prefetch_rows)(const REAL *src, const long long *idx, size_t m, size_t n)
@@ -217,7 +266,7 @@ typedef struct {
     const REAL *x, *y;
     const long long *perm;
     size_t n, mini_batch_size;
-    REAL eta;
+    F(cbp_hyper) h;
     cbp_team team;
 } F(epoch_job);
 
@@ -253,16 +302,16 @@ static void F(epoch_run)(F(epoch_job) *job, int t)
             if (t > 0) return;                              /* every gather share is done */
             T = 1;
         }
-        F(run_batch)(net, xb, yb, m, 1, CBP_SUB_SCALED, job->eta, t, T, &job->team.barrier);
+        F(run_batch)(net, xb, yb, m, CBP_STEP, (REAL)1 / (REAL)m, &job->h, t, T, &job->team.barrier);
     }
 }
 
 static void F(epoch_thread)(void *job, int t) { F(epoch_run)((F(epoch_job) *)job, t); }
 
 int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
-                         const long long *perm, size_t n, size_t mini_batch_size, REAL eta)
+                         const long long *perm, size_t n, size_t mini_batch_size, F(cbp_hyper) h)
 {
-    F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, eta, {0}};
+    F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, h, {0}};
     int T = (net->isa == CBP_ISA_PLAIN || net->n_threads < 1) ? 1 : net->n_threads;
     cbp_team_run(&job.team, T, F(epoch_thread), &job);
     return atomic_load(&job.team.solo) ? 1 : job.team.n_threads;

@@ -90,7 +90,7 @@ static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const R
 #define CBP_AXPY_BLOCK(MR, NV)                                                               \
     static inline __attribute__((always_inline)) void F(axpy_##MR##x##NV)(                 \
         REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,           \
-        size_t ldb, size_t T, int op, REAL eta)                                              \
+        size_t ldb, size_t T, int op, REAL eta, REAL keep)                                   \
     {                                                                                        \
         VEC acc[MR][NV];                                                                     \
         for (int r = 0; r < MR; r++)                                                         \
@@ -108,7 +108,8 @@ static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const R
                 REAL *p = C + r * ldc + c * V;                                               \
                 if (op == CBP_SET) F(vstore)(p, acc[r][c]);                                  \
                 else if (op == CBP_ADD) F(vstore)(p, F(vload)(p) + acc[r][c]);               \
-                else F(vstore)(p, F(vload)(p) - eta * acc[r][c]);                            \
+                else if (op == CBP_SUB_SCALED) F(vstore)(p, F(vload)(p) - eta * acc[r][c]);  \
+                else F(vstore)(p, keep * F(vload)(p) - eta * acc[r][c]);                     \
             }                                                                                \
     }
 CBP_AXPY_BLOCK(1, 1) CBP_AXPY_BLOCK(2, 1) CBP_AXPY_BLOCK(3, 1) CBP_AXPY_BLOCK(4, 1)
@@ -118,7 +119,7 @@ CBP_AXPY_BLOCK(1, 4) CBP_AXPY_BLOCK(2, 4) CBP_AXPY_BLOCK(3, 4) CBP_AXPY_BLOCK(4,
 /* Columns [c0, N) that do not fill a vector, for rows [0, R) of a row block. */
 static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,
                                 const REAL *B, size_t ldb, size_t T, size_t R, size_t c0,
-                                size_t N, int op, REAL eta)
+                                size_t N, int op, REAL eta, REAL keep)
 {
     for (size_t r = 0; r < R; r++)
         for (size_t c = c0; c < N; c++) {
@@ -127,19 +128,21 @@ static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, 
             REAL *p = C + r * ldc + c;
             if (op == CBP_SET) *p = s;
             else if (op == CBP_ADD) *p += s;
-            else *p -= eta * s;
+            else if (op == CBP_SUB_SCALED) *p -= eta * s;
+            else *p = keep * *p - eta * s;
         }
 }
 
 /* Rows [0, mr) (mr <= 4) of gemm_nn: 4-vector column blocks, single vectors, scalar tail. */
 #define CBP_NN_ROWS(MR)                                                                      \
     static void F(nn_rows_##MR)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,  \
-                                const REAL *B, size_t ldb, size_t N, size_t T, int op, REAL eta) \
+                                const REAL *B, size_t ldb, size_t N, size_t T, int op, REAL eta, \
+                                REAL keep)                                                   \
     {                                                                                        \
         size_t c = 0;                                                                        \
-        for (; c + 4 * V <= N; c += 4 * V) F(axpy_##MR##x4)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, eta); \
-        for (; c + V <= N; c += V) F(axpy_##MR##x1)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, eta); \
-        F(axpy_tail)(C, ldc, A, ars, ats, B, ldb, T, MR, c, N, op, eta);                     \
+        for (; c + 4 * V <= N; c += 4 * V) F(axpy_##MR##x4)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, eta, keep); \
+        for (; c + V <= N; c += V) F(axpy_##MR##x1)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, eta, keep); \
+        F(axpy_tail)(C, ldc, A, ars, ats, B, ldb, T, MR, c, N, op, eta, keep);               \
     }
 CBP_NN_ROWS(1) CBP_NN_ROWS(2) CBP_NN_ROWS(3) CBP_NN_ROWS(4)
 #undef CBP_NN_ROWS
@@ -148,16 +151,16 @@ CBP_NN_ROWS(1) CBP_NN_ROWS(2) CBP_NN_ROWS(3) CBP_NN_ROWS(4)
  * apart; rows in blocks of NN_MR (4 rows x 4 vectors = 16 accumulators on AVX-512, 3 x 4
  * elsewhere). */
 static void F(gemm_nn)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,
-                       size_t ldb, size_t R, size_t N, size_t T, int op, REAL eta)
+                       size_t ldb, size_t R, size_t N, size_t T, int op, REAL eta, REAL keep)
 {
     for (size_t r = 0; r < R; r += NN_MR) {
         const REAL *Ar = A + r * ars;
         REAL *Cr = C + r * ldc;
         switch ((R - r < NN_MR) ? R - r : NN_MR) {
-        case 1: F(nn_rows_1)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta); break;
-        case 2: F(nn_rows_2)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta); break;
-        case 3: F(nn_rows_3)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta); break;
-        default: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta); break;
+        case 1: F(nn_rows_1)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
+        case 2: F(nn_rows_2)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
+        case 3: F(nn_rows_3)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
+        default: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
         }
     }
 }
@@ -248,61 +251,122 @@ static inline VEC F(vsigmoid)(VEC z)
 
 /* ---- the layer kernels, on a range of columns or rows so that threads can share a layer -- */
 
-/* eq. (25) for output columns [j0, j1): z[:, j] = a_prev . w[j, :] + b[j], a = sigma(z).
- * z, a: [m, n_out] (columns j0..j1 overwritten); a_prev: [m, n_in]; w: [n_out, n_in]. */
-static void F(dense_forward)(REAL *z, REAL *a, const REAL *a_prev, const REAL *w, const REAL *b,
-                             size_t m, size_t n_out, size_t n_in, size_t j0, size_t j1)
+/* a = f(z) for an elementwise activation (the act switch is resolved at compile time in
+ * the always-inlined callers).  tanh z = 2 sigma(2z) - 1: about 1 ulp of 1 in absolute
+ * terms (so relatively coarser for |z| << 1, where a ~ z), saturating to exactly -1 / 1. */
+static inline __attribute__((always_inline)) VEC F(vactivate)(VEC z, int act)
 {
-    F(gemm_nt)(z + j0, n_out, a_prev, n_in, w + j0 * n_in, n_in, m, j1 - j0, n_in);
+    switch (act) {
+    case CBP_ACT_SIGMOID: return F(vsigmoid)(z);
+    case CBP_ACT_TANH: return (REAL)2 * F(vsigmoid)(z + z) - (REAL)1;
+    case CBP_ACT_RELU: return (VEC)((VECI)z & ~(VECI)(z < (REAL)0));  /* NaN stays NaN */
+    default: return z;                                                /* identity */
+    }
+}
+
+/* f'(z) from a = f(z) (see CBP_ACT_*). */
+static inline __attribute__((always_inline)) VEC F(vactivate_prime)(VEC a, int act)
+{
+    switch (act) {
+    case CBP_ACT_SIGMOID: return a * ((REAL)1 - a);
+    case CBP_ACT_TANH: return (REAL)1 - a * a;
+    case CBP_ACT_RELU: return (VEC)((VECI)((VEC){0} + (REAL)1) & (VECI)(a > (REAL)0));
+    default: return (VEC){0} + (REAL)1;
+    }
+}
+
+/* z[:, j0..j1) += b, a = f(z) there (softmax: z only; the caller then runs softmax_rows). */
+static inline __attribute__((always_inline)) void F(bias_activate)(REAL *z, REAL *a, const REAL *b,
+                                                                   size_t m, size_t n_out,
+                                                                   size_t j0, size_t j1, int act)
+{
     for (size_t i = 0; i < m; i++) {
         REAL *zi = z + i * n_out, *ai = a + i * n_out;
         size_t j = j0;
         for (; j + V <= j1; j += V) {
             const VEC zv = F(vload)(zi + j) + F(vload)(b + j);
             F(vstore)(zi + j, zv);
-            F(vstore)(ai + j, F(vsigmoid)(zv));
+            if (act != CBP_ACT_SOFTMAX) F(vstore)(ai + j, F(vactivate)(zv, act));
         }
-        if (j < j1) {  /* the last few columns through the same vector sigma */
+        if (j < j1) {  /* the last few columns through the same vector f */
             REAL buf[V];
             for (size_t t = 0; t < V; t++) buf[t] = (j + t < j1) ? zi[j + t] + b[j + t] : 0;
-            const VEC sv = F(vsigmoid)(F(vload)(buf));
+            const VEC sv = F(vactivate)(F(vload)(buf), act);
             for (size_t t = 0; j + t < j1; t++) {
                 zi[j + t] = buf[t];
-                ai[j + t] = sv[t];
+                if (act != CBP_ACT_SOFTMAX) ai[j + t] = sv[t];
             }
         }
     }
 }
 
+/* eq. (25) for output columns [j0, j1): z[:, j] = a_prev . w[j, :] + b[j], a = f(z)
+ * (softmax: z only).  z, a: [m, n_out] (columns j0..j1 overwritten); a_prev: [m, n_in];
+ * w: [n_out, n_in]. */
+static void F(dense_forward)(REAL *z, REAL *a, const REAL *a_prev, const REAL *w, const REAL *b,
+                             size_t m, size_t n_out, size_t n_in, size_t j0, size_t j1, int act)
+{
+    F(gemm_nt)(z + j0, n_out, a_prev, n_in, w + j0 * n_in, n_in, m, j1 - j0, n_in);
+    switch (act) {
+    case CBP_ACT_SIGMOID: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_SIGMOID); break;
+    case CBP_ACT_TANH: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_TANH); break;
+    case CBP_ACT_RELU: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_RELU); break;
+    case CBP_ACT_IDENTITY: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_IDENTITY); break;
+    default: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_SOFTMAX); break;
+    }
+}
+
+/* delta_prev[:, k0..k1) *= f'(a_prev) there. */
+static inline __attribute__((always_inline)) void F(times_prime)(REAL *dp, const REAL *ap,
+                                                                 size_t m, size_t n_in,
+                                                                 size_t k0, size_t k1, int act)
+{
+    for (size_t i = 0; i < m; i++) {
+        REAL *di = dp + i * n_in;
+        const REAL *ai = ap + i * n_in;
+        size_t k = k0;
+        for (; k + V <= k1; k += V)
+            F(vstore)(di + k, F(vload)(di + k) * F(vactivate_prime)(F(vload)(ai + k), act));
+        for (; k < k1; k++) {
+            REAL buf[V] = {0};
+            buf[0] = ai[k];
+            di[k] *= F(vactivate_prime)(F(vload)(buf), act)[0];
+        }
+    }
+}
+
 /* BP2 for columns [k0, k1) of delta^{l-1}:
- *   delta_prev[:, k] = (delta . w[:, k]) (.) a_prev[:, k] (1 - a_prev[:, k]).
+ *   delta_prev[:, k] = (delta . w[:, k]) (.) f'(z^{l-1}[:, k])  (f' from a_prev, act).
  * delta_prev, a_prev: [m, n_in]; delta: [m, n_out]; w: [n_out, n_in]. */
 static void F(dense_backward_delta)(REAL *delta_prev, const REAL *delta, const REAL *w,
                                     const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                    size_t k0, size_t k1)
+                                    size_t k0, size_t k1, int act)
 {
-    F(gemm_nn)(delta_prev + k0, n_in, delta, n_out, 1, w + k0, n_in, m, k1 - k0, n_out, CBP_SET, 0);
-    for (size_t i = 0; i < m; i++)
-        for (size_t k = k0; k < k1; k++) {
-            const REAL ap = a_prev[i * n_in + k];
-            delta_prev[i * n_in + k] *= ap * ((REAL)1 - ap);
-        }
+    F(gemm_nn)(delta_prev + k0, n_in, delta, n_out, 1, w + k0, n_in, m, k1 - k0, n_out, CBP_SET, 0, 1);
+    switch (act) {
+    case CBP_ACT_SIGMOID: F(times_prime)(delta_prev, a_prev, m, n_in, k0, k1, CBP_ACT_SIGMOID); break;
+    case CBP_ACT_TANH: F(times_prime)(delta_prev, a_prev, m, n_in, k0, k1, CBP_ACT_TANH); break;
+    case CBP_ACT_RELU: F(times_prime)(delta_prev, a_prev, m, n_in, k0, k1, CBP_ACT_RELU); break;
+    default: break;                                   /* identity: f' = 1 */
+    }
 }
 
 /* BP3/BP4 summed over the batch for rows [j0, j1) of the layer, combined by op:
- *   CBP_ADD:        nabla_w[j] += delta[:, j]^T . a_prev,  nabla_b[j] += sum_i delta[i, j]
- *   CBP_SUB_SCALED: w[j] -= eta delta[:, j]^T . a_prev,    b[j] -= eta sum_i delta[i, j]
- *                   (the fused SGD step: the outputs are w and b, no gradient is stored).
+ *   CBP_SET / CBP_ADD: nabla_w[j] (+)= delta[:, j]^T . a_prev, nabla_b[j] (+)= sum_i delta[i, j]
+ *   CBP_SUB_SCALED:    w[j] -= eta delta[:, j]^T . a_prev,     b[j] -= eta sum_i delta[i, j]
+ *   CBP_DECAY_SUB:     w[j] = keep w[j] - eta delta[:, j]^T . a_prev, b[j] as above
+ *                      (the fused SGD step: the outputs are w and b, no gradient is stored).
  * out_w: [n_out, n_in]; out_b: [n_out]; delta: [m, n_out]; a_prev: [m, n_in]. */
 static void F(dense_backward_params)(REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                     size_t j0, size_t j1, int op, REAL eta)
+                                     size_t j0, size_t j1, int op, REAL eta, REAL keep)
 {
-    F(gemm_nn)(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m, op, eta);
+    F(gemm_nn)(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m, op, eta, keep);
     for (size_t j = j0; j < j1; j++) {
         REAL s = 0;
         for (size_t i = 0; i < m; i++) s += delta[i * n_out + j];
         if (op == CBP_ADD) out_b[j] += s;
+        else if (op == CBP_SET) out_b[j] = s;
         else out_b[j] -= eta * s;
     }
 }

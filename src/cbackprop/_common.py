@@ -66,6 +66,106 @@ def check_dtype(dtype):
     return dt
 
 
+#: Activation names (index = the C code CBP_ACT_*) and cost names (CBP_COST_*).
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity", "softmax")
+COSTS = ("quadratic", "cross-entropy", "log-likelihood")
+INITS = ("large", "default")
+
+
+def check_activations(activations, n_layers):
+    """One activation name for every layer (a string) or a sequence of n_layers names for
+    layers 1..L; softmax only for the output layer.  Returns a tuple of n_layers names."""
+    if isinstance(activations, str):
+        names = [activations] * n_layers
+        if activations == "softmax" and n_layers > 1:
+            raise ValueError(f"activations='softmax' would put softmax in hidden layers; softmax is only "
+                             f"allowed for the output layer: pass a list such as "
+                             f"{['sigmoid'] * (n_layers - 1) + ['softmax']}")
+    elif hasattr(activations, "__iter__") and not isinstance(activations, bytes):
+        names = list(activations)
+        if len(names) != n_layers:
+            raise ValueError(f"activations must name one activation per layer after the input "
+                             f"({n_layers} for sizes with {n_layers + 1} entries), got {len(names)}: {_short(names)}")
+    else:
+        raise TypeError(f"activations must be a name or a list of names from {ACTIVATIONS}, got {_short(activations)}")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(f"activations[{i}] must be a name from {ACTIVATIONS}, got {_short(name)}")
+        if name not in ACTIVATIONS:
+            raise ValueError(f"activations[{i}] must be one of {ACTIVATIONS}, got {name!r}")
+        if name == "softmax" and i != n_layers - 1:
+            raise ValueError(f"activations[{i}] is 'softmax', which is only allowed for the output layer "
+                             f"(activations[{n_layers - 1}])")
+    return tuple(names)
+
+
+def check_cost(cost, output_activation):
+    """A cost name from COSTS that fits the output layer: cross-entropy needs a sigmoid output
+    (its delta^L = a - y relies on sigma' cancelling, eq. (66)), log-likelihood a softmax
+    output (eq. (81)); quadratic fits any."""
+    if not isinstance(cost, str):
+        raise TypeError(f"cost must be a name from {COSTS}, got {_short(cost)}")
+    if cost not in COSTS:
+        raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
+    if cost == "cross-entropy" and output_activation != "sigmoid":
+        raise ValueError(f"cost='cross-entropy' needs a sigmoid output layer (book eq. (66)), got output "
+                         f"activation {output_activation!r}")
+    if cost == "log-likelihood" and output_activation != "softmax":
+        raise ValueError(f"cost='log-likelihood' needs a softmax output layer (book eq. (81)), got output "
+                         f"activation {output_activation!r}")
+    return cost
+
+
+def check_init(init):
+    if not isinstance(init, str):
+        raise TypeError(f"init must be one of {INITS}, got {_short(init)}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS} ('large': N(0, 1) as network.py; 'default': weights "
+                         f"N(0, 1/n_in) as network2.py), got {init!r}")
+    return init
+
+
+def check_nonneg(value, name, upper=None):
+    """A finite real number >= 0 (and <= upper when given), returned as float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_short(value)} of type {type(value).__name__}")
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be a finite number >= 0, got {_short(value)}") from None
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name} must lie in [0, {upper}], got {value}")
+    return value
+
+
+def hyper(eta, lmbda, n, mu):
+    """(eta, keep, decay, mu) of one update: decay = eta lmbda / n, keep = 1 - decay
+    (network2's weight decay (1 - eta lmbda / n), eq. (93)); checked values."""
+    decay = eta * (lmbda / n) if lmbda else 0.0
+    return (eta, 1.0 - decay, decay, mu)
+
+
+def check_hyper(eta, lmbda, n, mu, dtype):
+    """Validated (eta, keep, decay, mu) for update_mini_batch / apply_gradient."""
+    eta = check_eta(eta, dtype)
+    lmbda = check_nonneg(lmbda, "lmbda")
+    mu = check_nonneg(mu, "mu", upper=1.0)
+    if lmbda:
+        if n is None:
+            raise ValueError("n (the training-set size) is required when lmbda > 0: the weight decay is "
+                             "1 - eta * lmbda / n, as in network2.py")
+        n = check_int(n, "n", 1)
+    elif n is not None:
+        n = check_int(n, "n", 1)
+    h = hyper(eta, lmbda, n, mu)
+    if not h[1] > 0:
+        raise ValueError(f"eta * lmbda / n must be < 1 so that the weight decay factor 1 - eta * lmbda / n "
+                         f"stays positive, got eta={eta}, lmbda={lmbda}, n={n} (factor {h[1]})")
+    return h
+
+
 def make_rng(seed):
     """The network's own generator: np.random.default_rng(seed), seed None or an int >= 0."""
     if seed is not None:
@@ -73,11 +173,14 @@ def make_rng(seed):
     return np.random.default_rng(seed)
 
 
-def initial_parameters(rng, sizes, dtype):
-    """network.py's initialisation, N(0, 1) everywhere, drawn in float64 in its order:
+def initial_parameters(rng, sizes, dtype, init="large"):
+    """network.py's initialisation ('large': N(0, 1) everywhere) or network2.py's
+    ('default': weights N(0, 1/n_in), biases N(0, 1)), drawn in float64 in their order:
     first every layer's biases, then every layer's weights; then cast to dtype."""
     biases = [rng.standard_normal(n) for n in sizes[1:]]
     weights = [rng.standard_normal((n, n_prev)) for n_prev, n in zip(sizes[:-1], sizes[1:])]
+    if init == "default":
+        weights = [w / np.sqrt(w.shape[1]) for w in weights]
     return [b.astype(dtype) for b in biases], [w.astype(dtype) for w in weights]
 
 
@@ -208,18 +311,62 @@ def allocation_error(sizes, dtype, exc):
                        f"in {np.dtype(dtype)}), which cannot be allocated: {exc}")
 
 
+def cost_sum(cost, A, Y):
+    """sum_x C_x over the rows of a^L = A and y = Y, in float64 (see cbackprop.h):
+    quadratic 1/2 ||y - a||^2; cross-entropy -sum_j [y ln a + (1-y) ln(1-a)];
+    log-likelihood -sum_j y ln a.  Terms 0 * ln 0 count as 0 (the limit); a saturated
+    output against its target gives inf, the true value (network2 reports ~1.8e308 via
+    nan_to_num)."""
+    A = np.asarray(A, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    if cost == "quadratic":
+        d = Y - A
+        return float(0.5 * np.einsum("ij,ij->", d, d))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if cost == "cross-entropy":
+            t = np.where(Y != 0, Y * np.log(A), 0.0) + np.where(Y != 1, (1 - Y) * np.log1p(-A), 0.0)
+        else:
+            t = np.where(Y != 0, Y * np.log(A), 0.0)
+    return float(-t.sum())
+
+
+class Trace:
+    """Every quantity of BP1-BP4 for one mini-batch (rows are samples), from one call:
+    z[l-1] = z^l, a[l] = a^l (a[0] is the input), delta[l-1] = delta^l ([m, n_l] each, the
+    delta of the batch-average cost, i.e. including its 1/m), nabla_b[l-1], nabla_w[l-1]
+    (the batch gradient, BP3/BP4 summed over the rows), cost (the batch cost C)."""
+
+    __slots__ = ("z", "a", "delta", "nabla_b", "nabla_w", "cost")
+
+    def __init__(self, z, a, delta, nabla_b, nabla_w, cost):
+        self.z, self.a, self.delta = z, a, delta
+        self.nabla_b, self.nabla_w, self.cost = nabla_b, nabla_w, cost
+
+    def __repr__(self):
+        shapes = [d.shape for d in self.delta]
+        return f"Trace(layers={len(self.z)}, delta shapes={shapes}, cost={self.cost:.6g})"
+
+
 class NetworkBase:
-    """The public API on top of four numerical primitives a subclass provides:
-    _forward(X) -> a^L, _gradient(X, Y) -> (nabla_b, nabla_w), _step(X, Y, eta) and
-    _epoch(X, Y, perm, mini_batch_size, eta), all on validated [m, n] arrays."""
+    """The public API on top of numerical primitives a subclass provides, all on validated
+    [m, n] arrays; h = (eta, keep, decay, mu) is one update's hyper-parameters (hyper()):
+    _forward(X) -> a^L; _gradient(X, Y) -> (nabla_b, nabla_w); _trace(X, Y) -> (z, a,
+    delta, nabla_b, nabla_w); _step(X, Y, h); _epoch(X, Y, perm, mini_batch_size, h);
+    _accumulate(X, Y) (adds the summed gradient); _apply(h) (one update from it, then
+    zeroes it); _zero_accumulated(); _velocity() -> list of momentum arrays (empty before
+    momentum is used)."""
 
     _all_finite = staticmethod(np_all_finite)
 
-    def _setup(self, sizes, dtype, seed):
+    def _setup(self, sizes, dtype, seed, activations="sigmoid", cost="quadratic", init="large"):
         self.sizes = check_sizes(sizes)
         self.num_layers = len(self.sizes)
         self.dtype = check_dtype(dtype)
+        self.activations = check_activations(activations, self.num_layers - 1)
+        self.cost_name = check_cost(cost, self.activations[-1])
+        init = check_init(init)
         self._rng = make_rng(seed)
+        self._accumulated = 0
         n_params = sum(a * (b + 1) for b, a in zip(self.sizes[:-1], self.sizes[1:]))
         # initial draws in float64, parameters, gradients: refuse before drawing when they
         # cannot fit in this machine's memory (instead of swapping or being killed)
@@ -228,12 +375,9 @@ class NetworkBase:
             raise allocation_error(self.sizes, self.dtype, f"about {need / 2**30:.3g} GiB are needed, "
                                    f"the machine has {_physical_memory() / 2**30:.3g} GiB")
         try:
-            return initial_parameters(self._rng, self.sizes, self.dtype)
+            return initial_parameters(self._rng, self.sizes, self.dtype, init)
         except (MemoryError, ValueError) as exc:
             raise allocation_error(self.sizes, self.dtype, exc) from None
-
-    def __repr__(self):
-        return f"{type(self).__module__}.{type(self).__name__}(sizes={list(self.sizes)}, dtype={self.dtype.name})"
 
     # ---- parameters: lists of arrays, writable in place -----------------------------------
     @property
@@ -287,6 +431,15 @@ class NetworkBase:
         return X2, Y2, single
 
     # ---- public API -----------------------------------------------------------------------------
+    def __repr__(self):
+        extra = ""
+        if self.activations != ("sigmoid",) * (self.num_layers - 1):
+            extra += f", activations={list(self.activations)}"
+        if self.cost_name != "quadratic":
+            extra += f", cost={self.cost_name!r}"
+        return (f"{type(self).__module__}.{type(self).__name__}(sizes={list(self.sizes)}{extra}, "
+                f"dtype={self.dtype.name})")
+
     def feedforward(self, X):
         """a^L for X of shape (m, n_0) -> (m, n_L), or one sample (n_0,) -> (n_L,)."""
         X2, single = self._rows(X, allow_empty=True)
@@ -294,24 +447,81 @@ class NetworkBase:
         return out[0] if single else out
 
     def backprop(self, X, Y):
-        """(nabla_b, nabla_w): the gradient of C = 1/(2m) sum_x ||y(x) - a^L(x)||^2 over the
-        m rows of X, Y, shaped like biases and weights (new arrays)."""
+        """(nabla_b, nabla_w): the gradient of the network's cost C (the average of the
+        per-sample costs over the m rows of X, Y), shaped like biases and weights (new
+        arrays).  A gradient being accumulated (accumulate_gradient) is not affected."""
         X2, Y2, _ = self._xy(X, Y)
         return self._gradient(X2, Y2)
 
     def cost(self, X, Y):
-        """C = 1/(2m) sum_x ||y(x) - a^L(x)||^2 over the m rows of X, Y (a float)."""
+        """The network's cost C = 1/m sum_x C_x over the m rows of X, Y (a float; for the
+        quadratic cost C = 1/(2m) sum_x ||y(x) - a^L(x)||^2)."""
         X2, Y2, _ = self._xy(X, Y)
-        diff = Y2.astype(np.float64) - self._forward(X2).astype(np.float64)
-        return float(0.5 * np.einsum("ij,ij->", diff, diff) / X2.shape[0])
+        return cost_sum(self.cost_name, self._forward(X2), Y2) / X2.shape[0]
 
-    def update_mini_batch(self, X, Y, eta):
-        """One gradient-descent step on the mini-batch X, Y: w <- w - eta nabla_w,
-        b <- b - eta nabla_b, with the gradient averaged over the batch."""
-        eta = check_eta(eta, self.dtype)
+    def total_cost(self, X, Y, lmbda=0.0):
+        """network2.py's total_cost: the cost over the rows of X, Y plus the L2 term
+        lmbda / (2 n) sum_w w^2 with n = the number of rows (eq. (85))."""
+        lmbda = check_nonneg(lmbda, "lmbda")
         X2, Y2, _ = self._xy(X, Y)
-        self._step(X2, Y2, eta)
+        return self._total_cost(X2, Y2, lmbda)
 
+    def _total_cost(self, X2, Y2, lmbda):
+        n = X2.shape[0]
+        c = cost_sum(self.cost_name, self._forward(X2), Y2) / n
+        if lmbda:
+            c += 0.5 * (lmbda / n) * sum(float(np.einsum("ij,ij->", w, w, dtype=np.float64))
+                                         for w in self._weights)
+        return c
+
+    def trace(self, X, Y):
+        """Every quantity of BP1-BP4 for the mini-batch X, Y from one backpropagation:
+        a Trace with lists z, a (a^0 = X first), delta, nabla_b, nabla_w and the cost."""
+        X2, Y2, _ = self._xy(X, Y)
+        z, a, delta, nabla_b, nabla_w = self._trace(X2, Y2)
+        cost = cost_sum(self.cost_name, a[-1], Y2) / X2.shape[0]
+        return Trace(z, a, delta, nabla_b, nabla_w, cost)
+
+    def update_mini_batch(self, X, Y, eta, *, lmbda=0.0, n=None, mu=0.0):
+        """One gradient-descent step on the mini-batch X, Y with the gradient averaged over
+        its rows: w <- (1 - eta lmbda / n) w - eta nabla_w, b <- b - eta nabla_b (network2.py,
+        n the training-set size, needed when lmbda > 0); with momentum mu > 0,
+        v <- mu v - eta nabla - (eta lmbda / n) w, w <- w + v (biases: no decay term)."""
+        h = check_hyper(eta, lmbda, n, mu, self.dtype)
+        X2, Y2, _ = self._xy(X, Y)
+        self._step(X2, Y2, h)
+
+    # ---- gradient accumulation ------------------------------------------------------------------
+    @property
+    def accumulated(self):
+        """How many samples the gradient being accumulated holds (0: none)."""
+        return self._accumulated
+
+    def accumulate_gradient(self, X, Y):
+        """Add the gradient of the rows of X, Y to the network's gradient buffer (the sum
+        of their per-sample gradients, so that micro-batches of any sizes add up to their
+        union); apply_gradient then takes one step with the average."""
+        X2, Y2, _ = self._xy(X, Y)
+        self._accumulate(X2, Y2)
+        self._accumulated += X2.shape[0]
+
+    def apply_gradient(self, eta, *, lmbda=0.0, n=None, mu=0.0):
+        """One update_mini_batch step with the gradient accumulated since the last
+        apply_gradient or zero_gradient, averaged over its samples; then starts afresh.
+        Accumulating micro-batches and applying equals update_mini_batch on their union."""
+        if self._accumulated == 0:
+            raise ValueError("apply_gradient needs an accumulated gradient: call accumulate_gradient(X, Y) "
+                             "first (accumulated = 0)")
+        eta, keep, decay, mu = check_hyper(eta, lmbda, n, mu, self.dtype)
+        self._apply((eta, keep, decay, mu), self._accumulated)
+        self._accumulated = 0
+
+    def zero_gradient(self):
+        """Discard the gradient being accumulated."""
+        self._zero_accumulated()
+        self._accumulated = 0
+
+    # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self, X, labels):
         """How many rows of X the network classifies as labels (argmax of a^L)."""
         X2, _ = self._rows(X, allow_empty=True)
@@ -323,13 +533,42 @@ class NetworkBase:
             return 0
         return int(np.count_nonzero(np.argmax(self._forward(X2), axis=1) == labels))
 
-    def sgd(self, X, Y, epochs, mini_batch_size, eta, test_data=None):
-        """Mini-batch stochastic gradient descent, as network.py's SGD.
+    def _labelled(self, data, name):
+        """(X, Y targets, labels) from a pair (X, labels) or (X, Y) with one-hot/target rows."""
+        if not isinstance(data, (tuple, list)) or len(data) != 2:
+            raise TypeError(f"{name} must be a pair (X, labels) or (X, Y), got {_short(data)}")
+        Xd, _ = self._rows(data[0], f"{name}[0]", allow_empty=True)
+        m, n_out = Xd.shape[0], self.sizes[-1]
+        second = np.asarray(data[1]) if not isinstance(data[1], np.ndarray) else data[1]
+        if second.ndim == 1 and (second.dtype.kind in "iu" or second.size == 0):
+            labels = as_labels(second, f"{name}[1]", m, n_out)
+            Y = np.zeros((m, n_out), dtype=self.dtype)
+            Y[np.arange(m), labels] = 1
+        else:
+            Y = as_targets(second, f"{name}[1]", n_out, m, False, self.dtype,
+                           all_finite=self._all_finite, allow_empty=True, avoid=self._params())
+            labels = np.argmax(Y, axis=1) if m else np.zeros(0, dtype=np.intp)
+        return Xd, Y, labels
+
+    def sgd(self, X, Y, epochs, mini_batch_size, eta, test_data=None, *, lmbda=0.0, mu=0.0,
+            evaluation_data=None, monitor_evaluation_cost=False, monitor_evaluation_accuracy=False,
+            monitor_training_cost=False, monitor_training_accuracy=False, early_stopping_n=None,
+            eta_schedule_n=None):
+        """Mini-batch stochastic gradient descent, as network.py's SGD and network2.py's.
 
         Each epoch shuffles the rows with the network's own generator, then runs
         update_mini_batch on consecutive slices of mini_batch_size rows (the last may be
-        shorter).  Returns one dict per epoch: "epoch" (1-based), "seconds", and with
-        test_data=(X_test, labels) also "test_correct", "test_total", "test_accuracy".
+        shorter), with L2 weight decay lmbda (n = len(X)) and momentum mu.  Returns one dict
+        per epoch: "epoch" (1-based), "seconds", "eta"; with test_data=(X_test, labels)
+        "test_correct", "test_total", "test_accuracy"; with the monitor_* flags (network2's)
+        "training_cost", "training_accuracy", "evaluation_cost", "evaluation_accuracy"
+        (costs as total_cost with lmbda, accuracies as fractions; evaluation_data is
+        (X, labels) or (X, Y)).
+
+        early_stopping_n=k stops after k epochs in a row without a new best evaluation
+        accuracy; eta_schedule_n=k halves eta after k such epochs and stops once eta has
+        fallen to eta/128 (chapter 3).  Both need evaluation_data; the last record then has
+        "stop_reason".
 
         If a mini-batch makes any parameter non-finite (eta far too large), sgd raises
         FloatingPointError naming the epoch and mini-batch, with the parameters as they
@@ -341,7 +580,17 @@ class NetworkBase:
                              f"got shape {np.shape(X)}")
         epochs = check_int(epochs, "epochs", 1)
         mini_batch_size = check_int(mini_batch_size, "mini_batch_size", 1)
-        eta = check_eta(eta, self.dtype)
+        n = X2.shape[0]
+        eta, keep, decay, mu = check_hyper(eta, lmbda, n, mu, self.dtype)
+        lmbda = check_nonneg(lmbda, "lmbda")
+        for flag in ("monitor_evaluation_cost", "monitor_evaluation_accuracy", "monitor_training_cost",
+                     "monitor_training_accuracy"):
+            if not isinstance(locals()[flag], (bool, np.bool_)):
+                raise TypeError(f"{flag} must be True or False, got {_short(locals()[flag])}")
+        if early_stopping_n is not None:
+            early_stopping_n = check_int(early_stopping_n, "early_stopping_n", 1)
+        if eta_schedule_n is not None:
+            eta_schedule_n = check_int(eta_schedule_n, "eta_schedule_n", 1)
         test = None
         if test_data is not None:
             if not isinstance(test_data, (tuple, list)) or len(test_data) != 2:
@@ -349,43 +598,86 @@ class NetworkBase:
             Xt, _ = self._rows(test_data[0], "test_data[0]", allow_empty=True)
             lt = as_labels(test_data[1], "test_data[1]", Xt.shape[0], self.sizes[-1])
             test = (Xt, lt)
-        n = X2.shape[0]
+        evaluation = None if evaluation_data is None else self._labelled(evaluation_data, "evaluation_data")
+        needs_eval = (monitor_evaluation_cost or monitor_evaluation_accuracy or early_stopping_n
+                      or eta_schedule_n)
+        if needs_eval and evaluation is None:
+            raise ValueError("evaluation_data is required by monitor_evaluation_*, early_stopping_n and "
+                             "eta_schedule_n, got None")
+        if (early_stopping_n or eta_schedule_n) and evaluation[0].shape[0] == 0:
+            raise ValueError("early_stopping_n and eta_schedule_n need evaluation_data with at least one "
+                             "sample, got 0")
+        train_labels = None
+        if monitor_training_accuracy:
+            train_labels = np.argmax(Y2, axis=1)
         mini_batch_size = min(mini_batch_size, n)
+        eta0 = eta
+        best, since_best = -1.0, 0
         history = []
-        params = self._weights + self._biases
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             perm = self._rng.permutation(n)
-            start = [p.copy() for p in params]   # one copy per epoch, not per step
-            self._epoch(X2, Y2, perm, mini_batch_size, eta)
-            if not all(self._all_finite(p) for p in params):
-                self._diverged(X2, Y2, perm, mini_batch_size, eta, epoch, start, history)
-            record = {"epoch": epoch, "seconds": time.perf_counter() - t0}
+            h = hyper(eta, lmbda, n, mu)
+            state = self._weights + self._biases + self._velocity()
+            start = [p.copy() for p in state]   # one copy per epoch, not per step
+            self._epoch(X2, Y2, perm, mini_batch_size, h)
+            if not all(self._all_finite(p) for p in self._weights + self._biases):
+                self._diverged(X2, Y2, perm, mini_batch_size, h, epoch, start, history)
+            record = {"epoch": epoch, "seconds": time.perf_counter() - t0, "eta": eta}
             if test is not None:
                 correct = self._evaluate(*test)
                 record.update(test_correct=correct, test_total=test[0].shape[0],
                               test_accuracy=correct / test[0].shape[0] if test[0].shape[0] else float("nan"))
+            if monitor_training_cost:
+                record["training_cost"] = self._total_cost(X2, Y2, lmbda)
+            if monitor_training_accuracy:
+                record["training_accuracy"] = self._evaluate(X2, train_labels) / n
+            eval_acc = None
+            if evaluation is not None and evaluation[0].shape[0]:
+                Xe, Ye, le = evaluation
+                if monitor_evaluation_cost:
+                    record["evaluation_cost"] = self._total_cost(Xe, Ye, lmbda)
+                if monitor_evaluation_accuracy or early_stopping_n or eta_schedule_n:
+                    eval_acc = self._evaluate(Xe, le) / Xe.shape[0]
+                    record["evaluation_accuracy"] = eval_acc
             history.append(record)
+            if eval_acc is not None:
+                if eval_acc > best:
+                    best, since_best = eval_acc, 0
+                else:
+                    since_best += 1
+                if early_stopping_n and since_best >= early_stopping_n:
+                    record["stop_reason"] = (f"early stopping: no better evaluation accuracy than {best} "
+                                             f"in {early_stopping_n} epochs")
+                    break
+                if eta_schedule_n and since_best >= eta_schedule_n:
+                    eta /= 2
+                    since_best = 0
+                    if eta <= eta0 / 128:
+                        record["stop_reason"] = (f"eta schedule: eta halved to {eta} = eta/128 after "
+                                                 f"{eta_schedule_n} epochs without improvement")
+                        break
         return history
 
-    def _diverged(self, X, Y, perm, mini_batch_size, eta, epoch, start, history):
+    def _diverged(self, X, Y, perm, mini_batch_size, h, epoch, start, history):
         """The epoch left non-finite parameters: replay it from its start, one mini-batch
         at a time (the kernels are deterministic, so the replay is the same computation),
         stop before the first mini-batch that makes a parameter non-finite, and raise."""
-        params = self._weights + self._biases
-        for p, s in zip(params, start):
+        state = self._weights + self._biases + self._velocity()
+        for p, s in zip(state, start):
             p[...] = s
         n_batches = -(-X.shape[0] // mini_batch_size)
         for k in range(n_batches):
             rows = perm[k * mini_batch_size:(k + 1) * mini_batch_size]
-            before = [p.copy() for p in params]
-            self._step(np.ascontiguousarray(X[rows]), np.ascontiguousarray(Y[rows]), eta)
-            if not all(self._all_finite(p) for p in params):
-                for p, s in zip(params, before):
+            before = [p.copy() for p in state]
+            self._step(np.ascontiguousarray(X[rows]), np.ascontiguousarray(Y[rows]), h)
+            state = self._weights + self._biases + self._velocity()
+            if not all(self._all_finite(p) for p in self._weights + self._biases):
+                for p, s in zip(state, before):
                     p[...] = s
                 err = FloatingPointError(
                     f"training diverged at epoch {epoch}, mini-batch {k + 1} of {n_batches}: "
-                    f"with eta={eta} its update made parameters non-finite (inf or NaN). The "
+                    f"with eta={h[0]} its update made parameters non-finite (inf or NaN). The "
                     f"network keeps the parameters from before that mini-batch; a smaller eta "
                     f"usually helps.")
                 err.history = history

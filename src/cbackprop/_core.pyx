@@ -22,8 +22,16 @@ cdef extern from "cbackprop.h" nogil:
         float *delta
         float *y
         size_t m_cap
+        float *velocity
+        const int *act
+        int cost
         int isa
         int n_threads
+    ctypedef struct cbp_hyper_s:
+        float eta
+        float keep
+        float decay
+        float mu
     ctypedef struct cbp_net_d:
         size_t n_layers
         const size_t *sizes
@@ -34,21 +42,33 @@ cdef extern from "cbackprop.h" nogil:
         double *delta
         double *y
         size_t m_cap
+        double *velocity
+        const int *act
+        int cost
         int isa
         int n_threads
+    ctypedef struct cbp_hyper_d:
+        double eta
+        double keep
+        double decay
+        double mu
 
     void cbp_net_predict_s(const cbp_net_s *net, const float *x, size_t m, float *out)
     void cbp_net_predict_d(const cbp_net_d *net, const double *x, size_t m, double *out)
-    void cbp_net_backprop_s(const cbp_net_s *net, const float *x, const float *y, size_t m)
-    void cbp_net_backprop_d(const cbp_net_d *net, const double *x, const double *y, size_t m)
+    void cbp_net_backprop_s(const cbp_net_s *net, const float *x, const float *y, size_t m,
+                            float scale)
+    void cbp_net_backprop_d(const cbp_net_d *net, const double *x, const double *y, size_t m,
+                            double scale)
+    void cbp_net_apply_gradient_s(const cbp_net_s *net, cbp_hyper_s h)
+    void cbp_net_apply_gradient_d(const cbp_net_d *net, cbp_hyper_d h)
     void cbp_net_sgd_step_s(const cbp_net_s *net, const float *x, const float *y, size_t m,
-                            float eta)
+                            cbp_hyper_s h)
     void cbp_net_sgd_step_d(const cbp_net_d *net, const double *x, const double *y, size_t m,
-                            double eta)
+                            cbp_hyper_d h)
     int cbp_net_sgd_epoch_s(const cbp_net_s *net, const float *x, const float *y,
-                            const long long *perm, size_t n, size_t mbs, float eta)
+                            const long long *perm, size_t n, size_t mbs, cbp_hyper_s h)
     int cbp_net_sgd_epoch_d(const cbp_net_d *net, const double *x, const double *y,
-                            const long long *perm, size_t n, size_t mbs, double eta)
+                            const long long *perm, size_t n, size_t mbs, cbp_hyper_d h)
     int cbp_all_finite_s(const float *x, size_t n)
     int cbp_all_finite_d(const double *x, size_t n)
     int cbp_isa_supported(int isa)
@@ -131,6 +151,24 @@ def all_finite(arr):
     return ok != 0
 
 
+cdef inline cbp_hyper_s _hyper_s(double eta, double keep, double decay, double mu) noexcept nogil:
+    cdef cbp_hyper_s h
+    h.eta = <float>eta
+    h.keep = <float>keep
+    h.decay = <float>decay
+    h.mu = <float>mu
+    return h
+
+
+cdef inline cbp_hyper_d _hyper_d(double eta, double keep, double decay, double mu) noexcept nogil:
+    cdef cbp_hyper_d h
+    h.eta = eta
+    h.keep = keep
+    h.decay = decay
+    h.mu = mu
+    return h
+
+
 cdef class Engine:
     """Parameter blob, gradient blob and workspace of one network, and the C calls on them."""
     cdef cbp_net_s ns
@@ -143,6 +181,10 @@ cdef class Engine:
     cdef readonly object sizes
     cdef object _sizes_arr            # [L+1] size_t copy of sizes for C
     cdef object _z, _a, _delta, _y    # workspace arrays (kept alive here)
+    cdef readonly object velocity     # [n_params] momentum velocity (None until first used)
+    cdef readonly object accum        # [n_params] accumulated gradient sum (None until used)
+    cdef object _act_arr              # [L+1] C int activation codes (index 0 unused)
+    cdef int[::1] _act_mv
     cdef size_t[::1] _sizes_mv
     cdef readonly object lock         # serialises calls on this engine (threading.Lock)
     cdef Py_ssize_t n_in, n_out
@@ -152,7 +194,8 @@ cdef class Engine:
     cdef int _num_threads             # threads for sgd_epoch (see num_threads; the C
                                       # field n_threads is set per epoch from it)
 
-    def __cinit__(self, sizes, dtype):
+    def __cinit__(self, sizes, dtype, act=None, int cost=0):
+        """act: the CBP_ACT_* code of layers 1..L (default sigmoid); cost: CBP_COST_*."""
         self.dtype = np.dtype(dtype)
         self.is_double = self.dtype == np.float64
         self.sizes = tuple(int(n) for n in sizes)
@@ -162,6 +205,15 @@ cdef class Engine:
         self.params = np.zeros(n_params, dtype=self.dtype)
         self.n_params = n_params
         self.grads = np.zeros(n_params, dtype=self.dtype)
+        self.velocity = None
+        self.accum = None
+        L = len(self.sizes) - 1
+        self._act_arr = np.array([0] + list(act if act is not None else [0] * L), dtype=np.intc)
+        self._act_mv = self._act_arr
+        self.nd.act = self.ns.act = &self._act_mv[0]
+        self.nd.cost = self.ns.cost = cost
+        self.nd.velocity = NULL
+        self.ns.velocity = NULL
         self.m_cap = 0
         self._set_struct()
         self.kernels = best_kernels()
@@ -273,38 +325,112 @@ cdef class Engine:
                 cbp_net_predict_s(&self.ns, &xs[0, 0], m, &os[0, 0])
         return out
 
-    def backprop(self, x, y):
-        """grads = gradient of C over the m rows of x, y (m <= m_cap)."""
+    def ensure_velocity(self):
+        """Allocate the momentum velocity (zeros, same layout as params) if not yet there."""
+        cdef float[::1] vs
+        cdef double[::1] vd
+        if self.velocity is None:
+            self.velocity = np.zeros(self.n_params, dtype=self.dtype)
+            if self.is_double:
+                vd = self.velocity
+                self.nd.velocity = &vd[0]
+            else:
+                vs = self.velocity
+                self.ns.velocity = &vs[0]
+
+    cdef _point_grads(self, arr):
+        """Make the C struct's gradient blob pointer point at arr ([n_params])."""
+        cdef float[::1] gs
+        cdef double[::1] gd
+        if self.is_double:
+            gd = arr
+            self.nd.grads = &gd[0]
+        else:
+            gs = arr
+            self.ns.grads = &gs[0]
+
+    def accumulate(self, x, y):
+        """accum += the summed gradient of the m rows of x, y (m <= m_cap); the gradient
+        blob `grads` is not touched."""
+        if self.accum is None:
+            self.accum = np.zeros(self.n_params, dtype=self.dtype)
+        self._point_grads(self.accum)
+        try:
+            self.backprop(x, y, 1.0, accumulate=True)
+        finally:
+            self._point_grads(self.grads)
+
+    def apply_accumulated(self, double eta, double keep=1.0, double decay=0.0, double mu=0.0):
+        """One update with g = accum (eta already divided by the sample count)."""
+        self._point_grads(self.accum)
+        try:
+            self.apply_gradient(eta, keep, decay, mu)
+        finally:
+            self._point_grads(self.grads)
+
+    def layer_views(self, Py_ssize_t m):
+        """(z, a, delta): lists of [m, n_l] views of the workspace blocks of layers 1..L
+        (a also has a^0 first, the gathered input of sgd epochs); m <= m_cap."""
+        s = self.sizes
+        zs, as_, ds = [], [], []
+        off = 0
+        for l in range(1, len(s)):
+            zs.append(self._z[self.m_cap * off:self.m_cap * off + m * s[l]].reshape(m, s[l]))
+            ds.append(self._delta[self.m_cap * off:self.m_cap * off + m * s[l]].reshape(m, s[l]))
+            off += s[l]
+        off = 0
+        for l in range(len(s)):
+            as_.append(self._a[self.m_cap * off:self.m_cap * off + m * s[l]].reshape(m, s[l]))
+            off += s[l]
+        return zs, as_, ds
+
+    def backprop(self, x, y, double scale, bint accumulate=False):
+        """grads (+)= the gradient of scale * sum_x C_x over the m rows of x, y (m <= m_cap);
+        scale 1/m gives the batch average.  accumulate=False zeroes grads first."""
         cdef const float[:, ::1] xs, ys
         cdef const double[:, ::1] xd, yd
         cdef size_t m = x.shape[0]
-        self.grads.fill(0)
+        if not accumulate:
+            self.grads.fill(0)
         if self.is_double:
             xd = x
             yd = y
             with nogil:
-                cbp_net_backprop_d(&self.nd, &xd[0, 0], &yd[0, 0], m)
+                cbp_net_backprop_d(&self.nd, &xd[0, 0], &yd[0, 0], m, scale)
         else:
             xs = x
             ys = y
             with nogil:
-                cbp_net_backprop_s(&self.ns, &xs[0, 0], &ys[0, 0], m)
+                cbp_net_backprop_s(&self.ns, &xs[0, 0], &ys[0, 0], m, <float>scale)
 
-    def sgd_step(self, x, y, double eta):
+    def apply_gradient(self, double eta, double keep=1.0, double decay=0.0, double mu=0.0):
+        """One update from the gradient blob (see cbp_hyper in csrc/cbackprop_decl.h)."""
+        if mu != 0:
+            self.ensure_velocity()
+        if self.is_double:
+            with nogil:
+                cbp_net_apply_gradient_d(&self.nd, _hyper_d(eta, keep, decay, mu))
+        else:
+            with nogil:
+                cbp_net_apply_gradient_s(&self.ns, _hyper_s(eta, keep, decay, mu))
+
+    def sgd_step(self, x, y, double eta, double keep=1.0, double decay=0.0, double mu=0.0):
         """One update_mini_batch on the m rows of x, y (m <= m_cap)."""
         cdef const float[:, ::1] xs, ys
         cdef const double[:, ::1] xd, yd
         cdef size_t m = x.shape[0]
+        if mu != 0:
+            self.ensure_velocity()
         if self.is_double:
             xd = x
             yd = y
             with nogil:
-                cbp_net_sgd_step_d(&self.nd, &xd[0, 0], &yd[0, 0], m, eta)
+                cbp_net_sgd_step_d(&self.nd, &xd[0, 0], &yd[0, 0], m, _hyper_d(eta, keep, decay, mu))
         else:
             xs = x
             ys = y
             with nogil:
-                cbp_net_sgd_step_s(&self.ns, &xs[0, 0], &ys[0, 0], m, <float>eta)
+                cbp_net_sgd_step_s(&self.ns, &xs[0, 0], &ys[0, 0], m, _hyper_s(eta, keep, decay, mu))
 
     def try_step(self, x, y, eta):
         """update_mini_batch's fast path: when x and y are C-contiguous 2-D arrays of the
@@ -370,13 +496,14 @@ cdef class Engine:
                 self.reserve(m)
             if self.is_double:
                 with nogil:
-                    cbp_net_sgd_step_d(&self.nd, &xd[0, 0], &yd[0, 0], m, e)
+                    cbp_net_sgd_step_d(&self.nd, &xd[0, 0], &yd[0, 0], m, _hyper_d(e, 1.0, 0.0, 0.0))
             else:
                 with nogil:
-                    cbp_net_sgd_step_s(&self.ns, &xs[0, 0], &ys[0, 0], m, <float>e)
+                    cbp_net_sgd_step_s(&self.ns, &xs[0, 0], &ys[0, 0], m, _hyper_s(e, 1.0, 0.0, 0.0))
         return True
 
-    def sgd_epoch(self, x, y, perm, Py_ssize_t mini_batch_size, double eta):
+    def sgd_epoch(self, x, y, perm, Py_ssize_t mini_batch_size, double eta, double keep=1.0,
+                  double decay=0.0, double mu=0.0):
         """One epoch of mini-batch SGD over x, y in the row order perm (int64, [n]);
         mini_batch_size <= m_cap."""
         cdef const float[:, ::1] xs, ys
@@ -386,6 +513,8 @@ cdef class Engine:
         cdef size_t mbs = mini_batch_size
         if n == 0:
             return
+        if mu != 0:
+            self.ensure_velocity()
         # Threads pay off from about 2e5 flops per mini-batch (measured: [784,30,10] at
         # mini-batch 10, 1e6 flops, 1.2-1.4x faster on 2 threads; [20,10,5], 1e4 flops,
         # 0.86x; [5,9,3], 2e3 flops, 0.12x).
@@ -401,10 +530,12 @@ cdef class Engine:
             xd = x
             yd = y
             with nogil:
-                finished = cbp_net_sgd_epoch_d(&self.nd, &xd[0, 0], &yd[0, 0], &p[0], n, mbs, eta)
+                finished = cbp_net_sgd_epoch_d(&self.nd, &xd[0, 0], &yd[0, 0], &p[0], n, mbs,
+                                               _hyper_d(eta, keep, decay, mu))
         else:
             xs = x
             ys = y
             with nogil:
-                finished = cbp_net_sgd_epoch_s(&self.ns, &xs[0, 0], &ys[0, 0], &p[0], n, mbs, <float>eta)
+                finished = cbp_net_sgd_epoch_s(&self.ns, &xs[0, 0], &ys[0, 0], &p[0], n, mbs,
+                                               _hyper_s(eta, keep, decay, mu))
         self.last_epoch_threads = finished

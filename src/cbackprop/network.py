@@ -5,18 +5,28 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._common import DEFAULT_DTYPE, NetworkBase, allocation_error, check_int
+from ._common import ACTIVATIONS, COSTS, DEFAULT_DTYPE, NetworkBase, allocation_error, check_int
 
 _FORWARD_CHUNK = 1024  # rows per C forward call in feedforward/evaluate on large inputs
 
 
 class Network(NetworkBase):
-    """A fully-connected sigmoid network trained with the quadratic cost (book chapter 2).
+    """A fully-connected feedforward network trained by backpropagation (book chapters 2
+    and 3); by default sigmoid neurons and the quadratic cost, as network.py.
 
     Parameters
     ----------
     sizes : sequence of int
         [n_0, ..., n_L], neurons per layer; at least two layers, each at least 1.
+    activations : str or sequence of str, keyword-only, default "sigmoid"
+        One of "sigmoid", "tanh", "relu", "identity", "softmax" for every layer, or a list
+        with one per layer after the input; softmax only for the output layer.
+    cost : str, keyword-only, default "quadratic"
+        "quadratic"; "cross-entropy" (needs a sigmoid output layer); "log-likelihood"
+        (needs a softmax output layer).
+    init : str, keyword-only, default "large"
+        "large": every parameter N(0, 1), as network.py; "default": weights N(0, 1/n_in),
+        biases N(0, 1), as network2.py's default_weight_initializer.
     dtype : float32 or float64, keyword-only, default float64
         float64 is the default because it is what network.py computes in and what
         finite-difference checks need; float32 halves memory traffic and is faster.
@@ -32,10 +42,13 @@ class Network(NetworkBase):
 
     _all_finite = staticmethod(_core.all_finite)
 
-    def __init__(self, sizes, *, dtype=DEFAULT_DTYPE, seed=None):
-        biases, weights = self._setup(sizes, dtype, seed)
+    def __init__(self, sizes, *, activations="sigmoid", cost="quadratic", init="large",
+                 dtype=DEFAULT_DTYPE, seed=None):
+        biases, weights = self._setup(sizes, dtype, seed, activations, cost, init)
         try:
-            self._engine = _core.Engine(self.sizes, self.dtype)
+            self._engine = _core.Engine(self.sizes, self.dtype,
+                                        [ACTIVATIONS.index(a) for a in self.activations],
+                                        COSTS.index(self.cost_name))
         except (MemoryError, ValueError) as exc:
             raise allocation_error(self.sizes, self.dtype, exc) from None
         self._lock = self._engine.lock
@@ -83,13 +96,15 @@ class Network(NetworkBase):
             raise ValueError(f"num_threads must be an integer in [1, 64], got {n}")
         self._engine.num_threads = n
 
-    def update_mini_batch(self, X, Y, eta):
-        """One gradient-descent step on the mini-batch X, Y: w <- w - eta nabla_w,
-        b <- b - eta nabla_b, with the gradient averaged over the batch."""
+    def update_mini_batch(self, X, Y, eta, *, lmbda=0.0, n=None, mu=0.0):
+        """One gradient-descent step on the mini-batch X, Y with the gradient averaged over
+        its rows: w <- (1 - eta lmbda / n) w - eta nabla_w, b <- b - eta nabla_b (network2.py,
+        n the training-set size, needed when lmbda > 0); with momentum mu > 0,
+        v <- mu v - eta nabla - (eta lmbda / n) w, w <- w + v (biases: no decay term)."""
         # Fast path for the common case (contiguous arrays of the network's dtype, a float
-        # eta); anything else goes through the general checks and conversions.
-        if not self._engine.try_step(X, Y, eta):
-            super().update_mini_batch(X, Y, eta)
+        # eta, no decay or momentum); anything else goes through the general checks.
+        if lmbda or mu or n is not None or not self._engine.try_step(X, Y, eta):
+            super().update_mini_batch(X, Y, eta, lmbda=lmbda, n=n, mu=mu)
 
     def _rows(self, X, name="X", **kw):
         # A batch that overlaps the parameter buffer is copied before the update writes it.
@@ -109,16 +124,46 @@ class Network(NetworkBase):
     def _gradient(self, X, Y):
         with self._lock:
             self._engine.reserve(X.shape[0])
-            self._engine.backprop(X, Y)
+            self._engine.backprop(X, Y, 1.0 / X.shape[0])
             return [b.copy() for b in self._nabla_b], [w.copy() for w in self._nabla_w]
 
-    def _step(self, X, Y, eta):
+    def _trace(self, X, Y):
+        m = X.shape[0]
+        with self._lock:
+            self._engine.reserve(m)
+            self._engine.backprop(X, Y, 1.0 / m)
+            zs, as_, ds = self._engine.layer_views(m)
+            return ([z.copy() for z in zs], [X.copy()] + [a.copy() for a in as_[1:]],
+                    [d.copy() for d in ds], [b.copy() for b in self._nabla_b],
+                    [w.copy() for w in self._nabla_w])
+
+    def _step(self, X, Y, h):
         with self._lock:
             self._engine.reserve(X.shape[0])
-            self._engine.sgd_step(X, Y, eta)
+            self._engine.sgd_step(X, Y, *h)
 
-    def _epoch(self, X, Y, perm, mini_batch_size, eta):
+    def _epoch(self, X, Y, perm, mini_batch_size, h):
         with self._lock:
             self._engine.reserve(mini_batch_size)
             self._engine.sgd_epoch(X, Y, np.ascontiguousarray(perm, dtype=np.int64),
-                                   mini_batch_size, eta)
+                                   mini_batch_size, *h)
+
+    def _velocity(self):
+        v = self._engine.velocity
+        return [] if v is None else [v]
+
+    def _accumulate(self, X, Y):
+        with self._lock:
+            self._engine.reserve(X.shape[0])
+            self._engine.accumulate(X, Y)
+
+    def _apply(self, h, count):
+        eta, keep, decay, mu = h
+        with self._lock:
+            self._engine.apply_accumulated(eta / count, keep, decay, mu)
+            self._engine.accum.fill(0)
+
+    def _zero_accumulated(self):
+        with self._lock:
+            if self._engine.accum is not None:
+                self._engine.accum.fill(0)

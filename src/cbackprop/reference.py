@@ -1,12 +1,16 @@
 """cbackprop.reference: the same API as cbackprop.Network in pure NumPy, written to read
-like chapter 2 of Nielsen's book.  It never imports the compiled module (a test enforces
-this) and is the oracle the C path is tested against; it is itself tested against central
-finite differences.
+like chapters 2 and 3 of Nielsen's book.  It never imports the compiled module (a test
+enforces this) and is the oracle the C path is tested against; it is itself tested against
+central finite differences.
 
 Samples are rows in the public API.  `backprop_per_sample` runs the book's column-vector
 algorithm once per sample exactly as printed (BP1-BP4); `backprop` (the default) is the
 fully matrix-based mini-batch form; `backprop_sigma_matrix` uses the book's diagonal
-matrix Sigma'(z) in place of the Hadamard product.  All three return the same gradient.
+matrix Sigma'(z) in place of the Hadamard product (the full Jacobian of a softmax output).
+All three return the same gradient.
+
+Derivatives here are computed from z (the C path computes them from a = f(z)), so the two
+implementations share no formula but the book's.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import numpy as np
 
 from ._common import DEFAULT_DTYPE, NetworkBase
 
-__all__ = ["Network", "sigmoid", "sigmoid_prime"]
+__all__ = ["Network", "sigmoid", "sigmoid_prime", "ACTIVATION_FUNCTIONS"]
 
 
 def sigmoid(z):
@@ -29,41 +33,89 @@ def sigmoid_prime(z):
     return s * (1 - s)
 
 
+def softmax(z):
+    """a_j = e^{z_j} / sum_k e^{z_k} for each row (eq. (78)), shifted by the row maximum."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+#: name -> (f(z), f'(z)); softmax has no elementwise derivative (its Jacobian is used).
+ACTIVATION_FUNCTIONS = {
+    "sigmoid": (sigmoid, sigmoid_prime),
+    "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
+    "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(z.dtype)),
+    "identity": (lambda z: z, lambda z: np.ones_like(z)),
+    "softmax": (softmax, None),
+}
+
+
+def softmax_jacobian(a):
+    """da_j/dz_k = a_j (delta_jk - a_k) for one sample a (1-D)."""
+    return np.diag(a) - np.outer(a, a)
+
+
 class Network(NetworkBase):
     """Pure-NumPy reference network: same constructor, attributes and methods as
     cbackprop.Network, and for the same seed the same initial parameters and shuffles."""
 
-    def __init__(self, sizes, *, dtype=DEFAULT_DTYPE, seed=None):
-        self._biases, self._weights = self._setup(sizes, dtype, seed)
+    def __init__(self, sizes, *, activations="sigmoid", cost="quadratic", init="large",
+                 dtype=DEFAULT_DTYPE, seed=None):
+        self._biases, self._weights = self._setup(sizes, dtype, seed, activations, cost, init)
+        self._fs = [ACTIVATION_FUNCTIONS[name] for name in self.activations]
+        self._velocity_w = self._velocity_b = None
+        self._acc_w = [np.zeros_like(w) for w in self._weights]
+        self._acc_b = [np.zeros_like(b) for b in self._biases]
 
-    # ---- feedforward, eq. (25): a^l = sigma(w^l a^{l-1} + b^l), rows as samples ------------
+    # ---- feedforward, eq. (25): a^l = f(w^l a^{l-1} + b^l), rows as samples ---------------
     def _forward(self, X):
         a = X
-        for b, w in zip(self._biases, self._weights):
-            a = sigmoid(a @ w.T + b)
+        for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
+            a = f(a @ w.T + b)
         return a
+
+    # ---- BP1 for each cost ------------------------------------------------------------------
+    def _grad_a(self, a, y):
+        """grad_a C_x of one sample's cost (rows: samples)."""
+        if self.cost_name == "quadratic":
+            return a - y                                      # eq. (6)
+        if self.cost_name == "cross-entropy":
+            return (a - y) / (a * (1 - a))                    # from eq. (63)
+        return -y / a                                         # eq. (80)
+
+    def _output_delta(self, zL, aL, Y):
+        """BP1 per sample (rows), for the per-sample cost C_x: delta^L = J^T grad_a C_x with
+        the simplifications the book derives (eqs. (66) and (81)) where they apply."""
+        if self.cost_name == "cross-entropy":                 # sigmoid output, eq. (66)
+            return aL - Y
+        if self.cost_name == "log-likelihood":                # softmax output, eq. (81)
+            return aL * Y.sum(axis=1, keepdims=True) - Y
+        g = aL - Y
+        fprime = self._fs[-1][1]
+        if fprime is None:                                    # softmax: J^T g, J symmetric
+            return aL * (g - (aL * g).sum(axis=1, keepdims=True))
+        return g * fprime(zL)                                 # BP1
 
     # ---- the book's algorithm, one column-vector sample at a time --------------------------
     def _backprop_one(self, x, y):
         """network.py's backprop(x, y) for one sample; x, y are column vectors (n, 1).
-        Returns the gradient of the per-sample cost C_x = 1/2 ||y - a^L||^2."""
+        Returns the gradient of the per-sample cost C_x."""
         nabla_b = [np.zeros((b.shape[0], 1), dtype=self.dtype) for b in self._biases]
         nabla_w = [np.zeros(w.shape, dtype=self.dtype) for w in self._weights]
         activation = x
         activations = [x]  # a^0, a^1, ..., a^L
         zs = []            # z^1, ..., z^L
-        for b, w in zip(self._biases, self._weights):
+        for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
             z = w @ activation + b.reshape(-1, 1)
             zs.append(z)
-            activation = sigmoid(z)
+            activation = f(z.T).T                             # (softmax works on rows)
             activations.append(activation)
-        # BP1: delta^L = grad_a C_x (.) sigma'(z^L), grad_a C_x = a^L - y
-        delta = (activations[-1] - y) * sigmoid_prime(zs[-1])
+        # BP1: delta^L = grad_a C_x (.) sigma'(z^L)  (or its softmax / cost-specific form)
+        delta = self._output_delta(zs[-1].T, activations[-1].T, y.T).T
         nabla_b[-1] = delta                                  # BP3
         nabla_w[-1] = delta @ activations[-2].T              # BP4
         for l in range(2, self.num_layers):
             # BP2: delta^l = ((w^{l+1})^T delta^{l+1}) (.) sigma'(z^l)
-            delta = (self._weights[-l + 1].T @ delta) * sigmoid_prime(zs[-l])
+            delta = (self._weights[-l + 1].T @ delta) * self._fs[-l][1](zs[-l])
             nabla_b[-l] = delta                              # BP3
             nabla_w[-l] = delta @ activations[-l - 1].T      # BP4
         return nabla_b, nabla_w
@@ -84,54 +136,113 @@ class Network(NetworkBase):
     def backprop_sigma_matrix(self, X, Y):
         """The batch gradient with BP1 and BP2 in the book's matrix form (problem in 2.4):
         delta^L = Sigma'(z^L) grad_a C and delta^l = Sigma'(z^l) (w^{l+1})^T delta^{l+1},
-        Sigma'(z) the diagonal matrix with sigma'(z_j) on its diagonal; per sample."""
+        Sigma'(z) the diagonal matrix with f'(z_j) on its diagonal (for a softmax output the
+        full Jacobian da/dz); per sample, with grad_a C_x written out for each cost."""
         X2, Y2, _ = self._xy(X, Y)
         m = X2.shape[0]
         nabla_b = [np.zeros(b.shape, dtype=self.dtype) for b in self._biases]
         nabla_w = [np.zeros(w.shape, dtype=self.dtype) for w in self._weights]
         for x, y in zip(X2, Y2):
             activations, zs = [x.reshape(-1, 1)], []
-            for b, w in zip(self._biases, self._weights):
+            for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
                 zs.append(w @ activations[-1] + b.reshape(-1, 1))
-                activations.append(sigmoid(zs[-1]))
-            delta = np.diag(sigmoid_prime(zs[-1]).ravel()) @ (activations[-1] - y.reshape(-1, 1))
+                activations.append(f(zs[-1].T).T)
+            aL, y1 = activations[-1].ravel(), y.ravel()
+            fprime = self._fs[-1][1]
+            Sigma_L = softmax_jacobian(aL) if fprime is None else np.diag(fprime(zs[-1]).ravel())
+            with np.errstate(divide="ignore", invalid="ignore"):
+                g = self._grad_a(aL, y1)
+            if self.cost_name == "log-likelihood":  # -y/a: y_j = 0 terms are 0 even when a_j = 0
+                g = np.where(y1 != 0, g, 0.0)
+            delta = Sigma_L @ g.reshape(-1, 1)
             for l in range(1, self.num_layers):
                 if l > 1:
-                    delta = np.diag(sigmoid_prime(zs[-l]).ravel()) @ self._weights[-l + 1].T @ delta
+                    Sigma = np.diag(self._fs[-l][1](zs[-l]).ravel())
+                    delta = Sigma @ self._weights[-l + 1].T @ delta
                 nabla_b[-l] += delta.ravel()
                 nabla_w[-l] += delta @ activations[-l - 1].T
         return [nb / m for nb in nabla_b], [nw / m for nw in nabla_w]
 
     # ---- the fully matrix-based form over a whole mini-batch (rows are samples) -------------
-    def _gradient(self, X, Y):
-        """Gradient of C = 1/(2m) sum_x ||y(x) - a^L(x)||^2 over the m rows of X, Y."""
+    def _trace(self, X, Y, scale=None):
+        """z, a, delta, nabla_b, nabla_w of C = scale * sum_x C_x over the m rows of X, Y
+        (scale 1/m: the batch average, the network's cost)."""
         m = X.shape[0]
+        scale = 1.0 / m if scale is None else scale
         activations, zs = [X], []
-        for b, w in zip(self._biases, self._weights):
+        for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
             zs.append(activations[-1] @ w.T + b)             # Z^l = A^{l-1} W^T + b
-            activations.append(sigmoid(zs[-1]))
+            activations.append(f(zs[-1]))
         nabla_b = [None] * len(self._biases)
         nabla_w = [None] * len(self._weights)
-        # BP1 for the batch cost: grad_a C = (A^L - Y) / m
-        delta = (activations[-1] - Y) / m * sigmoid_prime(zs[-1])
+        deltas = [None] * len(self._weights)
+        # BP1 for the batch cost: the per-sample delta^L times scale
+        delta = self._output_delta(zs[-1], activations[-1], Y) * self.dtype.type(scale)
         for l in range(1, self.num_layers):
-            if l > 1:  # BP2, row-wise: delta^l = (delta^{l+1} W^{l+1}) (.) sigma'(Z^l)
-                delta = (delta @ self._weights[-l + 1]) * sigmoid_prime(zs[-l])
+            if l > 1:  # BP2, row-wise: delta^l = (delta^{l+1} W^{l+1}) (.) f'(Z^l)
+                delta = (delta @ self._weights[-l + 1]) * self._fs[-l][1](zs[-l])
+            deltas[-l] = delta
             nabla_b[-l] = delta.sum(axis=0)                  # BP3, summed over the batch
             nabla_w[-l] = delta.T @ activations[-l - 1]      # BP4, summed over the batch
+        return zs, activations, deltas, nabla_b, nabla_w
+
+    def _gradient(self, X, Y):
+        """Gradient of the network's cost (average of C_x) over the m rows of X, Y."""
+        _, _, _, nabla_b, nabla_w = self._trace(X, Y)
         return nabla_b, nabla_w
 
-    def _step(self, X, Y, eta):
-        """update_mini_batch: w <- w - eta nabla_w, b <- b - eta nabla_b (batch average).
-        Overflow is not warned about here: sgd checks the parameters after every epoch."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            nabla_b, nabla_w = self._gradient(X, Y)
-            for b, nb in zip(self._biases, nabla_b):
-                b -= eta * nb
-            for w, nw in zip(self._weights, nabla_w):
+    def _velocity(self):
+        return [] if self._velocity_w is None else self._velocity_w + self._velocity_b
+
+    def _update(self, nabla_b, nabla_w, h):
+        """One update (see cbp_hyper in csrc/cbackprop_decl.h): network2's
+        w <- (1 - eta lmbda / n) w - eta nabla_w, or with momentum
+        v <- mu v - eta nabla - (eta lmbda / n) w, w <- w + v (biases: no decay)."""
+        eta, keep, decay, mu = h
+        if mu:
+            if self._velocity_w is None:
+                self._velocity_w = [np.zeros_like(w) for w in self._weights]
+                self._velocity_b = [np.zeros_like(b) for b in self._biases]
+            for w, v, nw in zip(self._weights, self._velocity_w, nabla_w):
+                v[...] = mu * v - eta * nw - decay * w
+                w += v
+            for b, v, nb in zip(self._biases, self._velocity_b, nabla_b):
+                v[...] = mu * v - eta * nb
+                b += v
+            return
+        for b, nb in zip(self._biases, nabla_b):
+            b -= eta * nb
+        for w, nw in zip(self._weights, nabla_w):
+            if keep != 1.0:
+                w[...] = keep * w - eta * nw
+            else:
                 w -= eta * nw
 
-    def _epoch(self, X, Y, perm, mini_batch_size, eta):
+    def _step(self, X, Y, h):
+        """update_mini_batch with the gradient averaged over the rows.  Overflow is not
+        warned about here: sgd checks the parameters after every epoch."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            nabla_b, nabla_w = self._gradient(X, Y)
+            self._update(nabla_b, nabla_w, h)
+
+    def _epoch(self, X, Y, perm, mini_batch_size, h):
         for k in range(0, X.shape[0], mini_batch_size):
             rows = perm[k:k + mini_batch_size]
-            self._step(X[rows], Y[rows], eta)
+            self._step(X[rows], Y[rows], h)
+
+    # ---- gradient accumulation ----------------------------------------------------------------
+    def _accumulate(self, X, Y):
+        _, _, _, nabla_b, nabla_w = self._trace(X, Y, scale=1.0)   # the sum over the rows
+        for acc, nb in zip(self._acc_b, nabla_b):
+            acc += nb
+        for acc, nw in zip(self._acc_w, nabla_w):
+            acc += nw
+
+    def _apply(self, h, count):
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._update([a / count for a in self._acc_b], [a / count for a in self._acc_w], h)
+        self._zero_accumulated()
+
+    def _zero_accumulated(self):
+        for a in self._acc_w + self._acc_b:
+            a[...] = 0
