@@ -505,15 +505,21 @@ class NetworkBase:
         self._accumulate(X2, Y2)
         self._accumulated += X2.shape[0]
 
-    def apply_gradient(self, eta, *, lmbda=0.0, n=None, mu=0.0):
+    def apply_gradient(self, eta, *, lmbda=0.0, n=None, mu=0.0, samples=None):
         """One update_mini_batch step with the gradient accumulated since the last
         apply_gradient or zero_gradient, averaged over its samples; then starts afresh.
-        Accumulating micro-batches and applying equals update_mini_batch on their union."""
-        if self._accumulated == 0:
-            raise ValueError("apply_gradient needs an accumulated gradient: call accumulate_gradient(X, Y) "
-                             "first (accumulated = 0)")
+        Accumulating micro-batches and applying equals update_mini_batch on their union.
+        samples: the number of samples the gradient buffer sums over, when it was filled
+        elsewhere too (e.g. summed over MPI ranks); default: the samples accumulated here."""
+        if samples is None:
+            if self._accumulated == 0:
+                raise ValueError("apply_gradient needs an accumulated gradient: call accumulate_gradient(X, Y) "
+                                 "first (accumulated = 0)")
+            samples = self._accumulated
+        else:
+            samples = check_int(samples, "samples", 1)
         eta, keep, decay, mu = check_hyper(eta, lmbda, n, mu, self.dtype)
-        self._apply((eta, keep, decay, mu), self._accumulated)
+        self._apply((eta, keep, decay, mu), samples)
         self._accumulated = 0
 
     def zero_gradient(self):

@@ -349,11 +349,15 @@ cdef class Engine:
             gs = arr
             self.ns.grads = &gs[0]
 
+    def accumulate_alloc(self):
+        """Allocate accum (zeros) if not yet there."""
+        if self.accum is None:
+            self.accum = np.zeros(self.n_params, dtype=self.dtype)
+
     def accumulate(self, x, y):
         """accum += the summed gradient of the m rows of x, y (m <= m_cap); the gradient
         blob `grads` is not touched."""
-        if self.accum is None:
-            self.accum = np.zeros(self.n_params, dtype=self.dtype)
+        self.accumulate_alloc()
         self._point_grads(self.accum)
         try:
             self.backprop(x, y, 1.0, accumulate=True)
@@ -362,6 +366,7 @@ cdef class Engine:
 
     def apply_accumulated(self, double eta, double keep=1.0, double decay=0.0, double mu=0.0):
         """One update with g = accum (eta already divided by the sample count)."""
+        self.accumulate_alloc()
         self._point_grads(self.accum)
         try:
             self.apply_gradient(eta, keep, decay, mu)

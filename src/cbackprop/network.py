@@ -163,6 +163,16 @@ class Network(NetworkBase):
             self._engine.apply_accumulated(eta / count, keep, decay, mu)
             self._engine.accum.fill(0)
 
+    @property
+    def gradient_buffer(self):
+        """The accumulated gradient as one contiguous 1-D array (allocated on first use), in
+        the parameter blob's layout: per layer w^l then b^l.  accumulate_gradient adds to
+        it; it may be reduced in place (e.g. an MPI Allreduce) before apply_gradient."""
+        with self._lock:
+            if self._engine.accum is None:
+                self._engine.accumulate_alloc()
+            return self._engine.accum
+
     def _zero_accumulated(self):
         with self._lock:
             if self._engine.accum is not None:
