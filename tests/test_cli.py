@@ -75,15 +75,17 @@ def test_train_three_epochs_and_save(tmp_path):
     s = summary_of(out)
     assert s["epochs"] == 3 and 1 <= s["best_epoch"] <= 3
     assert s["best"] >= 80.0, out
-    assert f"saved weights and biases to {target}" in out
+    assert f"saved the network to {target}" in out
 
     with np.load(target) as d:
-        assert sorted(d.files) == ["biases_0", "biases_1", "sizes", "weights_0", "weights_1"]
+        assert {"biases_0", "biases_1", "sizes", "weights_0", "weights_1", "format", "version",
+                "activations", "cost", "dtype", "checksum"} == set(d.files)
         assert d["sizes"].tolist() == [784, 30, 10]
         assert d["weights_0"].shape == (30, 784) and d["biases_0"].shape == (30,)
         assert d["weights_1"].shape == (10, 30) and d["biases_1"].shape == (10,)
-        assert all(d[k].dtype == np.float32 for k in d.files if k != "sizes")
-        assert all(np.isfinite(d[k]).all() for k in d.files)
+        params = [k for k in d.files if k.startswith(("weights_", "biases_"))]
+        assert all(d[k].dtype == np.float32 for k in params)
+        assert all(np.isfinite(d[k]).all() for k in params)
         # The saved parameters are the trained network: they score the reported final accuracy.
         import cbackprop
         net = cbackprop.Network([784, 30, 10], dtype=np.float32)
@@ -91,6 +93,7 @@ def test_train_three_epochs_and_save(tmp_path):
         net.biases = [d["biases_0"], d["biases_1"]]
     (_, _), (x_test, y_test) = datasets.load_sample()
     assert net.evaluate(x_test, y_test) == lines[-1][3]
+    assert cbackprop.load(target).evaluate(x_test, y_test) == lines[-1][3]   # the versioned loader
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.npz"]  # no temporary file left
 
 

@@ -596,7 +596,7 @@ def test_cli_data_idx_directory_and_pickle(tmp_path, capsys):
     pkl = write_pickle(tmp_path / "mnist.pkl.gz", obj, 2)
     assert main(["--data", str(pkl), "--epochs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "on 500 images, testing on 100" in out
+    assert "on 500 images, evaluating on 100 test images" in out
 
     (d / (TRAIN_IMAGES + ".gz")).unlink()
     assert main(["--data", str(d), "--epochs", "1"]) == 2

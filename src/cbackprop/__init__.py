@@ -8,7 +8,7 @@ of Michael Nielsen's "Neural Networks and Deep Learning" states it, with the hot
 NumPy, which never imports the compiled module.
 """
 __version__ = "0.1.0"
-__all__ = ["Network", "reference"]
+__all__ = ["Network", "reference", "gradient_check", "load", "load_network2"]
 
 
 def __getattr__(name):
@@ -16,6 +16,12 @@ def __getattr__(name):
     if name == "Network":
         from .network import Network
         return Network
+    if name == "gradient_check":
+        from .gradcheck import gradient_check
+        return gradient_check
+    if name in ("load", "load_network2"):
+        from .network import Network
+        return getattr(Network, name)
     if name == "reference":
         import importlib
         return importlib.import_module(".reference", __name__)

@@ -12,20 +12,28 @@ terminal and tqdm is installed, a progress bar over the epochs runs below those 
 
 --data PATH reads an .npz (keys train_x, train_y, test_x, test_y), a directory of the four
 MNIST IDX files (plain or .gz) or the book's mnist.pkl.gz (see cbackprop.datasets.load_mnist);
-only the training and test images are used (a validation split, if any, is ignored).
+the validation split is used only with --evaluate validation.
 
---plot PATH draws the learning curves with matplotlib (Agg, no display needed): the test
-accuracy after every epoch and the quadratic cost on the first 1,000 training images (the
-same fixed subset every epoch).  The format follows PATH's suffix (.png, .pdf, .svg ...;
+--plot PATH draws the learning curves with matplotlib (Agg, no display needed): accuracy and
+cost (network2's total_cost, with the L2 term) after every epoch, on the whole training set
+and on the evaluation split.  The format follows PATH's suffix (.png, .pdf, .svg ...;
 PNG without one); the file is written atomically like --save.  Without matplotlib the
 command stops before training with exit status 2.
 
---save PATH writes the final parameters with np.savez to exactly PATH (no suffix is added):
-"sizes" (int64 array of the layer sizes) and, for layer i = 0 .. L-1, "weights_<i>" shaped
-(sizes[i+1], sizes[i]) and "biases_<i>" shaped (sizes[i+1],), in the training dtype.  They
-load back with ``net.weights = [d[f"weights_{i}"] for i in ...]`` (same for biases).  The
-file is written to a temporary file in the same directory and then renamed onto PATH, so an
-existing PATH is replaced whole or not at all.
+--save PATH writes the trained network with Network.save: a versioned .npz holding sizes,
+activations, cost, dtype, "weights_<i>" shaped (sizes[i+1], sizes[i]) and "biases_<i>"
+shaped (sizes[i+1],) for i = 0 .. L-1, and a checksum; ``cbackprop.load(PATH)`` reads it
+back.  PATH is used exactly as given (no suffix is added).  The file is written to a
+temporary file in the same directory and then renamed onto PATH, so an existing PATH is
+replaced whole or not at all.
+
+Chapter 3 options: --activations, --cost, --init, --lmbda (L2, network2's weight decay with
+n the training-set size), --mu (momentum), --evaluate validation (report and stop on the
+data's validation split instead of the test split), --early-stopping N and --eta-schedule N.
+network2.py's run, for instance:
+
+    cbackprop train --data ../shared/data/mnist.npz --epochs 30 --eta 0.5 \
+        --cost cross-entropy --lmbda 5.0 --init default --dtype float64
 
 Exit status: 0 on success, 2 for a bad option, unusable --data or --plot without matplotlib
 (argparse style, with a message on stderr), 1 if --save or --plot fails after training, 130
@@ -39,12 +47,11 @@ import os
 import sys
 import time
 
-from ._atomic import atomic_path
+from ._common import ACTIVATIONS, COSTS, INITS
 from ._progress import EpochProgress
 
 N_IN, N_OUT = 784, 10
 COMMANDS = ("train",)
-COST_SUBSET = 1000  # training images the --plot cost curve is measured on
 
 
 # ---- option types: each raises ArgumentTypeError, which argparse reports as
@@ -89,6 +96,24 @@ def _eta(text):
     return value
 
 
+def _activations(text):
+    names = tuple(p.strip() for p in text.split(","))
+    for name in names:
+        if name not in ACTIVATIONS:
+            raise argparse.ArgumentTypeError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
+    return names
+
+
+def _nonneg(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="cbackprop",
@@ -114,6 +139,30 @@ def build_parser():
     train.add_argument("--mini-batch-size", type=_int_at_least(1), default=10, metavar="N",
                        help="samples per gradient step (default 10)")
     train.add_argument("--eta", type=_eta, default=3.0, help="learning rate, > 0 (default 3.0)")
+    train.add_argument("--activations", type=_activations, default=("sigmoid",), metavar="NAME[,NAME...]",
+                       help="activation of every layer after the input (one name) or of each "
+                            "(comma-separated): sigmoid, tanh, relu, identity, softmax (output "
+                            "only); default sigmoid")
+    train.add_argument("--cost", choices=COSTS, default="quadratic",
+                       help="cost function (default quadratic); cross-entropy needs a sigmoid "
+                            "output layer, log-likelihood a softmax one")
+    train.add_argument("--init", choices=INITS, default="large",
+                       help="initial weights: large = N(0, 1) as network.py (default), default = "
+                            "N(0, 1/n_in) as network2.py")
+    train.add_argument("--lmbda", type=_nonneg, default=0.0,
+                       help="L2 regularisation parameter, >= 0; weights decay by "
+                            "1 - eta*lmbda/n per mini-batch, n the training-set size (default 0)")
+    train.add_argument("--mu", type=_nonneg, default=0.0,
+                       help="momentum coefficient in [0, 1] (default 0: plain SGD)")
+    train.add_argument("--evaluate", choices=("test", "validation"), default="test",
+                       help="the split reported after every epoch and used by --early-stopping "
+                            "and --eta-schedule (validation: the data's validation split; the "
+                            "embedded sample has none) (default test)")
+    train.add_argument("--early-stopping", type=_int_at_least(1), default=None, metavar="N",
+                       help="stop after N epochs without a better evaluation accuracy")
+    train.add_argument("--eta-schedule", type=_int_at_least(1), default=None, metavar="N",
+                       help="halve eta after N epochs without a better evaluation accuracy; stop "
+                            "when it reaches eta/128")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                        help="floating-point type of the network (default float32)")
     train.add_argument("--seed", type=_int_at_least(0), default=0, metavar="N",
@@ -176,29 +225,23 @@ def _is_zip(path):
         return False
 
 
-def _load_data(path, datasets):
-    """((x_train, y_train), (x_test, y_test)) from --data: an .npz through load_npz (float
-    pixels kept as they are), anything else through load_mnist."""
-    if _is_zip(path):
+def _load_data(path, datasets, validation):
+    """(train, evaluation) pairs (x, labels) from --data: an .npz through load_npz (float
+    pixels kept as they are) unless the validation split is wanted, anything else through
+    load_mnist.  evaluation is the test split, or the validation split (None if absent)."""
+    if _is_zip(path) and not validation:
         return datasets.load_npz(path)
-    train, _val, test = datasets.load_mnist(path)
-    return train, test
-
-
-def save_parameters(net, path):
-    """np.savez the parameters to a temporary file next to path, then os.replace onto path."""
-    import numpy as np
-
-    arrays = {"sizes": np.asarray(net.sizes, dtype=np.int64)}
-    for i, (w, b) in enumerate(zip(net.weights, net.biases)):
-        arrays[f"weights_{i}"] = np.array(w)
-        arrays[f"biases_{i}"] = np.array(b)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    train, val, test = datasets.load_mnist(path)
+    return train, (val if validation else test)
 
 
 def _percent(correct, total):
     return f"{100.0 * correct / total:.2f}% ({correct}/{total})"
+
+
+def _network_kwargs(args):
+    activations = args.activations[0] if len(args.activations) == 1 else list(args.activations)
+    return dict(activations=activations, cost=args.cost, init=args.init)
 
 
 def train(args, parser):
@@ -210,79 +253,111 @@ def train(args, parser):
         _check_save_target(args.save, parser)
     if args.plot is not None:
         _check_plot_target(args.plot, parser)
+    if args.mu > 1:
+        parser.error(f"argument --mu: must lie in [0, 1], got {args.mu}")
+    split = args.evaluate
     if args.data is None:
-        (x_train, y_train), (x_test, y_test) = datasets.load_sample()
+        if split == "validation":
+            parser.error("argument --evaluate: the embedded sample has no validation split; use --data")
+        (x_train, y_train), (x_eval, y_eval) = datasets.load_sample()
         source = "embedded MNIST sample"
     else:
         try:
-            (x_train, y_train), (x_test, y_test) = _load_data(args.data, datasets)
+            (x_train, y_train), evaluation = _load_data(args.data, datasets, split == "validation")
         except (OSError, ValueError, TypeError) as exc:
             parser.error(f"argument --data: {exc}")
+        if evaluation is None:
+            parser.error(f"argument --evaluate: {args.data} has no validation split")
+        x_eval, y_eval = evaluation
         source = args.data
-    if x_train.shape[0] == 0 or x_test.shape[0] == 0:
-        parser.error(f"argument --data: need at least one training and one test image, got "
-                     f"{x_train.shape[0]} and {x_test.shape[0]}")
+    if x_train.shape[0] == 0 or x_eval.shape[0] == 0:
+        parser.error(f"argument --data: need at least one training and one {split} image, got "
+                     f"{x_train.shape[0]} and {x_eval.shape[0]}")
 
     from .network import Network
 
     dtype = np.dtype(args.dtype)
+    kwargs = _network_kwargs(args)
     try:
-        net = Network(args.sizes, dtype=dtype, seed=args.seed)
+        net = Network(args.sizes, dtype=dtype, seed=args.seed, **kwargs)
     except MemoryError:
         parser.error(f"argument --sizes: not enough memory for a {args.sizes} network")
     except (ValueError, TypeError) as exc:
-        parser.error(f"argument --sizes: {exc}")
+        msg = str(exc)
+        option = ("--activations" if msg.startswith("activations") else "--cost" if msg.startswith("cost")
+                  else "--sizes")
+        parser.error(f"argument {option}: {msg}")
     X = np.ascontiguousarray(x_train, dtype=dtype)  # converted once, not once per epoch
     Y = datasets.one_hot(y_train, N_OUT, dtype=dtype)
-    Xt = np.ascontiguousarray(x_test, dtype=dtype)
-    n_test = Xt.shape[0]
+    Xe = np.ascontiguousarray(x_eval, dtype=dtype)
+    n_eval = Xe.shape[0]
     width = len(str(args.epochs))
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
 
-    say(f"training {args.sizes} ({args.dtype}, seed {args.seed}) on {X.shape[0]} images, "
-        f"testing on {n_test} ({source}); epochs {args.epochs}, mini-batch {args.mini_batch_size}, "
-        f"eta {args.eta:g}")
-    n_cost = min(COST_SUBSET, X.shape[0])
-    curves = {"epoch": [], "accuracy": [], "cost": []}  # for --plot
-    best = None  # (correct, epoch)
+    options = "".join(f", {name} {value}" for name, value in (
+        ("activations", ",".join(args.activations)), ("cost", args.cost), ("init", args.init),
+        ("lmbda", args.lmbda), ("mu", args.mu)) if value not in (("sigmoid",), "sigmoid", "quadratic", "large", 0.0))
+    say(f"training {args.sizes} ({args.dtype}, seed {args.seed}{options}) on {X.shape[0]} images, "
+        f"evaluating on {n_eval} {split} images ({source}); epochs {args.epochs}, mini-batch "
+        f"{args.mini_batch_size}, eta {args.eta:g}")
+    plot = args.plot is not None
+    curves = {k: [] for k in ("epoch", "evaluation_accuracy", "evaluation_cost", "training_accuracy",
+                              "training_cost")}
+    best = [None]  # (correct, epoch)
+    last = [None]
     start = time.perf_counter()
     with EpochProgress(args.epochs, quiet=args.quiet) as progress:
-        for epoch in range(1, args.epochs + 1):
-            # One sgd call per epoch, so each line appears as soon as its epoch ends.  This is
-            # the same computation as one sgd call with epochs=N: every call draws its shuffle
-            # from the network's own generator, in the same order.
-            (rec,) = net.sgd(X, Y, 1, args.mini_batch_size, args.eta, test_data=(Xt, y_test))
-            correct = rec["test_correct"]
-            if best is None or correct > best[0]:
-                best = (correct, epoch)
-            if args.plot is not None:
+        def report(rec):
+            epoch = rec["epoch"]
+            correct = round(rec["evaluation_accuracy"] * n_eval)
+            last[0] = (correct, epoch)
+            if best[0] is None or correct > best[0][0]:
+                best[0] = (correct, epoch)
+            if plot:
                 curves["epoch"].append(epoch)
-                curves["accuracy"].append(100.0 * correct / n_test)
-                curves["cost"].append(net.cost(X[:n_cost], Y[:n_cost]))
-            progress.report(f"epoch {epoch:>{width}}/{args.epochs}  test accuracy "
-                            f"{_percent(correct, n_test)}  {rec['seconds']:.2f} s",
-                            100.0 * correct / n_test)
+                for key in ("evaluation_accuracy", "training_accuracy"):
+                    curves[key].append(100.0 * rec[key])
+                for key in ("evaluation_cost", "training_cost"):
+                    curves[key].append(rec[key])
+            eta_note = f"  eta {rec['eta']:g}" if args.eta_schedule else ""
+            progress.report(f"epoch {epoch:>{width}}/{args.epochs}  {split} accuracy "
+                            f"{_percent(correct, n_eval)}  {rec['seconds']:.2f} s{eta_note}",
+                            100.0 * correct / n_eval)
+            if "stop_reason" in rec:
+                say(f"stopped: {rec['stop_reason']}")
+
+        try:
+            net.sgd(X, Y, args.epochs, args.mini_batch_size, args.eta, lmbda=args.lmbda, mu=args.mu,
+                    evaluation_data=(Xe, y_eval), monitor_evaluation_accuracy=True,
+                    monitor_evaluation_cost=plot, monitor_training_cost=plot, monitor_training_accuracy=plot,
+                    early_stopping_n=args.early_stopping, eta_schedule_n=args.eta_schedule, callback=report)
+        except ValueError as exc:  # e.g. eta * lmbda / n >= 1
+            parser.error(f"argument --lmbda: {exc}")
+        except FloatingPointError as exc:
+            print(f"cbackprop: error: {exc}", file=sys.stderr)
+            return 1
     total = time.perf_counter() - start
-    print(f"best test accuracy {_percent(best[0], n_test)} at epoch {best[1]}/{args.epochs}; "
-          f"final {100.0 * correct / n_test:.2f}%; total {total:.2f} s", flush=True)
+    (bc, be), (lc, le) = best[0], last[0]
+    print(f"best {split} accuracy {_percent(bc, n_eval)} at epoch {be}/{args.epochs}; "
+          f"final {100.0 * lc / n_eval:.2f}%; total {total:.2f} s", flush=True)
 
     status = 0
     if args.save is not None:
         try:
-            save_parameters(net, args.save)
+            net.save(args.save)
         except OSError as exc:
             print(f"cbackprop: error: cannot save to {args.save!r}: {exc}", file=sys.stderr)
             status = 1
         else:
-            say(f"saved weights and biases to {args.save}")
-    if args.plot is not None:
+            say(f"saved the network to {args.save}")
+    if plot:
         from . import _plot
 
         try:
             _plot.write_learning_curves(
-                args.plot, curves["epoch"], curves["accuracy"], curves["cost"],
-                title=f"{args.sizes}, eta {args.eta:g}, mini-batch {args.mini_batch_size} ({source})",
-                cost_label=f"training cost\n(first {n_cost} images)")
+                args.plot, curves["epoch"], curves["evaluation_accuracy"], curves["evaluation_cost"],
+                curves["training_accuracy"], curves["training_cost"], evaluation_label=split,
+                title=f"{args.sizes}, eta {args.eta:g}, mini-batch {args.mini_batch_size}{options} ({source})")
         except Exception as exc:  # OSError, or anything matplotlib raises: the run is done
             print(f"cbackprop: error: cannot write the plot to {args.plot!r}: {exc}",
                   file=sys.stderr)

@@ -527,6 +527,52 @@ class NetworkBase:
         self._zero_accumulated()
         self._accumulated = 0
 
+    # ---- saving and loading -----------------------------------------------------------------------
+    def save(self, path):
+        """Write the network to path: a versioned .npz (never pickle) with sizes,
+        activations, cost, dtype, every weight and bias, and a checksum.  It is written to a
+        temporary file in the same directory and renamed onto path, so an existing file is
+        replaced whole or not at all.  The optimiser state (momentum velocity, an
+        accumulated gradient) is not saved.  path is used exactly as given."""
+        from . import _io
+        _io.save_npz(path, sizes=self.sizes, activations=self.activations, cost=self.cost_name,
+                     dtype=self.dtype, weights=self._weights, biases=self._biases)
+
+    def save_network2(self, path):
+        """Write network2.py's JSON format (sizes, weights, biases as column vectors, cost
+        "QuadraticCost" or "CrossEntropyCost"), atomically; network2 knows only sigmoid
+        layers and those two costs, so other networks are refused with ValueError."""
+        from . import _io
+        if set(self.activations) != {"sigmoid"}:
+            raise ValueError(f"network2.py's JSON format holds only sigmoid networks, this one has "
+                             f"activations {list(self.activations)}")
+        _io.save_network2_json(path, sizes=self.sizes, cost=self.cost_name, weights=self._weights,
+                               biases=self._biases)
+
+    @classmethod
+    def load(cls, path, *, dtype=None, seed=None):
+        """A network from a file written by save(); dtype None keeps the saved one (else the
+        parameters are converted).  seed seeds the new network's generator (its shuffles).
+        Corrupt, truncated or inconsistent files raise ValueError naming the problem."""
+        from . import _io
+        d = _io.load_npz(path)
+        net = cls(d["sizes"], activations=d["activations"], cost=d["cost"],
+                  dtype=d["dtype"] if dtype is None else dtype, seed=seed)
+        net.weights = d["weights"]
+        net.biases = d["biases"]
+        return net
+
+    @classmethod
+    def load_network2(cls, path, *, dtype=DEFAULT_DTYPE, seed=None):
+        """A sigmoid network from network2.py's JSON (Network.save(filename) in the book's
+        code), with its cost; ValueError for malformed files."""
+        from . import _io
+        d = _io.load_network2_json(path)
+        net = cls(d["sizes"], activations="sigmoid", cost=d["cost"], dtype=dtype, seed=seed)
+        net.weights = d["weights"]
+        net.biases = d["biases"]
+        return net
+
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self, X, labels):
         """How many rows of X the network classifies as labels (argmax of a^L)."""
@@ -559,7 +605,7 @@ class NetworkBase:
     def sgd(self, X, Y, epochs, mini_batch_size, eta, test_data=None, *, lmbda=0.0, mu=0.0,
             evaluation_data=None, monitor_evaluation_cost=False, monitor_evaluation_accuracy=False,
             monitor_training_cost=False, monitor_training_accuracy=False, early_stopping_n=None,
-            eta_schedule_n=None):
+            eta_schedule_n=None, callback=None):
         """Mini-batch stochastic gradient descent, as network.py's SGD and network2.py's.
 
         Each epoch shuffles the rows with the network's own generator, then runs
@@ -574,7 +620,7 @@ class NetworkBase:
         early_stopping_n=k stops after k epochs in a row without a new best evaluation
         accuracy; eta_schedule_n=k halves eta after k such epochs and stops once eta has
         fallen to eta/128 (chapter 3).  Both need evaluation_data; the last record then has
-        "stop_reason".
+        "stop_reason".  callback(record), if given, is called after each epoch.
 
         If a mini-batch makes any parameter non-finite (eta far too large), sgd raises
         FloatingPointError naming the epoch and mini-batch, with the parameters as they
@@ -593,6 +639,8 @@ class NetworkBase:
                      "monitor_training_accuracy"):
             if not isinstance(locals()[flag], (bool, np.bool_)):
                 raise TypeError(f"{flag} must be True or False, got {_short(locals()[flag])}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable or None, got {_short(callback)}")
         if early_stopping_n is not None:
             early_stopping_n = check_int(early_stopping_n, "early_stopping_n", 1)
         if eta_schedule_n is not None:
@@ -647,6 +695,7 @@ class NetworkBase:
                     eval_acc = self._evaluate(Xe, le) / Xe.shape[0]
                     record["evaluation_accuracy"] = eval_acc
             history.append(record)
+            stop = False
             if eval_acc is not None:
                 if eval_acc > best:
                     best, since_best = eval_acc, 0
@@ -655,14 +704,18 @@ class NetworkBase:
                 if early_stopping_n and since_best >= early_stopping_n:
                     record["stop_reason"] = (f"early stopping: no better evaluation accuracy than {best} "
                                              f"in {early_stopping_n} epochs")
-                    break
-                if eta_schedule_n and since_best >= eta_schedule_n:
+                    stop = True
+                elif eta_schedule_n and since_best >= eta_schedule_n:
                     eta /= 2
                     since_best = 0
                     if eta <= eta0 / 128:
-                        record["stop_reason"] = (f"eta schedule: eta halved to {eta} = eta/128 after "
+                        record["stop_reason"] = (f"eta schedule: eta halved to {eta:g} = eta/128 after "
                                                  f"{eta_schedule_n} epochs without improvement")
-                        break
+                        stop = True
+            if callback is not None:
+                callback(record)
+            if stop:
+                break
         return history
 
     def _diverged(self, X, Y, perm, mini_batch_size, h, epoch, start, history):

@@ -48,27 +48,34 @@ def plot_format(path):
     return suffix
 
 
-def write_learning_curves(path, epochs, test_accuracy, train_cost=None, *, title=None,
-                          cost_label="training cost"):
-    """Write the test accuracy (in %) per epoch and, if given, the training cost per epoch to
-    path (format from its suffix, PNG by default).  The figure goes to a temporary file in the
-    same directory and is then renamed onto path."""
+def write_learning_curves(path, epochs, evaluation_accuracy, evaluation_cost=None,
+                          training_accuracy=None, training_cost=None, *, evaluation_label="test",
+                          title=None):
+    """Write learning curves per epoch to path (format from its suffix, PNG by default): the
+    accuracy in % (evaluation and, if given, training) and, if given, the cost (evaluation
+    and training, network2's total_cost).  The figure goes to a temporary file in the same
+    directory and is then renamed onto path."""
     canvas_cls = require_matplotlib()
     from matplotlib.figure import Figure
 
     fmt = plot_format(path)
-    n_panels = 1 if train_cost is None else 2
+    with_cost = evaluation_cost is not None or training_cost is not None
+    n_panels = 2 if with_cost else 1
     fig = Figure(figsize=(6.4, 2.6 * n_panels + 0.6), layout="constrained")
     canvas_cls(fig)
     axes = fig.subplots(n_panels, 1, sharex=True, squeeze=False)[:, 0]
-    ax = axes[0]
-    ax.plot(epochs, test_accuracy, marker="o", markersize=3, color="C0")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    if train_cost is not None:
-        axes[1].plot(epochs, train_cost, marker="o", markersize=3, color="C1")
-        axes[1].set_ylabel(cost_label)
-        axes[1].grid(True, alpha=0.3)
+    style = dict(marker="o", markersize=3)
+    panels = [(axes[0], "accuracy (%)", evaluation_accuracy, training_accuracy)]
+    if with_cost:
+        panels.append((axes[1], "cost", evaluation_cost, training_cost))
+    for ax, ylabel, ev, tr in panels:
+        if ev is not None:
+            ax.plot(epochs, ev, color="C0", label=evaluation_label, **style)
+        if tr is not None:
+            ax.plot(epochs, tr, color="C1", label="training", **style)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
     axes[-1].set_xlabel("epoch")
     if len(epochs) <= 20:
         axes[-1].set_xticks(list(epochs))
