@@ -18,12 +18,39 @@ typedef REAL VEC __attribute__((vector_size(VB)));
 /* unaligned vector load/store (memcpy compiles to one vmovups) */
 static inline VEC F(vload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
 static inline void F(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
-static inline REAL F(hsum)(VEC v)
+/* Sum of the lanes by halving: log2(V) adds of the two halves of a vector (extracted with
+ * __builtin_shufflevector, in registers), instead of V - 1 dependent scalar adds. */
+typedef REAL F(v2) __attribute__((vector_size(2 * sizeof(REAL))));
+typedef REAL F(v4) __attribute__((vector_size(4 * sizeof(REAL))));
+typedef REAL F(v8) __attribute__((vector_size(8 * sizeof(REAL))));
+typedef REAL F(v16) __attribute__((vector_size(16 * sizeof(REAL))));
+static inline REAL F(hsum2)(F(v2) x) { return x[0] + x[1]; }
+static inline REAL F(hsum4)(F(v4) x)
 {
-    REAL s = 0;
-    for (size_t t = 0; t < V; t++) s += v[t];
-    return s;
+    return F(hsum2)(__builtin_shufflevector(x, x, 0, 1) + __builtin_shufflevector(x, x, 2, 3));
 }
+static inline REAL F(hsum8)(F(v8) x)
+{
+    return F(hsum4)(__builtin_shufflevector(x, x, 0, 1, 2, 3) + __builtin_shufflevector(x, x, 4, 5, 6, 7));
+}
+static inline REAL F(hsum16)(F(v16) x)
+{
+    return F(hsum8)(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7) +
+                    __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+#define CBP_LANES (VB / (CBP_IS_DOUBLE ? 8 : 4))
+#if CBP_LANES == 2
+#define CBP_HSUM F(hsum2)
+#elif CBP_LANES == 4
+#define CBP_HSUM F(hsum4)
+#elif CBP_LANES == 8
+#define CBP_HSUM F(hsum8)
+#else
+#define CBP_HSUM F(hsum16)
+#endif
+static inline REAL F(hsum)(VEC v) { return CBP_HSUM(v); }
+#undef CBP_HSUM
+#undef CBP_LANES
 
 /* MR x MC block of gemm_nt: out[r*ldo + c] = sum_{k<K} A[r*lda + k] B[c*ldb + k]. */
 #define CBP_DOT_BLOCK(MR, MC)                                                                \
@@ -327,10 +354,11 @@ static inline __attribute__((always_inline)) void F(times_prime)(REAL *dp, const
         size_t k = k0;
         for (; k + V <= k1; k += V)
             F(vstore)(di + k, F(vload)(di + k) * F(vactivate_prime)(F(vload)(ai + k), act));
-        for (; k < k1; k++) {
+        if (k < k1) {  /* the last few columns through the same vector f' */
             REAL buf[V] = {0};
-            buf[0] = ai[k];
-            di[k] *= F(vactivate_prime)(F(vload)(buf), act)[0];
+            for (size_t t = 0; k + t < k1; t++) buf[t] = ai[k + t];
+            const VEC pv = F(vactivate_prime)(F(vload)(buf), act);
+            for (size_t t = 0; k + t < k1; t++) di[k + t] *= pv[t];
         }
     }
 }

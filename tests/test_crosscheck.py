@@ -141,9 +141,10 @@ def test_weights_are_writable_views_of_one_buffer(dtype, batch, assert_close):
     sizes = [4, 5, 3]
     fast, ref = pair(sizes, dtype, seed=0)
     views = fast.weights + fast.biases
-    base = views[0].base
-    assert base is not None and all(v.base is base for v in views)
-    assert base.flags.c_contiguous and base.size == sum(v.size for v in views)
+    blob = fast._engine.params          # (a 64-byte-aligned slice of a larger allocation)
+    assert blob.ctypes.data % 64 == 0
+    assert all(v.base is views[0].base and np.shares_memory(v, blob) for v in views)
+    assert blob.flags.c_contiguous and blob.size == sum(v.size for v in views)
     new_w = np.random.default_rng(5).standard_normal((5, 4))
     fast.weights[0][...] = new_w
     ref.weights[0][...] = new_w
