@@ -201,6 +201,10 @@ enum {
     CBP_DECAY_SUB = 3   /* C = keep C - eta P  (the fused step with L2 weight decay) */
 };
 
+/* The register tile of a variant: NT_MC columns of gemm_nt and NN_MR rows of gemm_nn (both
+ * equal; kernels_type.h checks).  Threads split layers at its multiples (net_impl.h). */
+#define CBP_TILE(isa) ((size_t)((isa) == CBP_ISA_AVX512 ? 5 : 3))
+
 /* What run_batch (net_impl.h) does after the forward pass. */
 enum { CBP_FORWARD_ONLY = 0, CBP_GRADIENT = 1, CBP_STEP = 2 };
 

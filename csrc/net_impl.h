@@ -4,6 +4,11 @@
 
 /* ---- whole-network drivers ------------------------------------------------------------ */
 
+/* Threads split a layer's outputs at multiples of CBP_TILE(isa) (kernels.c), the variant's
+ * register tile: each thread then computes exactly the tiles one thread would, with the
+ * same instructions, so the results are bitwise the same for any thread count, whatever
+ * the compiler contracts into FMAs. */
+
 size_t F(cbp_n_params)(const F(cbp_net) *net)
 {
     size_t total = 0;
@@ -153,8 +158,8 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
         const REAL *w = net->params + F(w_offset)(net, l);  /* [n_out, n_in] */
         REAL *z = F(z_block)(net, net->z, l);               /* [m, n_out] */
         REAL *a = F(a_block)(net, l);                       /* [m, n_out] */
-        size_t j0, j1;  /* (every column takes the same arithmetic path, whatever the split) */
-        cbp_part(n_out, 4, t, T, &j0, &j1);
+        size_t j0, j1;  /* split at tile multiples: the same tiles whatever the split */
+        cbp_part(n_out, CBP_TILE(isa), t, T, &j0, &j1);
         const int whole_rows = (l == L && act_L == CBP_ACT_SOFTMAX);
         if (j0 < j1) {
             F(layer_forward)(isa, z, a, a_prev, w, w + n_out * n_in, m, n_out, n_in, j0, j1, net->act[l]);
@@ -199,7 +204,7 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
         }
         /* BP3, BP4 for layer l, accumulated or applied, on this thread's rows of w^l */
         size_t j0, j1;
-        cbp_part(n_out, 4, t, T, &j0, &j1);
+        cbp_part(n_out, CBP_TILE(isa), t, T, &j0, &j1);
         if (j0 < j1) {
             REAL *out = (op == CBP_ADD || op == CBP_SET) ? net->grads + off : net->params + off;
             F(layer_backward_params)(isa, out, out + n_out * n_in, delta, ap, m, n_out, n_in, j0,

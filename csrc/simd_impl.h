@@ -80,24 +80,32 @@ CBP_DOT_BLOCK(1, 1) CBP_DOT_BLOCK(1, 2) CBP_DOT_BLOCK(1, 3) CBP_DOT_BLOCK(1, 4)
 CBP_DOT_BLOCK(2, 1) CBP_DOT_BLOCK(2, 2) CBP_DOT_BLOCK(2, 3) CBP_DOT_BLOCK(2, 4)
 CBP_DOT_BLOCK(3, 1) CBP_DOT_BLOCK(3, 2) CBP_DOT_BLOCK(3, 3) CBP_DOT_BLOCK(3, 4)
 CBP_DOT_BLOCK(4, 1) CBP_DOT_BLOCK(4, 2) CBP_DOT_BLOCK(4, 3) CBP_DOT_BLOCK(4, 4)
+#if NT_MR > 4 || NT_MC > 4
+CBP_DOT_BLOCK(1, 5) CBP_DOT_BLOCK(2, 5) CBP_DOT_BLOCK(3, 5) CBP_DOT_BLOCK(4, 5)
+CBP_DOT_BLOCK(5, 1) CBP_DOT_BLOCK(5, 2) CBP_DOT_BLOCK(5, 3) CBP_DOT_BLOCK(5, 4) CBP_DOT_BLOCK(5, 5)
+#endif
 #undef CBP_DOT_BLOCK
 
-/* One mr x mc block (1 <= mr, mc <= 4) of gemm_nt. */
+/* One mr x mc block (1 <= mr <= NT_MR, 1 <= mc <= NT_MC) of gemm_nt. */
 static inline void F(dot_block)(size_t mr, size_t mc, REAL *out, size_t ldo, const REAL *A,
                                 size_t lda, const REAL *B, size_t ldb, size_t K)
 {
-#define CBP_CASE(R, C) case 4 * (R - 1) + (C - 1): F(dot_##R##x##C)(out, ldo, A, lda, B, ldb, K); break;
-    switch (4 * (mr - 1) + (mc - 1)) {
+#define CBP_CASE(R, C) case 8 * (R - 1) + (C - 1): F(dot_##R##x##C)(out, ldo, A, lda, B, ldb, K); break;
+    switch (8 * (mr - 1) + (mc - 1)) {
         CBP_CASE(1, 1) CBP_CASE(1, 2) CBP_CASE(1, 3) CBP_CASE(1, 4)
         CBP_CASE(2, 1) CBP_CASE(2, 2) CBP_CASE(2, 3) CBP_CASE(2, 4)
         CBP_CASE(3, 1) CBP_CASE(3, 2) CBP_CASE(3, 3) CBP_CASE(3, 4)
         CBP_CASE(4, 1) CBP_CASE(4, 2) CBP_CASE(4, 3) CBP_CASE(4, 4)
+#if NT_MR > 4 || NT_MC > 4
+        CBP_CASE(1, 5) CBP_CASE(2, 5) CBP_CASE(3, 5) CBP_CASE(4, 5)
+        CBP_CASE(5, 1) CBP_CASE(5, 2) CBP_CASE(5, 3) CBP_CASE(5, 4) CBP_CASE(5, 5)
+#endif
     }
 #undef CBP_CASE
 }
 
 /* out[M, N] = A[M, K] . B[N, K]^T (out overwritten), rows ldo, lda, ldb apart, in blocks of
- * NT_MR x NT_MC (4 x 4: 16 accumulators fit AVX-512's 32 registers; 3 x 3 for 16-register
+ * NT_MR x NT_MC (5 x 5: 25 accumulators fit AVX-512's 32 registers; 3 x 3 for 16-register
  * instruction sets) with the edges in smaller blocks. */
 static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const REAL *B,
                        size_t ldb, size_t M, size_t N, size_t K)
@@ -141,6 +149,9 @@ static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const R
     }
 CBP_AXPY_BLOCK(1, 1) CBP_AXPY_BLOCK(2, 1) CBP_AXPY_BLOCK(3, 1) CBP_AXPY_BLOCK(4, 1)
 CBP_AXPY_BLOCK(1, 4) CBP_AXPY_BLOCK(2, 4) CBP_AXPY_BLOCK(3, 4) CBP_AXPY_BLOCK(4, 4)
+#if NN_MR > 4
+CBP_AXPY_BLOCK(5, 1) CBP_AXPY_BLOCK(5, 4)
+#endif
 #undef CBP_AXPY_BLOCK
 
 /* Columns [c0, N) that do not fill a vector, for rows [0, R) of a row block. */
@@ -172,10 +183,13 @@ static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, 
         F(axpy_tail)(C, ldc, A, ars, ats, B, ldb, T, MR, c, N, op, eta, keep);               \
     }
 CBP_NN_ROWS(1) CBP_NN_ROWS(2) CBP_NN_ROWS(3) CBP_NN_ROWS(4)
+#if NN_MR > 4
+CBP_NN_ROWS(5)
+#endif
 #undef CBP_NN_ROWS
 
 /* C[R, N] (op)= A(R, T) . B[T, N], A(r, t) = A[r*ars + t*ats]; rows of B and C ldb and ldc
- * apart; rows in blocks of NN_MR (4 rows x 4 vectors = 16 accumulators on AVX-512, 3 x 4
+ * apart; rows in blocks of NN_MR (5 rows x 4 vectors = 20 accumulators on AVX-512, 3 x 4
  * elsewhere). */
 static void F(gemm_nn)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,
                        size_t ldb, size_t R, size_t N, size_t T, int op, REAL eta, REAL keep)
@@ -187,7 +201,12 @@ static void F(gemm_nn)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t at
         case 1: F(nn_rows_1)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
         case 2: F(nn_rows_2)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
         case 3: F(nn_rows_3)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
+#if NN_MR > 4
+        case 4: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
+        default: F(nn_rows_5)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
+#else
         default: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
+#endif
         }
     }
 }

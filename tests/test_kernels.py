@@ -49,6 +49,43 @@ def test_variant_matches_plain_kernels(kernels, dtype, sizes, m, batch, assert_c
         assert_close(a, d, dtype, "parameters after one step")
 
 
+CHAPTER3 = [  # (sizes, activations, cost): every layer kind and cost through every variant
+    ([17, 33, 9, 5], ["tanh", "relu", "sigmoid"], "cross-entropy"),
+    ([31, 16, 7], ["identity", "softmax"], "log-likelihood"),
+    ([20, 65, 10], ["relu", "softmax"], "quadratic"),
+    ([9, 5, 3], ["tanh", "tanh"], "quadratic"),
+    ([5, 3, 1], ["sigmoid", "identity"], "quadratic"),
+]
+
+
+@pytest.mark.parametrize("kernels", FAST)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("sizes, activations, cost", CHAPTER3, ids=str)
+@pytest.mark.parametrize("m", [1, 6, 17])
+def test_variant_matches_plain_kernels_chapter3(kernels, dtype, sizes, activations, cost, m, assert_close):
+    def make(k):
+        net = cbackprop.Network(sizes, activations=activations, cost=cost, dtype=dtype, seed=4)
+        net._engine.kernels = k
+        return net
+    fast, oracle = make(kernels), make("plain")
+    rng = np.random.default_rng(m)
+    X = rng.standard_normal((m, sizes[0]))
+    Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], m)]
+    assert_close(fast.feedforward(X), oracle.feedforward(X), dtype, "feedforward")
+    for a, d in zip(sum(fast.backprop(X, Y), []), sum(oracle.backprop(X, Y), [])):
+        assert_close(a, d, dtype, "gradient")
+    # fused L2 step, then momentum steps (gradient blob + velocity), then accumulation
+    for kw in (dict(lmbda=3.0, n=50), dict(mu=0.6), dict(mu=0.6, lmbda=1.0, n=40)):
+        fast.update_mini_batch(X, Y, 0.2, **kw)
+        oracle.update_mini_batch(X, Y, 0.2, **kw)
+    fast.accumulate_gradient(X, Y)
+    oracle.accumulate_gradient(X, Y)
+    fast.apply_gradient(0.1)
+    oracle.apply_gradient(0.1)
+    for a, d in zip(fast.weights + fast.biases, oracle.weights + oracle.biases):
+        assert_close(a, d, dtype, "parameters after the steps")
+
+
 @pytest.mark.parametrize("kernels", _core.kernels_supported())
 def test_every_variant_runs_the_sgd_epoch_driver(kernels, assert_params_close):
     sizes = [23, 19, 5]
