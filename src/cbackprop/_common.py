@@ -479,6 +479,8 @@ class NetworkBase:
         a Trace with lists z, a (a^0 = X first), delta, nabla_b, nabla_w and the cost."""
         X2, Y2, _ = self._xy(X, Y)
         z, a, delta, nabla_b, nabla_w = self._trace(X2, Y2)
+        if np.may_share_memory(a[0], X):
+            a = [a[0].copy()] + a[1:]        # never hand back the caller's own array
         cost = cost_sum(self.cost_name, a[-1], Y2) / X2.shape[0]
         return Trace(z, a, delta, nabla_b, nabla_w, cost)
 
@@ -694,6 +696,11 @@ class NetworkBase:
                 if monitor_evaluation_accuracy or early_stopping_n or eta_schedule_n:
                     eval_acc = self._evaluate(Xe, le) / Xe.shape[0]
                     record["evaluation_accuracy"] = eval_acc
+            elif evaluation is not None:      # no evaluation samples: nothing to measure
+                if monitor_evaluation_cost:
+                    record["evaluation_cost"] = float("nan")
+                if monitor_evaluation_accuracy:
+                    record["evaluation_accuracy"] = float("nan")
             history.append(record)
             stop = False
             if eval_acc is not None:

@@ -103,7 +103,8 @@ class Network(NetworkBase):
         v <- mu v - eta nabla - (eta lmbda / n) w, w <- w + v (biases: no decay term)."""
         # Fast path for the common case (contiguous arrays of the network's dtype, a float
         # eta, no decay or momentum); anything else goes through the general checks.
-        if lmbda or mu or n is not None or not self._engine.try_step(X, Y, eta):
+        if (type(lmbda) is not float or lmbda != 0.0 or type(mu) is not float or mu != 0.0
+                or n is not None or not self._engine.try_step(X, Y, eta)):
             super().update_mini_batch(X, Y, eta, lmbda=lmbda, n=n, mu=mu)
 
     def _rows(self, X, name="X", **kw):

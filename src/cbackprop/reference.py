@@ -150,11 +150,16 @@ class Network(NetworkBase):
             aL, y1 = activations[-1].ravel(), y.ravel()
             fprime = self._fs[-1][1]
             Sigma_L = softmax_jacobian(aL) if fprime is None else np.diag(fprime(zs[-1]).ravel())
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 g = self._grad_a(aL, y1)
-            if self.cost_name == "log-likelihood":  # -y/a: y_j = 0 terms are 0 even when a_j = 0
-                g = np.where(y1 != 0, g, 0.0)
-            delta = Sigma_L @ g.reshape(-1, 1)
+                if self.cost_name == "log-likelihood":  # -y/a: y_j = 0 terms are 0 even when a_j = 0
+                    g = np.where(y1 != 0, g, 0.0)
+                delta = Sigma_L @ g.reshape(-1, 1)
+            if not np.isfinite(delta).all():
+                # A saturated output (a = 0 or 1) makes grad_a C infinite where Sigma' is 0:
+                # the literal product is 0 * inf.  Its limit is the cost's own delta^L (eqs.
+                # (66) and (81)), which the other two forms compute directly.
+                delta = self._output_delta(zs[-1].T, activations[-1].T, y.reshape(1, -1)).T
             for l in range(1, self.num_layers):
                 if l > 1:
                     Sigma = np.diag(self._fs[-l][1](zs[-l]).ravel())
