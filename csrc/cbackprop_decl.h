@@ -122,10 +122,10 @@ void F(cbp_net_backprop)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
 void F(cbp_net_apply_gradient)(const F(cbp_net) *net, F(cbp_hyper) h);
 
 /* One mini-batch step (network.py's / network2.py's update_mini_batch) with the gradient
- * averaged over the m rows.  Without momentum the update is folded into BP3/BP4 (for
- * l = L..1: BP2 for delta^{l-1} from the old w^l, then w^l <- keep w^l - eta nabla_w^l,
- * no gradient stored; grads hold no meaningful value afterwards).  With momentum the
- * gradient goes to net->grads first, then the velocity update.  Overwrites the workspace. */
+ * averaged over the m rows, the update folded into BP3/BP4: for l = L..1, BP2 for
+ * delta^{l-1} from the old w^l, then the update of h on w^l, b^l (and the velocity), no
+ * gradient stored (the plain variant uses grads as scratch: no meaningful value after).
+ * Overwrites the workspace. */
 void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m,
                          F(cbp_hyper) h);
 

@@ -198,7 +198,8 @@ enum {
     CBP_SET = 0,        /* C = P */
     CBP_ADD = 1,        /* C += P */
     CBP_SUB_SCALED = 2, /* C -= eta P  (the fused SGD step) */
-    CBP_DECAY_SUB = 3   /* C = keep C - eta P  (the fused step with L2 weight decay) */
+    CBP_DECAY_SUB = 3,  /* C = keep C - eta P  (the fused step with L2 weight decay) */
+    CBP_MOMENTUM = 4    /* V = mu V - eta P - decay C, C += V  (the fused momentum step) */
 };
 
 /* The register tile of a variant: NT_MC columns of gemm_nt and NN_MR rows of gemm_nn (both

@@ -70,17 +70,17 @@ static void F(layer_backward_delta)(int isa, REAL *delta_prev, const REAL *delta
 }
 
 /* rows [j0, j1) of BP3/BP4: op CBP_SET / CBP_ADD writes / accumulates nabla_w = delta^T a_prev
- * and nabla_b = sum delta into (out_w, out_b); op CBP_SUB_SCALED / CBP_DECAY_SUB applies the
- * same product as w <- keep w - eta (.), b <- b - eta (.) to (out_w, out_b) = (w, b): the
- * fused step.  The plain variant does the step as gradient (into scratch, the gradient
- * blob) then update. */
+ * and nabla_b = sum delta into (out_w, out_b); ops CBP_SUB_SCALED, CBP_DECAY_SUB and
+ * CBP_MOMENTUM apply the same product as the update of h to (out_w, out_b) = (w, b) (with
+ * the velocity vel_w, vel_b): the fused step.  The plain variant does the step as gradient
+ * (into scratch, the gradient blob) then update. */
 static void F(layer_backward_params)(int isa, REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                     size_t j0, size_t j1, int op, REAL eta, REAL keep,
-                                     REAL *scratch_w, REAL *scratch_b)
+                                     size_t j0, size_t j1, int op, const F(cbp_hyper) *h,
+                                     REAL *vel_w, REAL *vel_b, REAL *scratch_w, REAL *scratch_b)
 {
     if (isa != CBP_ISA_PLAIN) {
-        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, op, eta, keep))
+        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, op, h, vel_w, vel_b))
         return;
     }
     if (op == CBP_ADD) {
@@ -96,8 +96,13 @@ static void F(layer_backward_params)(int isa, REAL *out_w, REAL *out_b, const RE
     memset(scratch_w, 0, n_out * n_in * sizeof(REAL));
     memset(scratch_b, 0, n_out * sizeof(REAL));
     F(cbp_dense_backward_params)(scratch_w, scratch_b, delta, a_prev, m, n_out, n_in);
-    F(cbp_sgd_update)(out_w, scratch_w, n_out * n_in, eta, op == CBP_DECAY_SUB ? keep : (REAL)1);
-    F(cbp_sgd_update)(out_b, scratch_b, n_out, eta, (REAL)1);
+    if (op == CBP_MOMENTUM) {
+        F(cbp_momentum_update)(out_w, vel_w, scratch_w, n_out * n_in, h->eta, h->decay, h->mu);
+        F(cbp_momentum_update)(out_b, vel_b, scratch_b, n_out, h->eta, (REAL)0, h->mu);
+        return;
+    }
+    F(cbp_sgd_update)(out_w, scratch_w, n_out * n_in, h->eta, op == CBP_DECAY_SUB ? h->keep : (REAL)1);
+    F(cbp_sgd_update)(out_b, scratch_b, n_out, h->eta, (REAL)1);
 }
 
 #undef CBP_RESULT
@@ -143,9 +148,9 @@ static void F(apply_update)(const F(cbp_net) *net, const F(cbp_hyper) *h, int t,
  *   mode CBP_FORWARD_ONLY: z^l, a^l for l = 1..L.
  *   mode CBP_GRADIENT: then BP1 (with the cost's scale), and for l = L..1 BP2 for
  *     delta^{l-1} and BP3/BP4 of layer l accumulated into the gradient blob (op CBP_ADD).
- *   mode CBP_STEP: the gradient averaged over the m rows; without momentum, the update of
- *     h folded into BP3/BP4 (BP2 reads all of w^l first, so a barrier follows it before
- *     w^l changes); with momentum, the gradient into the blob (CBP_SET), then the update. */
+ *   mode CBP_STEP: the gradient averaged over the m rows, the update of h (plain, L2
+ *     decay or momentum) folded into BP3/BP4 (BP2 reads all of w^l first, so a barrier
+ *     follows it before w^l changes). */
 static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m, int mode,
                          REAL scale, const F(cbp_hyper) *h, int t, int T, cbp_barrier *bar)
 {
@@ -185,8 +190,7 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
     if (mode == CBP_FORWARD_ONLY) return;
     int op = CBP_ADD;
     if (mode == CBP_STEP)
-        op = (h->mu != 0) ? CBP_SET : (h->keep != (REAL)1) ? CBP_DECAY_SUB : CBP_SUB_SCALED;
-    const REAL eta = (mode == CBP_STEP) ? h->eta : 0, keep = (mode == CBP_STEP) ? h->keep : 1;
+        op = (h->mu != 0) ? CBP_MOMENTUM : (h->keep != (REAL)1) ? CBP_DECAY_SUB : CBP_SUB_SCALED;
     for (size_t l = L; l >= 1; l--) {
         const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1];
         const size_t off = F(w_offset)(net, l);
@@ -206,18 +210,15 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
         size_t j0, j1;
         cbp_part(n_out, CBP_TILE(isa), t, T, &j0, &j1);
         if (j0 < j1) {
-            REAL *out = (op == CBP_ADD || op == CBP_SET) ? net->grads + off : net->params + off;
+            REAL *out = (op == CBP_ADD) ? net->grads + off : net->params + off;
+            REAL *vel = (op == CBP_MOMENTUM) ? net->velocity + off : NULL;
             F(layer_backward_params)(isa, out, out + n_out * n_in, delta, ap, m, n_out, n_in, j0,
-                                     j1, op, eta, keep, net->grads + off,
-                                     net->grads + off + n_out * n_in);
+                                     j1, op, h, vel, vel ? vel + n_out * n_in : NULL,
+                                     net->grads + off, net->grads + off + n_out * n_in);
         }
         if (l == 1) break;                                  /* no delta for the input layer */
     }
     cbp_barrier_wait(bar, T);                               /* parameters (or gradient) complete */
-    if (op == CBP_SET) {                                    /* momentum: the update, then done */
-        F(apply_update)(net, h, t, T);
-        cbp_barrier_wait(bar, T);
-    }
 }
 
 void F(cbp_net_forward)(const F(cbp_net) *net, const REAL *x, size_t m)

@@ -13,6 +13,7 @@
 #define F(name) CBP_CAT(CBP_CAT(name, SUF), ISA)
 #define V ((size_t)(VB / sizeof(REAL)))
 #define VEC F(vec)
+#define HYPER CBP_CAT(cbp_hyper, SUF)
 typedef REAL VEC __attribute__((vector_size(VB)));
 
 /* unaligned vector load/store (memcpy compiles to one vmovups) */
@@ -125,8 +126,11 @@ static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const R
 #define CBP_AXPY_BLOCK(MR, NV)                                                               \
     static inline __attribute__((always_inline)) void F(axpy_##MR##x##NV)(                 \
         REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,           \
-        size_t ldb, size_t T, int op, REAL eta, REAL keep)                                   \
+        size_t ldb, size_t T, int op, const HYPER *h, REAL *vel)                             \
     {                                                                                        \
+        /* (copied: stores through C could alias *h as far as the compiler knows) */         \
+        const REAL eta = h ? h->eta : 0, keep = h ? h->keep : 1;                             \
+        const REAL decay = h ? h->decay : 0, mu = h ? h->mu : 0;                             \
         VEC acc[MR][NV];                                                                     \
         for (int r = 0; r < MR; r++)                                                         \
             for (int c = 0; c < NV; c++) acc[r][c] = (VEC){0};                               \
@@ -144,7 +148,15 @@ static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const R
                 if (op == CBP_SET) F(vstore)(p, acc[r][c]);                                  \
                 else if (op == CBP_ADD) F(vstore)(p, F(vload)(p) + acc[r][c]);               \
                 else if (op == CBP_SUB_SCALED) F(vstore)(p, F(vload)(p) - eta * acc[r][c]);  \
-                else F(vstore)(p, keep * F(vload)(p) - eta * acc[r][c]);                     \
+                else if (op == CBP_DECAY_SUB)                                                \
+                    F(vstore)(p, keep * F(vload)(p) - eta * acc[r][c]);                      \
+                else { /* CBP_MOMENTUM: v = mu v - eta P - decay w, w += v */                \
+                    REAL *q = vel + r * ldc + c * V;                                         \
+                    const VEC w = F(vload)(p);                                               \
+                    const VEC v = mu * F(vload)(q) - eta * acc[r][c] - decay * w;            \
+                    F(vstore)(q, v);                                                         \
+                    F(vstore)(p, w + v);                                                     \
+                }                                                                            \
             }                                                                                \
     }
 CBP_AXPY_BLOCK(1, 1) CBP_AXPY_BLOCK(2, 1) CBP_AXPY_BLOCK(3, 1) CBP_AXPY_BLOCK(4, 1)
@@ -157,7 +169,7 @@ CBP_AXPY_BLOCK(5, 1) CBP_AXPY_BLOCK(5, 4)
 /* Columns [c0, N) that do not fill a vector, for rows [0, R) of a row block. */
 static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,
                                 const REAL *B, size_t ldb, size_t T, size_t R, size_t c0,
-                                size_t N, int op, REAL eta, REAL keep)
+                                size_t N, int op, const HYPER *h, REAL *vel)
 {
     for (size_t r = 0; r < R; r++)
         for (size_t c = c0; c < N; c++) {
@@ -166,21 +178,26 @@ static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, 
             REAL *p = C + r * ldc + c;
             if (op == CBP_SET) *p = s;
             else if (op == CBP_ADD) *p += s;
-            else if (op == CBP_SUB_SCALED) *p -= eta * s;
-            else *p = keep * *p - eta * s;
+            else if (op == CBP_SUB_SCALED) *p -= h->eta * s;
+            else if (op == CBP_DECAY_SUB) *p = h->keep * *p - h->eta * s;
+            else {
+                REAL *q = vel + r * ldc + c;
+                *q = h->mu * *q - h->eta * s - h->decay * *p;
+                *p += *q;
+            }
         }
 }
 
 /* Rows [0, mr) (mr <= 4) of gemm_nn: 4-vector column blocks, single vectors, scalar tail. */
 #define CBP_NN_ROWS(MR)                                                                      \
     static void F(nn_rows_##MR)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,  \
-                                const REAL *B, size_t ldb, size_t N, size_t T, int op, REAL eta, \
-                                REAL keep)                                                   \
+                                const REAL *B, size_t ldb, size_t N, size_t T, int op,       \
+                                const HYPER *h, REAL *vel)                                   \
     {                                                                                        \
         size_t c = 0;                                                                        \
-        for (; c + 4 * V <= N; c += 4 * V) F(axpy_##MR##x4)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, eta, keep); \
-        for (; c + V <= N; c += V) F(axpy_##MR##x1)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, eta, keep); \
-        F(axpy_tail)(C, ldc, A, ars, ats, B, ldb, T, MR, c, N, op, eta, keep);               \
+        for (; c + 4 * V <= N; c += 4 * V) F(axpy_##MR##x4)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, h, vel ? vel + c : NULL); \
+        for (; c + V <= N; c += V) F(axpy_##MR##x1)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, h, vel ? vel + c : NULL); \
+        F(axpy_tail)(C, ldc, A, ars, ats, B, ldb, T, MR, c, N, op, h, vel);                  \
     }
 CBP_NN_ROWS(1) CBP_NN_ROWS(2) CBP_NN_ROWS(3) CBP_NN_ROWS(4)
 #if NN_MR > 4
@@ -192,20 +209,21 @@ CBP_NN_ROWS(5)
  * apart; rows in blocks of NN_MR (5 rows x 4 vectors = 20 accumulators on AVX-512, 3 x 4
  * elsewhere). */
 static void F(gemm_nn)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,
-                       size_t ldb, size_t R, size_t N, size_t T, int op, REAL eta, REAL keep)
+                       size_t ldb, size_t R, size_t N, size_t T, int op, const HYPER *h, REAL *vel)
 {
     for (size_t r = 0; r < R; r += NN_MR) {
         const REAL *Ar = A + r * ars;
         REAL *Cr = C + r * ldc;
+        REAL *vr = vel ? vel + r * ldc : NULL;              /* velocity, laid out as C */
         switch ((R - r < NN_MR) ? R - r : NN_MR) {
-        case 1: F(nn_rows_1)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
-        case 2: F(nn_rows_2)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
-        case 3: F(nn_rows_3)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
+        case 1: F(nn_rows_1)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
+        case 2: F(nn_rows_2)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
+        case 3: F(nn_rows_3)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
 #if NN_MR > 4
-        case 4: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
-        default: F(nn_rows_5)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
+        case 4: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
+        default: F(nn_rows_5)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
 #else
-        default: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, eta, keep); break;
+        default: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
 #endif
         }
     }
@@ -389,7 +407,7 @@ static void F(dense_backward_delta)(REAL *delta_prev, const REAL *delta, const R
                                     const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
                                     size_t k0, size_t k1, int act)
 {
-    F(gemm_nn)(delta_prev + k0, n_in, delta, n_out, 1, w + k0, n_in, m, k1 - k0, n_out, CBP_SET, 0, 1);
+    F(gemm_nn)(delta_prev + k0, n_in, delta, n_out, 1, w + k0, n_in, m, k1 - k0, n_out, CBP_SET, NULL, NULL);
     switch (act) {
     case CBP_ACT_SIGMOID: F(times_prime)(delta_prev, a_prev, m, n_in, k0, k1, CBP_ACT_SIGMOID); break;
     case CBP_ACT_TANH: F(times_prime)(delta_prev, a_prev, m, n_in, k0, k1, CBP_ACT_TANH); break;
@@ -402,19 +420,26 @@ static void F(dense_backward_delta)(REAL *delta_prev, const REAL *delta, const R
  *   CBP_SET / CBP_ADD: nabla_w[j] (+)= delta[:, j]^T . a_prev, nabla_b[j] (+)= sum_i delta[i, j]
  *   CBP_SUB_SCALED:    w[j] -= eta delta[:, j]^T . a_prev,     b[j] -= eta sum_i delta[i, j]
  *   CBP_DECAY_SUB:     w[j] = keep w[j] - eta delta[:, j]^T . a_prev, b[j] as above
- *                      (the fused SGD step: the outputs are w and b, no gradient is stored).
+ *   CBP_MOMENTUM:      v = mu v - eta (.) - decay w, w += v  (biases: no decay term)
+ * (the fused SGD steps: the outputs are w and b, no gradient is stored; h holds eta,
+ * keep, decay, mu; vel_w, vel_b the velocity of w and b for CBP_MOMENTUM, else NULL).
  * out_w: [n_out, n_in]; out_b: [n_out]; delta: [m, n_out]; a_prev: [m, n_in]. */
 static void F(dense_backward_params)(REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                     size_t j0, size_t j1, int op, REAL eta, REAL keep)
+                                     size_t j0, size_t j1, int op, const HYPER *h, REAL *vel_w,
+                                     REAL *vel_b)
 {
-    F(gemm_nn)(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m, op, eta, keep);
+    F(gemm_nn)(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m, op, h,
+               vel_w ? vel_w + j0 * n_in : NULL);
     for (size_t j = j0; j < j1; j++) {
         REAL s = 0;
         for (size_t i = 0; i < m; i++) s += delta[i * n_out + j];
         if (op == CBP_ADD) out_b[j] += s;
         else if (op == CBP_SET) out_b[j] = s;
-        else out_b[j] -= eta * s;
+        else if (op == CBP_MOMENTUM) {
+            vel_b[j] = h->mu * vel_b[j] - h->eta * s;
+            out_b[j] += vel_b[j];
+        } else out_b[j] -= h->eta * s;
     }
 }
 
@@ -436,6 +461,7 @@ static REAL F(fma_loop)(size_t iters)
 }
 
 #undef VECI
+#undef HYPER
 #undef VEC
 #undef V
 #undef F

@@ -112,7 +112,9 @@ def test_environment_selects_kernels():
 @pytest.mark.parametrize("sizes, n, mbs", [([784, 30, 10], 203, 10), ([5, 3, 2], 50, 7),
                                            ([40, 70, 33, 17, 1], 77, 16), ([9, 130, 4], 64, 64)],
                          ids=str)
-def test_sgd_epoch_is_bitwise_the_same_on_any_number_of_threads(kernels, dtype, sizes, n, mbs):
+@pytest.mark.parametrize("step", [{}, dict(lmbda=0.5), dict(mu=0.3), dict(lmbda=0.5, mu=0.3)],
+                         ids=["plain", "L2", "momentum", "L2+momentum"])
+def test_sgd_epoch_is_bitwise_the_same_on_any_number_of_threads(kernels, dtype, sizes, n, mbs, step):
     rng = np.random.default_rng(5)
     X, Y = rng.random((n, sizes[0])), rng.random((n, sizes[-1]))
     results = []
@@ -120,7 +122,7 @@ def test_sgd_epoch_is_bitwise_the_same_on_any_number_of_threads(kernels, dtype, 
         net = cbackprop.Network(sizes, dtype=dtype, seed=2)
         net._engine.kernels = kernels
         net.num_threads = threads
-        net.sgd(X, Y, 2, mbs, 1.5)
+        net.sgd(X, Y, 2, mbs, 1.5, **step)
         results.append(net.weights + net.biases)
     for other in results[1:]:
         for a, b in zip(results[0], other):
