@@ -12,6 +12,7 @@ def atomic_path(path, suffix=".tmp"):
     ends without an exception, the file is synced to disk, given the permissions a new file
     would get (mkstemp makes it 0600) and renamed onto path (os.replace, atomic), so an
     existing file at path is replaced whole or not at all; otherwise it is removed."""
+    path = os.fsdecode(os.fspath(path))           # str, bytes or os.PathLike
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=suffix)
     os.close(fd)

@@ -91,6 +91,7 @@ def check_activations(activations, n_layers):
     for i, name in enumerate(names):
         if not isinstance(name, str):
             raise TypeError(f"activations[{i}] must be a name from {ACTIVATIONS}, got {_short(name)}")
+        names[i] = name = str(name)                       # (np.str_ -> str)
         if name not in ACTIVATIONS:
             raise ValueError(f"activations[{i}] must be one of {ACTIVATIONS}, got {name!r}")
         if name == "softmax" and i != n_layers - 1:
@@ -152,13 +153,13 @@ def check_hyper(eta, lmbda, n, mu, dtype):
     eta = check_eta(eta, dtype)
     lmbda = check_nonneg(lmbda, "lmbda")
     mu = check_nonneg(mu, "mu", upper=1.0)
-    if lmbda:
-        if n is None:
-            raise ValueError("n (the training-set size) is required when lmbda > 0: the weight decay is "
-                             "1 - eta * lmbda / n, as in network2.py")
+    if lmbda and n is None:
+        raise ValueError("n (the training-set size) is required when lmbda > 0: the weight decay is "
+                         "1 - eta * lmbda / n, as in network2.py")
+    if n is not None:
         n = check_int(n, "n", 1)
-    elif n is not None:
-        n = check_int(n, "n", 1)
+        if n > 2**63:
+            raise ValueError(f"n (the training-set size) must be at most 2**63, got {_short(n)}")
     h = hyper(eta, lmbda, n, mu)
     if not h[1] > 0:
         raise ValueError(f"eta * lmbda / n must be < 1 so that the weight decay factor 1 - eta * lmbda / n "
@@ -322,12 +323,14 @@ def cost_sum(cost, A, Y):
     if cost == "quadratic":
         d = Y - A
         return float(0.5 * np.einsum("ij,ij->", d, d))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if cost == "cross-entropy":
             t = np.where(Y != 0, Y * np.log(A), 0.0) + np.where(Y != 1, (1 - Y) * np.log1p(-A), 0.0)
         else:
             t = np.where(Y != 0, Y * np.log(A), 0.0)
-    return float(-t.sum())
+        # (targets outside [0, 1] can meet a saturated output as inf - inf: the cost is then
+        # undefined and the result NaN, without a warning, as the C path's other results)
+        return float(-t.sum())
 
 
 class Trace:

@@ -68,9 +68,12 @@ class Network(NetworkBase):
 
     # ---- feedforward, eq. (25): a^l = f(w^l a^{l-1} + b^l), rows as samples ---------------
     def _forward(self, X):
+        # Overflow to inf (relu/identity layers, huge inputs) is not warned about: the
+        # values say it, as the C path's do.
         a = X
-        for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
-            a = f(a @ w.T + b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
+                a = f(a @ w.T + b)
         return a
 
     # ---- BP1 for each cost ------------------------------------------------------------------
