@@ -37,3 +37,24 @@ def test_a_speedup_falling_past_the_margin_fails(bench):
 def test_a_missing_config_fails(bench):
     _, ok = bench.compare_results(result(N1=5.0, N3=2.5), result(N1=5.0), margin=0.25)
     assert not ok
+
+
+def _run(script, *args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, str(BENCH.parent / script), *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_benchmarks_run_end_to_end(tmp_path):
+    """The harnesses themselves (a smoke run: 5,000 samples, one timed epoch), so that an API
+    change that breaks them fails here rather than in a contributor's benchmark run."""
+    out = tmp_path / "b.json"
+    proc = _run("bench.py", "--quick", "--dtype", "float32", "--configs", "N1", "--no-torch",
+                "--repeats", "1", "--impls", "cbackprop,reference", "--settle", "0", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "speed-up over numpy" in proc.stdout and out.exists()
+    proc = _run("bench_options.py", "--quick", "--dtype", "float64", "--configs", "N1", "--variants",
+                "default,mu=0.5,softmax+log-lik", "--repeats", "1", "--settle", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "mu=0.5" in proc.stdout and "every network's parameters stayed finite" in proc.stdout
