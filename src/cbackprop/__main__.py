@@ -42,6 +42,7 @@ on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -274,8 +275,19 @@ def train(args, parser):
         parser.error(f"argument --data: need at least one training and one {split} image, got "
                      f"{x_train.shape[0]} and {x_eval.shape[0]}")
 
+    from . import distributed
     from .network import Network
 
+    # Under `mpiexec -n 2` or more: data-parallel training (cbackprop.distributed, the same
+    # result as one process); every rank runs this with the same arguments and takes its
+    # rows of the training and evaluation sets; rank 0 prints, saves and plots.
+    dist = distributed.is_distributed()
+    rank, size = distributed.world() if dist else (0, 1)
+    n_train = x_train.shape[0]
+    n_eval = x_eval.shape[0]
+    if dist:
+        x_train, y_train = distributed.take_shard(x_train, y_train)
+        x_eval, y_eval = distributed.take_shard(x_eval, y_eval)
     dtype = np.dtype(args.dtype)
     kwargs = _network_kwargs(args)
     try:
@@ -290,23 +302,23 @@ def train(args, parser):
     X = np.ascontiguousarray(x_train, dtype=dtype)  # converted once, not once per epoch
     Y = datasets.one_hot(y_train, N_OUT, dtype=dtype)
     Xe = np.ascontiguousarray(x_eval, dtype=dtype)
-    n_eval = Xe.shape[0]
     width = len(str(args.epochs))
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    quiet = args.quiet or rank != 0
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
     options = "".join(f", {name} {value}" for name, value in (
         ("activations", ",".join(args.activations)), ("cost", args.cost), ("init", args.init),
         ("lmbda", args.lmbda), ("mu", args.mu)) if value not in (("sigmoid",), "sigmoid", "quadratic", "large", 0.0))
-    say(f"training {args.sizes} ({args.dtype}, seed {args.seed}{options}) on {X.shape[0]} images, "
+    say(f"training {args.sizes} ({args.dtype}, seed {args.seed}{options}) on {n_train} images, "
         f"evaluating on {n_eval} {split} images ({source}); epochs {args.epochs}, mini-batch "
-        f"{args.mini_batch_size}, eta {args.eta:g}")
+        f"{args.mini_batch_size}, eta {args.eta:g}" + (f"; {size} MPI ranks" if dist else ""))
     plot = args.plot is not None
     curves = {k: [] for k in ("epoch", "evaluation_accuracy", "evaluation_cost", "training_accuracy",
                               "training_cost")}
     best = [None]  # (correct, epoch)
     last = [None]
     start = time.perf_counter()
-    with EpochProgress(args.epochs, quiet=args.quiet) as progress:
+    with EpochProgress(args.epochs, quiet=quiet) as progress:
         def report(rec):
             epoch = rec["epoch"]
             correct = round(rec["evaluation_accuracy"] * n_eval)
@@ -326,8 +338,10 @@ def train(args, parser):
             if "stop_reason" in rec:
                 say(f"stopped: {rec['stop_reason']}")
 
+        # distributed.sgd(net, ...) takes net.sgd's arguments; X, Y, Xe are this rank's rows
+        sgd = functools.partial(distributed.sgd, net) if dist else net.sgd
         try:
-            net.sgd(X, Y, args.epochs, args.mini_batch_size, args.eta, lmbda=args.lmbda, mu=args.mu,
+            sgd(X, Y, args.epochs, args.mini_batch_size, args.eta, lmbda=args.lmbda, mu=args.mu,
                     evaluation_data=(Xe, y_eval), monitor_evaluation_accuracy=True,
                     monitor_evaluation_cost=plot, monitor_training_cost=plot, monitor_training_accuracy=plot,
                     early_stopping_n=args.early_stopping, eta_schedule_n=args.eta_schedule, callback=report)
@@ -337,6 +351,8 @@ def train(args, parser):
             print(f"cbackprop: error: {exc}", file=sys.stderr)
             return 1
     total = time.perf_counter() - start
+    if rank != 0:  # every rank has the same parameters: rank 0 reports, saves and plots
+        return 0
     (bc, be), (lc, le) = best[0], last[0]
     print(f"best {split} accuracy {_percent(bc, n_eval)} at epoch {be}/{args.epochs}; "
           f"final {100.0 * lc / n_eval:.2f}%; total {total:.2f} s", flush=True)
@@ -374,7 +390,9 @@ def main(argv=None) -> int:
     try:
         args = parser.parse_args(_with_default_command(argv))
         if args.command == "train":
-            return train(args, train_parser)
+            # under mpiexec, a failure on one rank only ends every rank (MPI_Abort), not a hang
+            from .distributed import call_or_abort
+            return call_or_abort(train, args, train_parser)
         parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     except SystemExit as exc:  # argparse errors (2), --help / --version (0)
         code = exc.code
