@@ -59,6 +59,7 @@ typedef struct {
     atomic_uint count;
     atomic_uint generation;
     atomic_uint slow;
+    double slow_wait;     /* seconds: a longer wait is slow */
 } cbp_barrier;
 
 typedef struct {
@@ -108,7 +109,7 @@ static void cbp_barrier_wait(cbp_barrier *b, int T)
          * CBP_SLOW_WAIT seconds, far longer than one phase's imbalance: the partner has
          * most likely lost its core. */
         if (since == 0) since = cbp_now();
-        else if (!counted && cbp_now() - since > CBP_SLOW_WAIT) {
+        else if (!counted && cbp_now() - since > b->slow_wait) {
             atomic_fetch_add_explicit(&b->slow, 1, memory_order_relaxed);
             counted = 1;
         }
@@ -150,11 +151,14 @@ static void *cbp_thread_main(void *p)
 /* Run fn(job, t) on threads t = 0..T-1 (the caller is t = 0) and wait for all.  Threads are
  * created per call (an epoch: microseconds against milliseconds of work).  If one cannot be
  * created, the team is smaller; if the new threads have not all started within
- * CBP_START_WAIT seconds (a busy machine can keep a new thread off a core for a hundred
+ * start_wait seconds (CBP_START_WAIT when 0) (a busy machine can keep a new thread off a core for a hundred
  * milliseconds), the caller runs the job alone and the late threads leave when they start.
  * Never wrong, only slower.  team->n_threads is the size that ran. */
-static void cbp_team_run(cbp_team *team, int T, cbp_task fn, void *job)
+static void cbp_team_run(cbp_team *team, int T, cbp_task fn, void *job, double start_wait,
+                         double slow_wait)
 {
+    team->barrier.slow_wait = slow_wait > 0 ? slow_wait : CBP_SLOW_WAIT;
+    if (start_wait <= 0) start_wait = CBP_START_WAIT;
     if (T < 1) T = 1;
     if (T > CBP_MAX_THREADS) T = CBP_MAX_THREADS;
     atomic_store(&team->barrier.count, 0);
@@ -176,7 +180,7 @@ static void cbp_team_run(cbp_team *team, int T, cbp_task fn, void *job)
     if (started > 1) {
         const double t0 = cbp_now();
         while (atomic_load_explicit(&team->checked_in, memory_order_acquire) < started - 1) {
-            if (cbp_now() - t0 > CBP_START_WAIT) {
+            if (cbp_now() - t0 > start_wait) {
                 all_in = 0;
                 break;
             }

@@ -1,6 +1,7 @@
 /* The plain layer kernels for one floating type: straightforward loops, the oracle every
  * SIMD variant is tested against and the fallback on any CPU.  Included by kernels.c with
- * REAL, SUF and EXP (exp or expf) defined.  Formulas and shapes: cbackprop_decl.h. */
+ * REAL, SUF, EXP (exp or expf) and TANH (tanh or tanhf) defined.  Formulas and shapes:
+ * cbackprop_decl.h. */
 #define F(name) CBP_CAT(name, SUF)
 
 /* sigma(z) = 1 / (1 + exp(-z)); for z << 0 exp overflows to inf and sigma is exactly 0. */

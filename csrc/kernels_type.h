@@ -1,7 +1,7 @@
-/* Every kernel for one floating type (REAL, SUF, EXP defined by kernels.c).  Each SIMD
- * variant defines simd_impl.h's parameters (ISA name, VB vector bytes, NT_MR x NT_MC and
- * NN_MR block sizes); simd_impl.h undefines them again.  NT_MC and NN_MR must equal
- * CBP_TILE(isa) in net_impl.h (threads split layers at multiples of it). */
+/* Every kernel for one floating type (REAL, SUF, EXP, TANH and CBP_IS_DOUBLE defined by
+ * kernels.c).  Each SIMD variant defines simd_impl.h's parameters (ISA name, VB vector
+ * bytes, NT_MR x NT_MC and NN_MR block sizes); simd_impl.h undefines them again.  NT_MC and
+ * NN_MR must equal CBP_TILE(isa) in kernels.c (threads split layers at multiples of it). */
 #include "kernels_plain.h"
 
 #define ISA generic

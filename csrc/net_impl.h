@@ -69,8 +69,8 @@ static void F(layer_backward_delta)(int isa, REAL *delta_prev, const REAL *delta
     else { CBP_DISPATCH(isa, dense_backward_delta, (delta_prev, delta, w, a_prev, m, n_out, n_in, k0, k1, act)) }
 }
 
-/* rows [j0, j1) of BP3/BP4: op CBP_SET / CBP_ADD writes / accumulates nabla_w = delta^T a_prev
- * and nabla_b = sum delta into (out_w, out_b); ops CBP_SUB_SCALED, CBP_DECAY_SUB and
+/* rows [j0, j1) of BP3/BP4: op CBP_ADD accumulates nabla_w += delta^T a_prev and
+ * nabla_b += sum delta into (out_w, out_b); ops CBP_SUB_SCALED, CBP_DECAY_SUB and
  * CBP_MOMENTUM apply the same product as the update of h to (out_w, out_b) = (w, b) (with
  * the velocity vel_w, vel_b): the fused step.  The plain variant does the step as gradient
  * (into scratch, the gradient blob) then update. */
@@ -84,12 +84,6 @@ static void F(layer_backward_params)(int isa, REAL *out_w, REAL *out_b, const RE
         return;
     }
     if (op == CBP_ADD) {
-        F(cbp_dense_backward_params)(out_w, out_b, delta, a_prev, m, n_out, n_in);
-        return;
-    }
-    if (op == CBP_SET) {
-        memset(out_w, 0, n_out * n_in * sizeof(REAL));
-        memset(out_b, 0, n_out * sizeof(REAL));
         F(cbp_dense_backward_params)(out_w, out_b, delta, a_prev, m, n_out, n_in);
         return;
     }
@@ -319,7 +313,7 @@ int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
 {
     F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, h, {0}};
     int T = (net->isa == CBP_ISA_PLAIN || net->n_threads < 1) ? 1 : net->n_threads;
-    cbp_team_run(&job.team, T, F(epoch_thread), &job);
+    cbp_team_run(&job.team, T, F(epoch_thread), &job, net->start_wait, net->slow_wait);
     return atomic_load(&job.team.solo) ? 1 : job.team.n_threads;
 }
 

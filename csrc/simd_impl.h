@@ -188,7 +188,7 @@ static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, 
         }
 }
 
-/* Rows [0, mr) (mr <= 4) of gemm_nn: 4-vector column blocks, single vectors, scalar tail. */
+/* Rows [0, mr) (mr <= NN_MR) of gemm_nn: 4-vector column blocks, single vectors, scalar tail. */
 #define CBP_NN_ROWS(MR)                                                                      \
     static void F(nn_rows_##MR)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,  \
                                 const REAL *B, size_t ldb, size_t N, size_t T, int op,       \
@@ -417,7 +417,7 @@ static void F(dense_backward_delta)(REAL *delta_prev, const REAL *delta, const R
 }
 
 /* BP3/BP4 summed over the batch for rows [j0, j1) of the layer, combined by op:
- *   CBP_SET / CBP_ADD: nabla_w[j] (+)= delta[:, j]^T . a_prev, nabla_b[j] (+)= sum_i delta[i, j]
+ *   CBP_ADD:           nabla_w[j] += delta[:, j]^T . a_prev,   nabla_b[j] += sum_i delta[i, j]
  *   CBP_SUB_SCALED:    w[j] -= eta delta[:, j]^T . a_prev,     b[j] -= eta sum_i delta[i, j]
  *   CBP_DECAY_SUB:     w[j] = keep w[j] - eta delta[:, j]^T . a_prev, b[j] as above
  *   CBP_MOMENTUM:      v = mu v - eta (.) - decay w, w += v  (biases: no decay term)
@@ -435,7 +435,6 @@ static void F(dense_backward_params)(REAL *out_w, REAL *out_b, const REAL *delta
         REAL s = 0;
         for (size_t i = 0; i < m; i++) s += delta[i * n_out + j];
         if (op == CBP_ADD) out_b[j] += s;
-        else if (op == CBP_SET) out_b[j] = s;
         else if (op == CBP_MOMENTUM) {
             vel_b[j] = h->mu * vel_b[j] - h->eta * s;
             out_b[j] += vel_b[j];

@@ -47,3 +47,33 @@ def test_history_of_finished_epochs_is_kept():
         net.sgd(X, Y, 5, 1, float(np.finfo(np.float64).max))
     assert len(history) == 2 and info.value.history == []   # a new call's history
     assert info.value.epoch == 1
+
+
+@pytest.mark.parametrize("cls", [cbackprop.Network, reference.Network], ids=["C", "ref"])
+def test_divergence_in_the_first_epoch_with_momentum_restores_the_velocity(cls):
+    """The velocity is part of the state an epoch starts from: a first epoch with momentum
+    that diverges is replayed from zero velocity and names the same mini-batch as a
+    step-by-step run, with that run's parameters before it (found in review: the lazily
+    created velocity was missing from the first epoch's snapshot, so the replay started
+    from the diverged velocity and blamed mini-batch 1)."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((40, 5)), rng.random((40, 2))
+    kw = dict(activations=["identity", "identity"], seed=1)
+    net = cls([5, 8, 2], **kw)
+    with pytest.raises(FloatingPointError) as info:
+        net.sgd(X, Y, 1, 4, 1e150, mu=0.9)
+    # the same epoch by hand: the same generator gives the same shuffle
+    step = cls([5, 8, 2], **kw)
+    perm = step._rng.permutation(40)
+    for k in range(10):
+        before = [p.copy() for p in step.weights + step.biases]
+        rows = perm[4 * k:4 * k + 4]
+        with np.errstate(over="ignore", invalid="ignore"):
+            step.update_mini_batch(X[rows], Y[rows], 1e150, mu=0.9)
+        if not all(np.isfinite(p).all() for p in step.weights + step.biases):
+            break
+    assert k >= 1, "the test needs a divergence after the first mini-batch"
+    assert (info.value.epoch, info.value.mini_batch) == (1, k + 1)
+    for p, q in zip(net.weights + net.biases, before):
+        np.testing.assert_array_equal(p, q)
+    assert all(np.isfinite(v).all() for v in net._velocity())

@@ -157,3 +157,13 @@ def test_two_threads_training_two_networks_give_the_serial_results():
     for a, b in zip(serial, parallel):
         for p, q in zip(a.weights + a.biases, b.weights + b.biases):
             np.testing.assert_array_equal(p, q)
+
+
+def test_thread_waits_are_validated_and_used():
+    net = cbackprop.Network([3, 2])
+    assert net._engine.thread_waits == (0.0, 0.0)          # the defaults, 1 ms and 0.5 ms
+    for bad in ((-1, 0), (0, 11), (float("nan"), 0)):
+        with pytest.raises(ValueError, match="thread_waits must be two numbers of seconds"):
+            net._engine.thread_waits = bad
+    net._engine.thread_waits = (0.25, 0.125)
+    assert net._engine.thread_waits == (0.25, 0.125)

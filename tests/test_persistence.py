@@ -103,7 +103,7 @@ def test_network2_json_both_ways(tmp_path, cls):
     net.save_network2(out)
     again = json.loads(out.read_text())
     assert again == data
-    with pytest.raises(ValueError, match="only sigmoid networks"):
+    with pytest.raises(ValueError, match="must be .sigmoid. to save in network2.py.s JSON format"):
         cls([4, 3, 2], activations=["relu", "sigmoid"]).save_network2(out)
     assert json.loads(out.read_text()) == data            # the refused save left it alone
 
@@ -175,3 +175,40 @@ def test_sgd_callback_sees_every_record():
     assert seen == history and [r["epoch"] for r in seen] == [1, 2, 3]
     with pytest.raises(TypeError, match="callback must be callable"):
         net.sgd(X, Y, 1, 5, 1.0, callback=3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_files_from_the_unversioned_save_still_load(tmp_path, dtype):
+    """`cbackprop train --save` once wrote only sizes, weights_<i> and biases_<i> (sigmoid,
+    quadratic): such files load as that network, in their own dtype."""
+    net = cbackprop.Network([6, 5, 3], dtype=dtype, seed=2)
+    path = tmp_path / "old.npz"
+    np.savez(path, sizes=np.array(net.sizes, dtype=np.int64),
+             **{f"weights_{i}": w for i, w in enumerate(net.weights)},
+             **{f"biases_{i}": b for i, b in enumerate(net.biases)})
+    back = cbackprop.load(path)
+    assert back.dtype == dtype and back.activations == ("sigmoid", "sigmoid") and back.cost_name == "quadratic"
+    assert same_params(back, net)
+    np.savez(path, sizes=np.array([6, 5, 3]), weights_0=net.weights[0], biases_0=net.biases[0])
+    with pytest.raises(ValueError, match="missing member"):
+        cbackprop.load(path)
+
+
+def test_accumulating_from_a_view_of_the_gradient_buffer_is_safe():
+    """X may be a view of the buffer accumulate_gradient writes: it is copied first (found in
+    review: only the parameter buffer was checked for overlap)."""
+    net = cbackprop.Network([4, 3, 2], seed=0)
+    ref = reference.Network([4, 3, 2], seed=0)
+    rng = np.random.default_rng(0)
+    X0, Y = rng.random((2, 4)), rng.random((2, 2))
+    for n in (net, ref):
+        n.accumulate_gradient(X0, Y)
+    buf = net.gradient_buffer
+    X = buf[:8].reshape(2, 4)                  # rows that alias the buffer being written
+    Xcopy = X.copy()
+    net.accumulate_gradient(X, Y)
+    ref.accumulate_gradient(Xcopy, Y)
+    net.apply_gradient(0.5)
+    ref.apply_gradient(0.5)
+    for a, d in zip(net.weights + net.biases, ref.weights + ref.biases):
+        np.testing.assert_allclose(a, d, rtol=1e-12, atol=1e-15)

@@ -58,13 +58,16 @@ def test_same_seed_and_threads_give_bitwise_identical_training(dtype):
     # documented: the result is bitwise the same for any number of threads
     _assert_bitwise_equal(results[1][0], results[2][0], "num_threads=1 vs num_threads=2")
     assert results[1][1] == results[2][1]
-    # An epoch falls back to one thread when its partner does not start within about 1 ms
-    # (measured here: about half of the epochs on a 2-core machine), so repeat until the
-    # last epoch of a run did run on 2 threads, and check every run.
+    # An epoch falls back to one thread when its partner does not start within 1 ms (the
+    # default; measured here: about half of the epochs on a 2-core machine), so repeat until
+    # the last epoch of a run did run on 2 threads, and check every run.
     ran_on_two = 0
     for _ in range(30):
         net = cbackprop.Network(SIZES, dtype=dtype, seed=11)
         net.num_threads = 2
+        # generous waits (0.2 s to start, 0.2 s per barrier) so that a busy or instrumented
+        # machine (CI under AddressSanitizer) still runs some epochs on 2 threads
+        net._engine.thread_waits = (0.2, 0.2)
         net.sgd(X, Y, 2, MBS, 0.7)
         _assert_bitwise_equal(_params(net), results[1][0], "repeated run on num_threads=2")
         ran_on_two += net._engine.last_epoch_threads == 2

@@ -48,7 +48,7 @@ import os
 import sys
 import time
 
-from ._common import ACTIVATIONS, COSTS, INITS
+from ._common import ACTIVATIONS, COSTS, INITS, check_hyper
 from ._progress import EpochProgress
 
 N_IN, N_OUT = 784, 10
@@ -299,6 +299,10 @@ def train(args, parser):
         option = ("--activations" if msg.startswith("activations") else "--cost" if msg.startswith("cost")
                   else "--sizes")
         parser.error(f"argument {option}: {msg}")
+    try:  # the weight decay 1 - eta * lmbda / n must stay positive (n: all training rows)
+        check_hyper(args.eta, args.lmbda, n_train, args.mu, dtype)
+    except ValueError as exc:
+        parser.error(f"argument --lmbda: {exc}")
     X = np.ascontiguousarray(x_train, dtype=dtype)  # converted once, not once per epoch
     Y = datasets.one_hot(y_train, N_OUT, dtype=dtype)
     Xe = np.ascontiguousarray(x_eval, dtype=dtype)
@@ -345,8 +349,6 @@ def train(args, parser):
                     evaluation_data=(Xe, y_eval), monitor_evaluation_accuracy=True,
                     monitor_evaluation_cost=plot, monitor_training_cost=plot, monitor_training_accuracy=plot,
                     early_stopping_n=args.early_stopping, eta_schedule_n=args.eta_schedule, callback=report)
-        except ValueError as exc:  # e.g. eta * lmbda / n >= 1
-            parser.error(f"argument --lmbda: {exc}")
         except FloatingPointError as exc:
             print(f"cbackprop: error: {exc}", file=sys.stderr)
             return 1

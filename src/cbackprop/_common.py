@@ -469,13 +469,22 @@ class NetworkBase:
         X2, Y2, _ = self._xy(X, Y)
         return self._total_cost(X2, Y2, lmbda)
 
-    def _total_cost(self, X2, Y2, lmbda):
+    def _total_cost(self, X2, Y2, lmbda, A=None):
+        """total_cost on validated arrays; A: a^L of X2 when already computed."""
         n = X2.shape[0]
-        c = cost_sum(self.cost_name, self._forward(X2), Y2) / n
+        c = cost_sum(self.cost_name, self._forward(X2) if A is None else A, Y2) / n
         if lmbda:
             c += 0.5 * (lmbda / n) * sum(float(np.einsum("ij,ij->", w, w, dtype=np.float64))
                                          for w in self._weights)
         return c
+
+    def _monitor(self, X2, Y2, labels, lmbda, cost, accuracy):
+        """(total_cost or None, accuracy as a fraction or None) of the rows of X2 from one
+        feedforward; X2 has at least one row."""
+        A = self._forward(X2)
+        c = self._total_cost(X2, Y2, lmbda, A) if cost else None
+        acc = int(np.count_nonzero(np.argmax(A, axis=1) == labels)) / X2.shape[0] if accuracy else None
+        return c, acc
 
     def trace(self, X, Y):
         """Every quantity of BP1-BP4 for the mini-batch X, Y from one backpropagation:
@@ -548,11 +557,8 @@ class NetworkBase:
         "QuadraticCost" or "CrossEntropyCost"), atomically; network2 knows only sigmoid
         layers and those two costs, so other networks are refused with ValueError."""
         from . import _io
-        if set(self.activations) != {"sigmoid"}:
-            raise ValueError(f"network2.py's JSON format holds only sigmoid networks, this one has "
-                             f"activations {list(self.activations)}")
         _io.save_network2_json(path, sizes=self.sizes, cost=self.cost_name, weights=self._weights,
-                               biases=self._biases)
+                               biases=self._biases, activations=self.activations)
 
     @classmethod
     def load(cls, path, *, dtype=None, seed=None):
@@ -639,7 +645,7 @@ class NetworkBase:
         mini_batch_size = check_int(mini_batch_size, "mini_batch_size", 1)
         n = X2.shape[0]
         eta, keep, decay, mu = check_hyper(eta, lmbda, n, mu, self.dtype)
-        lmbda = check_nonneg(lmbda, "lmbda")
+        lmbda = float(lmbda)                 # (checked by check_hyper)
         for flag in ("monitor_evaluation_cost", "monitor_evaluation_accuracy", "monitor_training_cost",
                      "monitor_training_accuracy"):
             if not isinstance(locals()[flag], (bool, np.bool_)):
@@ -677,7 +683,9 @@ class NetworkBase:
             t0 = time.perf_counter()
             perm = self._rng.permutation(n)
             h = hyper(eta, lmbda, n, mu)
-            state = self._weights + self._biases + self._velocity()
+            # (with momentum the velocity is part of the state: created now, so that a
+            # diverging first epoch restores it too)
+            state = self._weights + self._biases + self._velocity(create=bool(mu))
             start = [p.copy() for p in state]   # one copy per epoch, not per step
             self._epoch(X2, Y2, perm, mini_batch_size, h)
             if not all(self._all_finite(p) for p in self._weights + self._biases):
@@ -687,18 +695,23 @@ class NetworkBase:
                 correct = self._evaluate(*test)
                 record.update(test_correct=correct, test_total=test[0].shape[0],
                               test_accuracy=correct / test[0].shape[0] if test[0].shape[0] else float("nan"))
-            if monitor_training_cost:
-                record["training_cost"] = self._total_cost(X2, Y2, lmbda)
-            if monitor_training_accuracy:
-                record["training_accuracy"] = self._evaluate(X2, train_labels) / n
+            if monitor_training_cost or monitor_training_accuracy:
+                c, acc = self._monitor(X2, Y2, train_labels, lmbda, monitor_training_cost,
+                                       monitor_training_accuracy)
+                if monitor_training_cost:
+                    record["training_cost"] = c
+                if monitor_training_accuracy:
+                    record["training_accuracy"] = acc
             eval_acc = None
             if evaluation is not None and evaluation[0].shape[0]:
                 Xe, Ye, le = evaluation
-                if monitor_evaluation_cost:
-                    record["evaluation_cost"] = self._total_cost(Xe, Ye, lmbda)
-                if monitor_evaluation_accuracy or early_stopping_n or eta_schedule_n:
-                    eval_acc = self._evaluate(Xe, le) / Xe.shape[0]
-                    record["evaluation_accuracy"] = eval_acc
+                want_acc = bool(monitor_evaluation_accuracy or early_stopping_n or eta_schedule_n)
+                if monitor_evaluation_cost or want_acc:
+                    c, eval_acc = self._monitor(Xe, Ye, le, lmbda, monitor_evaluation_cost, want_acc)
+                    if monitor_evaluation_cost:
+                        record["evaluation_cost"] = c
+                    if want_acc:
+                        record["evaluation_accuracy"] = eval_acc
             elif evaluation is not None:      # no evaluation samples: nothing to measure
                 if monitor_evaluation_cost:
                     record["evaluation_cost"] = float("nan")

@@ -27,6 +27,8 @@ cdef extern from "cbackprop.h" nogil:
         int cost
         int isa
         int n_threads
+        double start_wait
+        double slow_wait
     ctypedef struct cbp_hyper_s:
         float eta
         float keep
@@ -47,6 +49,8 @@ cdef extern from "cbackprop.h" nogil:
         int cost
         int isa
         int n_threads
+        double start_wait
+        double slow_wait
     ctypedef struct cbp_hyper_d:
         double eta
         double keep
@@ -157,7 +161,8 @@ CACHE_LINE = 64
 def _aligned_zeros(n, dtype):
     """A zeroed 1-D array of n values whose data starts on a 64-byte boundary (NumPy only
     promises 16): the kernels' 64-byte vector loads of rows then do not straddle two cache
-    lines (measured: N1 float32 epoch 0.063 -> ... s of CPU time)."""
+    lines (measured: N1 float32 epoch 0.063 -> 0.055 s of CPU time).  64 is CBP_VEC_ALIGN
+    in csrc/kernels.c, the widest vector (AVX-512) and a cache line."""
     dtype = np.dtype(dtype)
     raw = np.zeros(n * dtype.itemsize + CACHE_LINE, dtype=np.uint8)
     start = (-raw.ctypes.data) % CACHE_LINE
@@ -241,6 +246,22 @@ cdef class Engine:
     def kernels(self):
         """The kernel variant this engine runs (one of kernels_supported())."""
         return KERNELS[self.nd.isa if self.is_double else self.ns.isa]
+
+    @property
+    def thread_waits(self):
+        """(start_wait, slow_wait) in seconds for the threads of sgd_epoch: how long an epoch
+        waits for its threads to start, and how long one barrier wait may last, before it
+        finishes on one thread; 0 means the default (1 ms, 0.5 ms).  For tests on busy or
+        instrumented machines (sanitizers), where the defaults make every epoch fall back."""
+        return self.nd.start_wait, self.nd.slow_wait
+
+    @thread_waits.setter
+    def thread_waits(self, waits):
+        start, slow = (float(w) for w in waits)
+        if not (0 <= start <= 10 and 0 <= slow <= 10):
+            raise ValueError(f"thread_waits must be two numbers of seconds in [0, 10], got {waits!r}")
+        self.nd.start_wait = self.ns.start_wait = start
+        self.nd.slow_wait = self.ns.slow_wait = slow
 
     @property
     def num_threads(self):

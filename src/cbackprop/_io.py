@@ -197,6 +197,9 @@ def _read_npz(f):
     f.seek(0)
     with np.load(f, allow_pickle=False) as npz:
         keys = _member_keys(npz)
+        if "format" not in keys and "sizes" in keys and all(
+                k == "sizes" or k.startswith(("weights_", "biases_")) for k in keys):
+            return _read_legacy(npz, keys)
         if "format" not in keys:
             raise _Invalid(f"not a cbackprop network file: it has no 'format' member "
                            f"(members: {_names(sorted(keys))})")
@@ -251,6 +254,38 @@ def _read_npz(f):
     if recorded != actual:
         raise _Invalid(f"checksum mismatch: the file records {recorded!r} but its contents hash to "
                        f"{actual!r}; the file is corrupt or was modified")
+    for name, arr in zip(params, weights + biases):
+        _require_finite(arr, name, _Invalid)
+    return {"sizes": sizes, "activations": activations, "cost": cost, "dtype": dtype,
+            "weights": weights, "biases": biases}
+
+
+def _read_legacy(npz, keys):
+    """A file from `cbackprop train --save` before the versioned format (call it version 0):
+    only sizes, weights_<i> and biases_<i>, of sigmoid layers trained with the quadratic cost
+    (the only kind there was), in the dtype of its arrays, without a checksum."""
+    sizes = _member(npz, "sizes")
+    if sizes.dtype.kind not in "iu" or sizes.ndim != 1:
+        raise _Invalid(f"sizes must be a 1-D integer array, got dtype {sizes.dtype} and shape {sizes.shape}")
+    try:
+        sizes, activations, cost = _check_config(sizes.tolist(), "sigmoid", "quadratic")
+    except (TypeError, ValueError) as exc:
+        raise _Invalid(str(exc)) from None
+    L = len(sizes) - 1
+    params = [f"weights_{i}" for i in range(L)] + [f"biases_{i}" for i in range(L)]
+    missing = [k for k in params if k not in keys]
+    extra = sorted(keys - set(params) - {"sizes"})
+    if missing or extra:
+        raise _Invalid(f"an unversioned network file (sizes, weights_<i>, biases_<i>) with "
+                       f"{'missing member(s) ' + _names(missing) if missing else ''}"
+                       f"{' and ' if missing and extra else ''}"
+                       f"{'unexpected member(s) ' + _names(extra) if extra else ''} (sizes {list(sizes)})")
+    dtype = _member(npz, "weights_0").dtype
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise _Invalid(f"weights_0 must be float32 or float64, got {dtype}")
+    w_shapes, b_shapes = _shapes(sizes)
+    weights = [_parameter(npz, f"weights_{i}", sh, dtype, sizes) for i, sh in enumerate(w_shapes)]
+    biases = [_parameter(npz, f"biases_{i}", sh, dtype, sizes) for i, sh in enumerate(b_shapes)]
     for name, arr in zip(params, weights + biases):
         _require_finite(arr, name, _Invalid)
     return {"sizes": sizes, "activations": activations, "cost": cost, "dtype": dtype,

@@ -108,8 +108,11 @@ class Network(NetworkBase):
             super().update_mini_batch(X, Y, eta, lmbda=lmbda, n=n, mu=mu)
 
     def _rows(self, X, name="X", **kw):
-        # A batch that overlaps the parameter buffer is copied before the update writes it.
-        return super()._rows(X, name, avoid=self._engine.params, **kw)
+        # A batch that overlaps the parameter buffer or the accumulated gradient is copied
+        # before an update or accumulate_gradient writes them.
+        accum = self._engine.accum
+        avoid = self._engine.params if accum is None else (self._engine.params, accum)
+        return super()._rows(X, name, avoid=avoid, **kw)
 
     def _forward(self, X):
         m = X.shape[0]
@@ -134,7 +137,7 @@ class Network(NetworkBase):
             self._engine.reserve(m)
             self._engine.backprop(X, Y, 1.0 / m)
             zs, as_, ds = self._engine.layer_views(m)
-            return ([z.copy() for z in zs], [X.copy()] + [a.copy() for a in as_[1:]],
+            return ([z.copy() for z in zs], [X] + [a.copy() for a in as_[1:]],
                     [d.copy() for d in ds], [b.copy() for b in self._nabla_b],
                     [w.copy() for w in self._nabla_w])
 
@@ -149,7 +152,9 @@ class Network(NetworkBase):
             self._engine.sgd_epoch(X, Y, np.ascontiguousarray(perm, dtype=np.int64),
                                    mini_batch_size, *h)
 
-    def _velocity(self):
+    def _velocity(self, create=False):
+        if create:
+            self._engine.ensure_velocity()
         v = self._engine.velocity
         return [] if v is None else [v]
 

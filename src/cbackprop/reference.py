@@ -199,7 +199,11 @@ class Network(NetworkBase):
         _, _, _, nabla_b, nabla_w = self._trace(X, Y)
         return nabla_b, nabla_w
 
-    def _velocity(self):
+    def _velocity(self, create=False):
+        """The momentum velocity arrays (zeros when first used; create=True makes them now)."""
+        if create and self._velocity_w is None:
+            self._velocity_w = [np.zeros_like(w) for w in self._weights]
+            self._velocity_b = [np.zeros_like(b) for b in self._biases]
         return [] if self._velocity_w is None else self._velocity_w + self._velocity_b
 
     def _update(self, nabla_b, nabla_w, h):
@@ -208,9 +212,7 @@ class Network(NetworkBase):
         v <- mu v - eta nabla - (eta lmbda / n) w, w <- w + v (biases: no decay)."""
         eta, keep, decay, mu = h
         if mu:
-            if self._velocity_w is None:
-                self._velocity_w = [np.zeros_like(w) for w in self._weights]
-                self._velocity_b = [np.zeros_like(b) for b in self._biases]
+            self._velocity(create=True)
             for w, v, nw in zip(self._weights, self._velocity_w, nabla_w):
                 v[...] = mu * v - eta * nw - decay * w
                 w += v
