@@ -333,6 +333,49 @@ def cost_sum(cost, A, Y):
         return float(-t.sum())
 
 
+class PlateauRule:
+    """Early stopping and chapter 3's learning-rate schedule, on the evaluation accuracy
+    after each epoch (one rule for Network.sgd and distributed.sgd).  after_epoch(accuracy)
+    returns the reason to stop, or None; eta is the rate for the next epoch."""
+
+    def __init__(self, eta, early_stopping_n, eta_schedule_n):
+        self.eta0 = self.eta = eta
+        self.early_stopping_n, self.eta_schedule_n = early_stopping_n, eta_schedule_n
+        self.best, self.since_best = -1.0, 0
+
+    def after_epoch(self, accuracy):
+        if accuracy > self.best:
+            self.best, self.since_best = accuracy, 0
+        else:
+            self.since_best += 1
+        if self.early_stopping_n and self.since_best >= self.early_stopping_n:
+            return (f"early stopping: no better evaluation accuracy than {self.best} "
+                    f"in {self.early_stopping_n} epochs")
+        if self.eta_schedule_n and self.since_best >= self.eta_schedule_n:
+            self.eta /= 2
+            self.since_best = 0
+            if self.eta <= self.eta0 / 128:
+                return (f"eta schedule: eta halved to {self.eta:g} = eta/128 after "
+                        f"{self.eta_schedule_n} epochs without improvement")
+        return None
+
+
+def check_sgd_options(flags, callback, early_stopping_n, eta_schedule_n):
+    """The options Network.sgd and distributed.sgd share: flags (name -> value) must be
+    bools, callback callable or None, the two patience counts integers >= 1 or None.
+    Returns (early_stopping_n, eta_schedule_n)."""
+    for flag, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{flag} must be True or False, got {_short(value)}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {_short(callback)}")
+    if early_stopping_n is not None:
+        early_stopping_n = check_int(early_stopping_n, "early_stopping_n", 1)
+    if eta_schedule_n is not None:
+        eta_schedule_n = check_int(eta_schedule_n, "eta_schedule_n", 1)
+    return early_stopping_n, eta_schedule_n
+
+
 class Trace:
     """Every quantity of BP1-BP4 for one mini-batch (rows are samples), from one call:
     z[l-1] = z^l, a[l] = a^l (a[0] is the input), delta[l-1] = delta^l ([m, n_l] each, the
@@ -646,16 +689,12 @@ class NetworkBase:
         n = X2.shape[0]
         eta, keep, decay, mu = check_hyper(eta, lmbda, n, mu, self.dtype)
         lmbda = float(lmbda)                 # (checked by check_hyper)
-        for flag in ("monitor_evaluation_cost", "monitor_evaluation_accuracy", "monitor_training_cost",
-                     "monitor_training_accuracy"):
-            if not isinstance(locals()[flag], (bool, np.bool_)):
-                raise TypeError(f"{flag} must be True or False, got {_short(locals()[flag])}")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable or None, got {_short(callback)}")
-        if early_stopping_n is not None:
-            early_stopping_n = check_int(early_stopping_n, "early_stopping_n", 1)
-        if eta_schedule_n is not None:
-            eta_schedule_n = check_int(eta_schedule_n, "eta_schedule_n", 1)
+        early_stopping_n, eta_schedule_n = check_sgd_options(
+            dict(monitor_evaluation_cost=monitor_evaluation_cost,
+                 monitor_evaluation_accuracy=monitor_evaluation_accuracy,
+                 monitor_training_cost=monitor_training_cost,
+                 monitor_training_accuracy=monitor_training_accuracy),
+            callback, early_stopping_n, eta_schedule_n)
         test = None
         if test_data is not None:
             if not isinstance(test_data, (tuple, list)) or len(test_data) != 2:
@@ -676,12 +715,12 @@ class NetworkBase:
         if monitor_training_accuracy:
             train_labels = np.argmax(Y2, axis=1)
         mini_batch_size = min(mini_batch_size, n)
-        eta0 = eta
-        best, since_best = -1.0, 0
+        rule = PlateauRule(eta, early_stopping_n, eta_schedule_n)
         history = []
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             perm = self._rng.permutation(n)
+            eta = rule.eta
             h = hyper(eta, lmbda, n, mu)
             # (with momentum the velocity is part of the state: created now, so that a
             # diverging first epoch restores it too)
@@ -720,21 +759,10 @@ class NetworkBase:
             history.append(record)
             stop = False
             if eval_acc is not None:
-                if eval_acc > best:
-                    best, since_best = eval_acc, 0
-                else:
-                    since_best += 1
-                if early_stopping_n and since_best >= early_stopping_n:
-                    record["stop_reason"] = (f"early stopping: no better evaluation accuracy than {best} "
-                                             f"in {early_stopping_n} epochs")
+                reason = rule.after_epoch(eval_acc)
+                if reason:
+                    record["stop_reason"] = reason
                     stop = True
-                elif eta_schedule_n and since_best >= eta_schedule_n:
-                    eta /= 2
-                    since_best = 0
-                    if eta <= eta0 / 128:
-                        record["stop_reason"] = (f"eta schedule: eta halved to {eta:g} = eta/128 after "
-                                                 f"{eta_schedule_n} epochs without improvement")
-                        stop = True
             if callback is not None:
                 callback(record)
             if stop:

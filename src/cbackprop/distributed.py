@@ -302,8 +302,8 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
 
     Needs the C path (cbackprop.Network, which has the contiguous gradient buffer).
     """
-    from ._common import (_short, as_labels, as_targets, check_eta, check_hyper, check_int, check_nonneg,
-                          cost_sum, hyper)
+    from ._common import (PlateauRule, _short, as_labels, as_targets, check_eta, check_hyper, check_int,
+                          check_nonneg, check_sgd_options, cost_sum, hyper)
 
     MPI = _mpi()
     comm = _comm(comm)
@@ -335,15 +335,8 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
         eta = check_eta(eta, net.dtype)
         lmbda = check_nonneg(lmbda, "lmbda")
         mu = check_nonneg(mu, "mu", upper=1.0)
-        for flag, value in flags.items():
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{flag} must be True or False, got {_short(value)}")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable or None, got {_short(callback)}")
-        if early_stopping_n is not None:
-            early_stopping_n = check_int(early_stopping_n, "early_stopping_n", 1)
-        if eta_schedule_n is not None:
-            eta_schedule_n = check_int(eta_schedule_n, "eta_schedule_n", 1)
+        early_stopping_n, eta_schedule_n = check_sgd_options(flags, callback, early_stopping_n,
+                                                             eta_schedule_n)
         test = None
         if test_data is not None:
             if not isinstance(test_data, (tuple, list)) or len(test_data) != 2:
@@ -510,11 +503,11 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
             line += f"\nstopped: {record['stop_reason']}"
         say(line, flush=True)
 
-    eta0 = eta
-    best, since_best = -1.0, 0
+    rule = PlateauRule(eta, early_stopping_n, eta_schedule_n)
     history = []
     try:
         for epoch in range(1, epochs + 1):
+            eta = rule.eta
             seconds, t_red = train_epoch(epoch, eta, history)
             record = {"epoch": epoch, "seconds": seconds, "allreduce_seconds": t_red, "eta": eta,
                       "ranks": size, "samples": n}
@@ -526,21 +519,10 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
             history.append(record)
             stop = False
             if eval_acc is not None:   # net.sgd's rules, on the global accuracy
-                if eval_acc > best:
-                    best, since_best = eval_acc, 0
-                else:
-                    since_best += 1
-                if early_stopping_n and since_best >= early_stopping_n:
-                    record["stop_reason"] = (f"early stopping: no better evaluation accuracy than {best} "
-                                             f"in {early_stopping_n} epochs")
+                reason = rule.after_epoch(eval_acc)
+                if reason:
+                    record["stop_reason"] = reason
                     stop = True
-                elif eta_schedule_n and since_best >= eta_schedule_n:
-                    eta /= 2
-                    since_best = 0
-                    if eta <= eta0 / 128:
-                        record["stop_reason"] = (f"eta schedule: eta halved to {eta:g} = eta/128 after "
-                                                 f"{eta_schedule_n} epochs without improvement")
-                        stop = True
             if say is not None:
                 report(record)
             asked, error = False, None
