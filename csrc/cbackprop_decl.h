@@ -25,9 +25,9 @@ typedef struct {
     int isa;              /* kernel variant, CBP_ISA_*, supported on this CPU                    */
     int n_threads;        /* threads for sgd_epoch (1: the caller only; plain kernels: always 1) */
     double start_wait;    /* seconds sgd_epoch waits for its threads to start before it runs
-                             alone (0: the default, 1 ms)                                      */
+                             alone (0: the default, 2% of the epoch's work, 1-20 ms)          */
     double slow_wait;     /* a barrier wait longer than this (seconds) makes the epoch finish
-                             on one thread (0: the default, 0.5 ms)                            */
+                             on one thread (0: the default, 5 ms)                              */
 } F(cbp_net);
 
 /* The hyper-parameters of one gradient-descent update (book eqs. (20)-(21), (93)-(94), and

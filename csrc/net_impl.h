@@ -313,7 +313,16 @@ int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
 {
     F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, h, {0}};
     int T = (net->isa == CBP_ISA_PLAIN || net->n_threads < 1) ? 1 : net->n_threads;
-    cbp_team_run(&job.team, T, F(epoch_thread), &job, net->start_wait, net->slow_wait);
+    double start_wait = net->start_wait;
+    if (start_wait <= 0) {                                  /* default: 2% of the epoch's work */
+        double flops = 0;
+        for (size_t l = 1; l <= net->n_layers; l++)
+            flops += 4.0 * (double)net->sizes[l] * (double)net->sizes[l - 1] * (double)n;
+        start_wait = 0.02 * flops / CBP_START_RATE;
+        start_wait = start_wait < CBP_START_WAIT ? CBP_START_WAIT
+                   : start_wait > CBP_START_WAIT_MAX ? CBP_START_WAIT_MAX : start_wait;
+    }
+    cbp_team_run(&job.team, T, F(epoch_thread), &job, start_wait, net->slow_wait);
     return atomic_load(&job.team.solo) ? 1 : job.team.n_threads;
 }
 

@@ -167,3 +167,20 @@ def test_thread_waits_are_validated_and_used():
             net._engine.thread_waits = bad
     net._engine.thread_waits = (0.25, 0.125)
     assert net._engine.thread_waits == (0.25, 0.125)
+
+
+def test_automatic_thread_count(monkeypatch):
+    """Unset, num_threads is automatic: it reads as the usable cores, small networks train on
+    one thread; setting it (or CBACKPROP_NUM_THREADS) turns that off."""
+    monkeypatch.delenv("CBACKPROP_NUM_THREADS", raising=False)
+    net = cbackprop.Network([30, 20, 4], seed=0)
+    assert net._engine.num_threads_automatic
+    assert net.num_threads == _core.usable_cores()
+    rng = np.random.default_rng(0)
+    net.sgd(rng.random((50, 30)), rng.random((50, 4)), 1, 10, 1.0)   # 2.8e4 flops per mini-batch
+    assert net._engine.last_epoch_threads == 1
+    net.num_threads = 1
+    assert not net._engine.num_threads_automatic and net.num_threads == 1
+    monkeypatch.setenv("CBACKPROP_NUM_THREADS", "3")
+    other = cbackprop.Network([3, 2])
+    assert not other._engine.num_threads_automatic and other.num_threads == 3

@@ -102,19 +102,35 @@ def best_kernels():
     return KERNELS[cbp_isa_best()]
 
 
+#: Flops per mini-batch from which an epoch uses every usable core by default (measured
+#: on a 2-core VM, float32, 2 threads against 1: [784,30,10] at mini-batch 10, 1e6 flops,
+#: 0.58x; [784,100,10] at 10, 3.2e6, 0.76x; [784,30,10] at 100, 9.5e6, 0.96-1.0x;
+#: [784,256,256,10] at 32, 3.4e7, 1.83x (float64 1.34x); [784,1024,1024,10] at 128, 9.5e8,
+#: 1.97x).
+AUTO_THREADS_MIN_FLOPS = 20_000_000
+
+
+def usable_cores():
+    """CPUs this process may run on (its affinity mask), at most 64."""
+    import os
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(64, n))
+
+
 def default_num_threads():
-    """Threads an epoch of sgd uses unless set per network: CBACKPROP_NUM_THREADS from the
-    environment, else 1.  One thread is the default because on a shared 2-core machine a
-    second thread competes with NumPy's OpenBLAS workers and other processes: in the
-    benchmark (NumPy running in the same process) 2 threads were slower than 1 on N1 and
-    N4, while alone they were up to 1.9x faster (see README, Speed)."""
+    """Threads an epoch of sgd may use unless set per network: CBACKPROP_NUM_THREADS from
+    the environment, else 0, meaning automatic: every usable core for networks of at least
+    AUTO_THREADS_MIN_FLOPS per mini-batch, one thread below that."""
     import os
     want = os.environ.get("CBACKPROP_NUM_THREADS", "")
     if want:
         if not want.isdigit() or not 1 <= int(want) <= 64:
             raise ValueError(f"CBACKPROP_NUM_THREADS must be an integer in [1, 64], got {want!r}")
         return int(want)
-    return 1
+    return 0
 
 
 def fma_loop(dtype, kernels, size_t iters):
@@ -236,7 +252,7 @@ cdef class Engine:
         self._set_struct()
         self.kernels = best_kernels()
         self.lock = threading.Lock()
-        self.num_threads = default_num_threads()
+        self._num_threads = default_num_threads()     # 0: automatic
         self.n_in = self.sizes[0]
         self.n_out = self.sizes[-1]
         self.eta_min = float(np.finfo(self.dtype).tiny)
@@ -251,7 +267,8 @@ cdef class Engine:
     def thread_waits(self):
         """(start_wait, slow_wait) in seconds for the threads of sgd_epoch: how long an epoch
         waits for its threads to start, and how long one barrier wait may last, before it
-        finishes on one thread; 0 means the default (1 ms, 0.5 ms).  For tests on busy or
+        finishes on one thread; 0 means the default (2% of the epoch's work within 1-20 ms,
+        and 5 ms).  For tests on busy or
         instrumented machines (sanitizers), where the defaults make every epoch fall back."""
         return self.nd.start_wait, self.nd.slow_wait
 
@@ -265,9 +282,17 @@ cdef class Engine:
 
     @property
     def num_threads(self):
-        """Threads one epoch of sgd runs on (other calls run on the calling thread); an
-        epoch of a small network (under 2e5 flops per mini-batch) runs on one."""
-        return self._num_threads
+        """Threads one epoch of sgd may run on (other calls run on the calling thread).
+        When not set (automatic), every usable core for networks of at least
+        AUTO_THREADS_MIN_FLOPS per mini-batch and one below; when set, that many for
+        networks of at least 2e5 flops per mini-batch.  Reads as the number of threads a
+        large epoch would use."""
+        return self._num_threads if self._num_threads else usable_cores()
+
+    @property
+    def num_threads_automatic(self):
+        """True while num_threads was not set (nor CBACKPROP_NUM_THREADS)."""
+        return self._num_threads == 0
 
     @num_threads.setter
     def num_threads(self, n):
@@ -554,16 +579,19 @@ cdef class Engine:
             return
         if mu != 0:
             self.ensure_velocity()
-        # Threads pay off from about 2e5 flops per mini-batch (measured: [784,30,10] at
-        # mini-batch 10, 1e6 flops, 1.2-1.4x faster on 2 threads; [20,10,5], 1e4 flops,
-        # 0.86x; [5,9,3], 2e3 flops, 0.12x).
+        # Automatic: every usable core from AUTO_THREADS_MIN_FLOPS per mini-batch.  Set by
+        # the user: that many threads from 2e5 flops per mini-batch (below, the barriers cost
+        # more than the work: [20,10,5], 1e4 flops, 0.86x; [5,9,3], 2e3 flops, 0.12x).
         # Every epoch tries its threads again: a failed attempt (a partner thread that does
-        # not start within 1 ms, or one slow barrier) costs about a millisecond, after which
-        # the epoch finishes on this thread.
+        # not start in time, or one slow barrier) costs at most a few milliseconds, after
+        # which the epoch finishes on this thread.
         cdef int finished
         s = self.sizes
         flops = 4 * mbs * sum(s[l] * s[l - 1] for l in range(1, len(s)))
-        threads = self._num_threads if flops >= 200_000 else 1
+        if self._num_threads:
+            threads = self._num_threads if flops >= 200_000 else 1
+        else:
+            threads = usable_cores() if flops >= AUTO_THREADS_MIN_FLOPS else 1
         self.nd.n_threads = self.ns.n_threads = threads
         if self.is_double:
             xd = x
