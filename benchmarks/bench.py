@@ -521,6 +521,23 @@ def fma_ceiling(core, dtype, kernels, threads, iters, reps=3):
 # Environment
 # ---------------------------------------------------------------------------------------------
 
+def machine_header(cbackprop):
+    """The JSON fields every benchmark here records about the run: schema, date, machine,
+    versions and git state (bench_options.py and bench_mpi.py use it too)."""
+    return {
+        "schema": 1,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": socket.gethostname(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_allowed": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "numpy_version": np.__version__,
+        "cbackprop_version": getattr(cbackprop, "__version__", None),
+        "git": git_state(),
+    }
+
+
 def cpu_model():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -761,16 +778,7 @@ def main(argv=None):
     u8, labels, data_source = load_u8(args.data, n)
 
     meta = {
-        "schema": 1,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "hostname": socket.gethostname(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpus_allowed": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(),
-        "numpy_version": np.__version__,
-        "cbackprop_version": getattr(cbackprop, "__version__", None),
-        "git": git_state(),
+        **machine_header(cbackprop),
         "kernels": kernels,
         "kernels_supported": list(core.kernels_supported()),
         "env": bench_env(),

@@ -48,6 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import cpu_model  # noqa: E402  (the benchmarks' shared helpers)
+
 CONFIGS = {
     "small": ([784, 30, 10], 10, 3.0),
     "large": ([784, 256, 256, 10], 128, 0.5),
@@ -76,16 +79,6 @@ def shard_data(lo, hi, dtype):
     Y = np.zeros((len(labels), 10), dtype=dtype)
     Y[np.arange(len(labels)), labels] = 1
     return X, Y
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def busy_cpu_seconds():

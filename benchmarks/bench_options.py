@@ -15,12 +15,9 @@ benchmarks/README.md, "Cost of the chapter-3 options".
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
-import platform
-import socket
 import sys
 import time
 from pathlib import Path
@@ -29,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (CONFIGS as BENCH_CONFIGS, DEFAULT_DATA, N_FULL, N_QUICK, SEED,  # noqa: E402
-                   BenchError, _GivenPermutation, as_float, bench_env, cpu_model,
-                   epoch_permutations, git_state, import_cbackprop, load_u8, summarize)
+                   BenchError, _GivenPermutation, as_float, bench_env, epoch_permutations,
+                   import_cbackprop, load_u8, machine_header, summarize)
 
 CONFIG_NAMES = ("N1", "N5")
 DTYPES = ("float32", "float64")
@@ -251,17 +248,8 @@ def main(argv=None):
     cbackprop, _, core = import_cbackprop()
     u8, labels, data_source = load_u8(args.data, n)
     meta = {
-        "schema": 1,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "hostname": socket.gethostname(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpus_allowed": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        **machine_header(cbackprop),
         "loadavg_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "numpy_version": np.__version__,
-        "cbackprop_version": getattr(cbackprop, "__version__", None),
-        "git": git_state(),
         "kernels": core.best_kernels(),
         "env": bench_env(),
         "quick": args.quick,

@@ -87,14 +87,22 @@ def _int_at_least(minimum):
     return parse
 
 
-def _eta(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+def _real(positive):
+    """A finite number > 0 (positive) or >= 0, for argparse."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if positive else '>='} 0, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+_eta = _real(positive=True)
+_nonneg = _real(positive=False)
 
 
 def _activations(text):
@@ -103,16 +111,6 @@ def _activations(text):
         if name not in ACTIVATIONS:
             raise argparse.ArgumentTypeError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
     return names
-
-
-def _nonneg(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
 
 
 def build_parser():

@@ -37,8 +37,6 @@ small network on every rank and compares rank 0's result with a single-process r
 """
 from __future__ import annotations
 
-import numbers
-import operator
 import os
 import sys
 import time
@@ -110,22 +108,14 @@ def world(comm=None):
     return comm.Get_rank(), comm.Get_size()
 
 
-def _index(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
-    value = operator.index(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
 def shard(n, rank, size):
     """(lo, hi): rows lo:hi of n rows belong to rank of size ranks.  Contiguous, in rank
     order, sizes differing by at most one (the first n % size ranks get one more row);
     a rank gets an empty shard (lo == hi) when size > n."""
-    n = _index(n, "n", 0)
-    size = _index(size, "size", 1)
-    rank = _index(rank, "rank", 0)
+    from ._common import check_int
+    n = check_int(n, "n", 0)
+    size = check_int(size, "size", 1)
+    rank = check_int(rank, "rank", 0)
     if rank >= size:
         raise ValueError(f"rank must be in [0, size) = [0, {size}), got {rank}")
     q, r = divmod(n, size)
