@@ -54,19 +54,19 @@ static inline REAL *F(a_block)(const F(cbp_net) *net, size_t l)
 /* z, a columns [j0, j1) of layer l: eq. (25) (softmax: z only, see run_batch) */
 static void F(layer_forward)(int isa, REAL *z, REAL *a, const REAL *a_prev, const REAL *w,
                              const REAL *b, size_t m, size_t n_out, size_t n_in, size_t j0,
-                             size_t j1, int act)
+                             size_t j1, int act, cbp_prefetch *pf)
 {
     if (isa == CBP_ISA_PLAIN) F(cbp_dense_forward)(z, a, a_prev, w, b, m, n_out, n_in, act);
-    else { CBP_DISPATCH(isa, dense_forward, (z, a, a_prev, w, b, m, n_out, n_in, j0, j1, act)) }
+    else { CBP_DISPATCH(isa, dense_forward, (z, a, a_prev, w, b, m, n_out, n_in, j0, j1, act, pf)) }
 }
 
 /* delta^{l-1} columns [k0, k1): BP2 */
 static void F(layer_backward_delta)(int isa, REAL *delta_prev, const REAL *delta, const REAL *w,
                                     const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                    size_t k0, size_t k1, int act)
+                                    size_t k0, size_t k1, int act, cbp_prefetch *pf)
 {
     if (isa == CBP_ISA_PLAIN) F(cbp_dense_backward_delta)(delta_prev, delta, w, a_prev, m, n_out, n_in, act);
-    else { CBP_DISPATCH(isa, dense_backward_delta, (delta_prev, delta, w, a_prev, m, n_out, n_in, k0, k1, act)) }
+    else { CBP_DISPATCH(isa, dense_backward_delta, (delta_prev, delta, w, a_prev, m, n_out, n_in, k0, k1, act, pf)) }
 }
 
 /* rows [j0, j1) of BP3/BP4: op CBP_ADD accumulates nabla_w += delta^T a_prev and
@@ -77,10 +77,11 @@ static void F(layer_backward_delta)(int isa, REAL *delta_prev, const REAL *delta
 static void F(layer_backward_params)(int isa, REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
                                      size_t j0, size_t j1, int op, const F(cbp_hyper) *h,
-                                     REAL *vel_w, REAL *vel_b, REAL *scratch_w, REAL *scratch_b)
+                                     REAL *vel_w, REAL *vel_b, REAL *scratch_w, REAL *scratch_b,
+                                     cbp_prefetch *pf)
 {
     if (isa != CBP_ISA_PLAIN) {
-        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, op, h, vel_w, vel_b))
+        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, op, h, vel_w, vel_b, pf))
         return;
     }
     if (op == CBP_ADD) {
@@ -146,7 +147,8 @@ static void F(apply_update)(const F(cbp_net) *net, const F(cbp_hyper) *h, int t,
  *     decay or momentum) folded into BP3/BP4 (BP2 reads all of w^l first, so a barrier
  *     follows it before w^l changes). */
 static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m, int mode,
-                         REAL scale, const F(cbp_hyper) *h, int t, int T, cbp_barrier *bar)
+                         REAL scale, const F(cbp_hyper) *h, int t, int T, cbp_barrier *bar,
+                         cbp_prefetch *pf)
 {
     const size_t L = net->n_layers;
     const int isa = net->isa;
@@ -161,7 +163,7 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
         cbp_part(n_out, CBP_TILE(isa), t, T, &j0, &j1);
         const int whole_rows = (l == L && act_L == CBP_ACT_SOFTMAX);
         if (j0 < j1) {
-            F(layer_forward)(isa, z, a, a_prev, w, w + n_out * n_in, m, n_out, n_in, j0, j1, net->act[l]);
+            F(layer_forward)(isa, z, a, a_prev, w, w + n_out * n_in, m, n_out, n_in, j0, j1, net->act[l], pf);
             if (l == L && mode != CBP_FORWARD_ONLY && !whole_rows)  /* BP1 on the same columns */
                 F(output_delta_part)(F(z_block)(net, net->delta, L), a, y, n_out, act_L, net->cost,
                                      scale, 0, m, j0, j1);
@@ -197,7 +199,7 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
             if (k0 < k1)
                 F(layer_backward_delta)(isa, F(z_block)(net, net->delta, l - 1), delta,
                                         net->params + off, ap, m, n_out, n_in, k0, k1,
-                                        net->act[l - 1]);
+                                        net->act[l - 1], pf);
             cbp_barrier_wait(bar, T);
         }
         /* BP3, BP4 for layer l, accumulated or applied, on this thread's rows of w^l */
@@ -208,7 +210,7 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
             REAL *vel = (op == CBP_MOMENTUM) ? net->velocity + off : NULL;
             F(layer_backward_params)(isa, out, out + n_out * n_in, delta, ap, m, n_out, n_in, j0,
                                      j1, op, h, vel, vel ? vel + n_out * n_in : NULL,
-                                     net->grads + off, net->grads + off + n_out * n_in);
+                                     net->grads + off, net->grads + off + n_out * n_in, pf);
         }
         if (l == 1) break;                                  /* no delta for the input layer */
     }
@@ -217,7 +219,7 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
 
 void F(cbp_net_forward)(const F(cbp_net) *net, const REAL *x, size_t m)
 {
-    F(run_batch)(net, x, NULL, m, CBP_FORWARD_ONLY, 0, NULL, 0, 1, NULL);
+    F(run_batch)(net, x, NULL, m, CBP_FORWARD_ONLY, 0, NULL, 0, 1, NULL, NULL);
 }
 
 void F(cbp_net_predict)(const F(cbp_net) *net, const REAL *x, size_t m, REAL *out)
@@ -233,7 +235,7 @@ void F(cbp_net_predict)(const F(cbp_net) *net, const REAL *x, size_t m, REAL *ou
 
 void F(cbp_net_backprop)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m, REAL scale)
 {
-    F(run_batch)(net, x, y, m, CBP_GRADIENT, scale, NULL, 0, 1, NULL);
+    F(run_batch)(net, x, y, m, CBP_GRADIENT, scale, NULL, 0, 1, NULL, NULL);
 }
 
 void F(cbp_net_apply_gradient)(const F(cbp_net) *net, F(cbp_hyper) h)
@@ -244,23 +246,12 @@ void F(cbp_net_apply_gradient)(const F(cbp_net) *net, F(cbp_hyper) h)
 void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, size_t m,
                          F(cbp_hyper) h)
 {
-    F(run_batch)(net, x, y, m, CBP_STEP, (REAL)1 / (REAL)m, &h, 0, 1, NULL);
+    F(run_batch)(net, x, y, m, CBP_STEP, (REAL)1 / (REAL)m, &h, 0, 1, NULL, NULL);
 }
 
-static void F(prefetch_rows)(const REAL *src, const long long *idx, size_t m, size_t n)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    for (size_t i = 0; i < m; i++) {
-        const char *row = (const char *)(src + (size_t)idx[i] * n);
-        for (size_t off = 0; off < n * sizeof(REAL); off += 64) __builtin_prefetch(row + off, 0, 2);
-    }
-#else
-    (void)src; (void)idx; (void)m; (void)n;
-#endif
-}
-
-/* One epoch as thread t of T: for each mini-batch, gather this thread's share of the rows
- * (and prefetch its share of the next batch's rows), barrier, run_batch. */
+/* One epoch as thread t of T: for each mini-batch, gather this thread's share of the rows,
+ * barrier, run_batch, which prefetches this thread's share of the next batch's rows a few
+ * lines per register tile (cbp_prefetch in kernels.c). */
 typedef struct {
     const F(cbp_net) *net;
     const REAL *x, *y;
@@ -278,6 +269,8 @@ static void F(epoch_run)(F(epoch_job) *job, int t)
     const size_t n_in = net->sizes[0], n_out = net->sizes[net->n_layers];
     REAL *xb = net->a;                                      /* [mbs, n_0] block a^0 */
     REAL *yb = net->y;                                      /* [mbs, n_L] */
+    cbp_prefetch pf = {.base = {(const char *)job->x, (const char *)job->y},
+                       .row_bytes = {n_in * sizeof(REAL), n_out * sizeof(REAL)}};
     for (size_t start = 0; start < n; start += mbs) {
         const size_t m = (n - start < mbs) ? n - start : mbs;
         /* On a shared machine a partner thread may lose its core for milliseconds, and
@@ -290,19 +283,17 @@ static void F(epoch_run)(F(epoch_job) *job, int t)
         cbp_part(m, 1, t, T, &i0, &i1);
         F(cbp_gather_rows)(xb + i0 * n_in, job->x, job->perm + start + i0, i1 - i0, n_in);
         F(cbp_gather_rows)(yb + i0 * n_out, job->y, job->perm + start + i0, i1 - i0, n_out);
-        /* Rows of a shuffled epoch come from all over memory: ask for the next batch's
-         * rows now so that they arrive while this batch computes. */
         const size_t next = start + m;
         const size_t m_next = (n - next < mbs) ? n - next : mbs;
         cbp_part(m_next, 1, t, T, &i0, &i1);
-        F(prefetch_rows)(job->x, job->perm + next + i0, i1 - i0, n_in);
-        F(prefetch_rows)(job->y, job->perm + next + i0, i1 - i0, n_out);
+        cbp_prefetch_start(&pf, job->perm + next + i0, i1 - i0);
         cbp_barrier_wait(&job->team.barrier, T);
         if (T > 1 && atomic_load_explicit(&job->team.solo, memory_order_relaxed)) {
             if (t > 0) return;                              /* every gather share is done */
             T = 1;
         }
-        F(run_batch)(net, xb, yb, m, CBP_STEP, (REAL)1 / (REAL)m, &job->h, t, T, &job->team.barrier);
+        F(run_batch)(net, xb, yb, m, CBP_STEP, (REAL)1 / (REAL)m, &job->h, t, T, &job->team.barrier, &pf);
+        cbp_prefetch_finish(&pf);
     }
 }
 

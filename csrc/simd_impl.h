@@ -56,13 +56,15 @@ static inline REAL F(hsum)(VEC v) { return CBP_HSUM(v); }
 /* MR x MC block of gemm_nt: out[r*ldo + c] = sum_{k<K} A[r*lda + k] B[c*ldb + k]. */
 #define CBP_DOT_BLOCK(MR, MC)                                                                \
     static inline __attribute__((always_inline)) void F(dot_##MR##x##MC)(                   \
-        REAL *out, size_t ldo, const REAL *A, size_t lda, const REAL *B, size_t ldb, size_t K) \
+        REAL *out, size_t ldo, const REAL *A, size_t lda, const REAL *B, size_t ldb, size_t K, \
+        cbp_prefetch *pf)                                                                    \
     {                                                                                        \
         VEC acc[MR][MC];                                                                     \
         for (int r = 0; r < MR; r++)                                                         \
             for (int c = 0; c < MC; c++) acc[r][c] = (VEC){0};                               \
         size_t k = 0;                                                                        \
         for (; k + V <= K; k += V) {                                                         \
+            if ((k & (8 * V - 1)) == 0) cbp_prefetch_step(pf, MR * MC * 8 * V);            \
             VEC bv[MC];                                                                      \
             for (int c = 0; c < MC; c++) bv[c] = F(vload)(B + c * ldb + k);                  \
             for (int r = 0; r < MR; r++) {                                                   \
@@ -89,9 +91,9 @@ CBP_DOT_BLOCK(5, 1) CBP_DOT_BLOCK(5, 2) CBP_DOT_BLOCK(5, 3) CBP_DOT_BLOCK(5, 4) 
 
 /* One mr x mc block (1 <= mr <= NT_MR, 1 <= mc <= NT_MC) of gemm_nt. */
 static inline void F(dot_block)(size_t mr, size_t mc, REAL *out, size_t ldo, const REAL *A,
-                                size_t lda, const REAL *B, size_t ldb, size_t K)
+                                size_t lda, const REAL *B, size_t ldb, size_t K, cbp_prefetch *pf)
 {
-#define CBP_CASE(R, C) case 8 * (R - 1) + (C - 1): F(dot_##R##x##C)(out, ldo, A, lda, B, ldb, K); break;
+#define CBP_CASE(R, C) case 8 * (R - 1) + (C - 1): F(dot_##R##x##C)(out, ldo, A, lda, B, ldb, K, pf); break;
     switch (8 * (mr - 1) + (mc - 1)) {
         CBP_CASE(1, 1) CBP_CASE(1, 2) CBP_CASE(1, 3) CBP_CASE(1, 4)
         CBP_CASE(2, 1) CBP_CASE(2, 2) CBP_CASE(2, 3) CBP_CASE(2, 4)
@@ -109,7 +111,7 @@ static inline void F(dot_block)(size_t mr, size_t mc, REAL *out, size_t ldo, con
  * NT_MR x NT_MC (5 x 5: 25 accumulators fit AVX-512's 32 registers; 3 x 3 for 16-register
  * instruction sets) with the edges in smaller blocks. */
 static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const REAL *B,
-                       size_t ldb, size_t M, size_t N, size_t K)
+                       size_t ldb, size_t M, size_t N, size_t K, cbp_prefetch *pf)
 {
     /* j outer: the NT_MC rows of B (weights) stay in L1 while all rows of A pass by, so
      * a large weight matrix is read from memory once per call, not once per row block. */
@@ -117,7 +119,7 @@ static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const R
         const size_t mc = (N - j < NT_MC) ? N - j : NT_MC;
         for (size_t i = 0; i < M; i += NT_MR) {
             const size_t mr = (M - i < NT_MR) ? M - i : NT_MR;
-            F(dot_block)(mr, mc, out + i * ldo + j, ldo, A + i * lda, lda, B + j * ldb, ldb, K);
+            F(dot_block)(mr, mc, out + i * ldo + j, ldo, A + i * lda, lda, B + j * ldb, ldb, K, pf);
         }
     }
 }
@@ -192,10 +194,10 @@ static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, 
 #define CBP_NN_ROWS(MR)                                                                      \
     static void F(nn_rows_##MR)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,  \
                                 const REAL *B, size_t ldb, size_t N, size_t T, int op,       \
-                                const HYPER *h, REAL *vel)                                   \
+                                const HYPER *h, REAL *vel, cbp_prefetch *pf)                 \
     {                                                                                        \
         size_t c = 0;                                                                        \
-        for (; c + 4 * V <= N; c += 4 * V) F(axpy_##MR##x4)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, h, vel ? vel + c : NULL); \
+        for (; c + 4 * V <= N; c += 4 * V, cbp_prefetch_step(pf, MR * 4 * V * T)) F(axpy_##MR##x4)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, h, vel ? vel + c : NULL); \
         for (; c + V <= N; c += V) F(axpy_##MR##x1)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, h, vel ? vel + c : NULL); \
         F(axpy_tail)(C, ldc, A, ars, ats, B, ldb, T, MR, c, N, op, h, vel);                  \
     }
@@ -209,21 +211,22 @@ CBP_NN_ROWS(5)
  * apart; rows in blocks of NN_MR (5 rows x 4 vectors = 20 accumulators on AVX-512, 3 x 4
  * elsewhere). */
 static void F(gemm_nn)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,
-                       size_t ldb, size_t R, size_t N, size_t T, int op, const HYPER *h, REAL *vel)
+                       size_t ldb, size_t R, size_t N, size_t T, int op, const HYPER *h, REAL *vel,
+                       cbp_prefetch *pf)
 {
     for (size_t r = 0; r < R; r += NN_MR) {
         const REAL *Ar = A + r * ars;
         REAL *Cr = C + r * ldc;
         REAL *vr = vel ? vel + r * ldc : NULL;              /* velocity, laid out as C */
         switch ((R - r < NN_MR) ? R - r : NN_MR) {
-        case 1: F(nn_rows_1)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
-        case 2: F(nn_rows_2)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
-        case 3: F(nn_rows_3)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
+        case 1: F(nn_rows_1)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr, pf); break;
+        case 2: F(nn_rows_2)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr, pf); break;
+        case 3: F(nn_rows_3)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr, pf); break;
 #if NN_MR > 4
-        case 4: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
-        default: F(nn_rows_5)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
+        case 4: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr, pf); break;
+        default: F(nn_rows_5)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr, pf); break;
 #else
-        default: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr); break;
+        default: F(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, h, vr, pf); break;
 #endif
         }
     }
@@ -368,9 +371,10 @@ static inline __attribute__((always_inline)) void F(bias_activate)(REAL *z, REAL
  * (softmax: z only).  z, a: [m, n_out] (columns j0..j1 overwritten); a_prev: [m, n_in];
  * w: [n_out, n_in]. */
 static void F(dense_forward)(REAL *z, REAL *a, const REAL *a_prev, const REAL *w, const REAL *b,
-                             size_t m, size_t n_out, size_t n_in, size_t j0, size_t j1, int act)
+                             size_t m, size_t n_out, size_t n_in, size_t j0, size_t j1, int act,
+                             cbp_prefetch *pf)
 {
-    F(gemm_nt)(z + j0, n_out, a_prev, n_in, w + j0 * n_in, n_in, m, j1 - j0, n_in);
+    F(gemm_nt)(z + j0, n_out, a_prev, n_in, w + j0 * n_in, n_in, m, j1 - j0, n_in, pf);
     switch (act) {
     case CBP_ACT_SIGMOID: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_SIGMOID); break;
     case CBP_ACT_TANH: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_TANH); break;
@@ -405,9 +409,9 @@ static inline __attribute__((always_inline)) void F(times_prime)(REAL *dp, const
  * delta_prev, a_prev: [m, n_in]; delta: [m, n_out]; w: [n_out, n_in]. */
 static void F(dense_backward_delta)(REAL *delta_prev, const REAL *delta, const REAL *w,
                                     const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                    size_t k0, size_t k1, int act)
+                                    size_t k0, size_t k1, int act, cbp_prefetch *pf)
 {
-    F(gemm_nn)(delta_prev + k0, n_in, delta, n_out, 1, w + k0, n_in, m, k1 - k0, n_out, CBP_SET, NULL, NULL);
+    F(gemm_nn)(delta_prev + k0, n_in, delta, n_out, 1, w + k0, n_in, m, k1 - k0, n_out, CBP_SET, NULL, NULL, pf);
     switch (act) {
     case CBP_ACT_SIGMOID: F(times_prime)(delta_prev, a_prev, m, n_in, k0, k1, CBP_ACT_SIGMOID); break;
     case CBP_ACT_TANH: F(times_prime)(delta_prev, a_prev, m, n_in, k0, k1, CBP_ACT_TANH); break;
@@ -427,10 +431,10 @@ static void F(dense_backward_delta)(REAL *delta_prev, const REAL *delta, const R
 static void F(dense_backward_params)(REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
                                      size_t j0, size_t j1, int op, const HYPER *h, REAL *vel_w,
-                                     REAL *vel_b)
+                                     REAL *vel_b, cbp_prefetch *pf)
 {
     F(gemm_nn)(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m, op, h,
-               vel_w ? vel_w + j0 * n_in : NULL);
+               vel_w ? vel_w + j0 * n_in : NULL, pf);
     for (size_t j = j0; j < j1; j++) {
         REAL s = 0;
         for (size_t i = 0; i < m; i++) s += delta[i * n_out + j];
