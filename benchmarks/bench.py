@@ -227,6 +227,7 @@ class CbackpropRunner:
     def __init__(self, cbackprop, sizes, dtype, X, Y, mbs, eta):
         self.net = cbackprop.Network(sizes, dtype=dtype, seed=SEED)
         self.X, self.Y, self.mbs, self.eta = X, Y, mbs, eta
+        self.threads_used = []
 
     def run(self, perm):
         self.net._rng = _GivenPermutation(perm)   # the shared shuffle instead of its own
@@ -236,6 +237,8 @@ class CbackpropRunner:
             hist = self.net.sgd(self.X, self.Y, 1, self.mbs, self.eta)
         finally:
             gc.enable()
+        # the threads that finished this epoch (automatic thread counts decide per network)
+        self.threads_used.append(getattr(getattr(self.net, "_engine", None), "last_epoch_threads", None))
         return hist[0]["seconds"]
 
     def params(self):
@@ -607,8 +610,15 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
     sizes, mbs = entry["sizes"], entry["mini_batch_size"]
     which = entry["ceiling"]
     c = ceilings[dtype][which]
-    threads = (f"cbackprop sgd on {entry['cbackprop_num_threads']} thread(s)"
-               if "cbackprop_num_threads" in entry else "cbackprop not run")
+    used = entry.get("cbackprop_threads_used") or []
+    if "cbackprop_num_threads" not in entry:
+        threads = "cbackprop not run"
+    elif entry["cbackprop_num_threads"] is None:
+        threads = "cbackprop's thread count unknown"
+    elif len(set(used)) > 1:
+        threads = f"cbackprop epochs finished on {used} threads"
+    else:
+        threads = f"cbackprop sgd on {entry['cbackprop_num_threads']} thread(s)"
     lines = [f"{name} {sizes} mini-batch {mbs}, {dtype}, {data_source} data: {n:,} samples = "
              f"{entry['n_batches']:,} mini-batches, {entry['gflop_per_epoch']:.3g} GFLOP; {threads}",
              f"  {'implementation':18} {'median':>9} {'min':>9} {'max':>9} {'noise':>6} "
@@ -906,7 +916,6 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
             runners[impl] = NetworkPyRunner(sizes, u8, labels, n, mbs, ETA)
     if "cbackprop" in runners:
         entry["kernels"] = runners["cbackprop"].net.kernels
-        entry["cbackprop_num_threads"] = getattr(runners["cbackprop"].net, "num_threads", 1)
     perms = epoch_permutations(n, repeats + 1)
     if "cbackprop" in runners:
         entry["one_step_check"] = one_step_check(cbackprop, sizes, dtype, X, Y, perms[0][:mbs])
@@ -928,6 +937,11 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
             entry["impls"][impl]["extrapolated_from"] = runners[impl].k
         if impl == "cbackprop-pyloop":
             entry["impls"][impl]["gather_seconds_untimed"] = runners[impl].gather_seconds
+    if "cbackprop" in runners:
+        used = runners["cbackprop"].threads_used[1:]            # the timed epochs
+        known = [u for u in used if u is not None]
+        entry["cbackprop_threads_used"] = used
+        entry["cbackprop_num_threads"] = max(set(known), key=known.count) if known else None
     return entry
 
 
