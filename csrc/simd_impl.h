@@ -15,6 +15,12 @@
 #define VEC F(vec)
 #define HYPER CBP_CAT(cbp_hyper, SUF)
 typedef REAL VEC __attribute__((vector_size(VB)));
+#define VECI F(veci)
+#if CBP_IS_DOUBLE
+typedef long long VECI __attribute__((vector_size(VB)));
+#else
+typedef int VECI __attribute__((vector_size(VB)));
+#endif
 
 /* unaligned vector load/store (memcpy compiles to one vmovups) */
 static inline VEC F(vload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
@@ -53,6 +59,20 @@ static inline REAL F(hsum)(VEC v) { return CBP_HSUM(v); }
 #undef CBP_HSUM
 #undef CBP_LANES
 
+/* Edges narrower than a vector, when the row has at least V columns, go through one vector
+ * window ending at the edge: the window's first `n` lanes (columns already done) are masked
+ * out (lane_lt(n): all bits set in lanes t < n) and keep their values (blend). */
+static inline VECI F(lane_lt)(size_t n)
+{
+    VECI m;
+    for (size_t t = 0; t < V; t++) m[t] = (t < n) ? -1 : 0;
+    return m;
+}
+static inline VEC F(blend)(VECI keep_old, VEC old, VEC nw)
+{
+    return (VEC)(((VECI)old & keep_old) | ((VECI)nw & ~keep_old));
+}
+
 /* MR x MC block of gemm_nt: out[r*ldo + c] = sum_{k<K} A[r*lda + k] B[c*ldb + k]. */
 #define CBP_DOT_BLOCK(MR, MC)                                                                \
     static inline __attribute__((always_inline)) void F(dot_##MR##x##MC)(                   \
@@ -71,6 +91,16 @@ static inline REAL F(hsum)(VEC v) { return CBP_HSUM(v); }
                 VEC av = F(vload)(A + r * lda + k);                                          \
                 for (int c = 0; c < MC; c++) acc[r][c] += av * bv[c];                        \
             }                                                                                \
+        }                                                                                    \
+        if (k < K && K >= V) { /* the last K - k columns: window [K - V, K), both operands */ \
+            const VECI fresh = ~F(lane_lt)(k - (K - V));    /* zeroed below column k */      \
+            VEC bv[MC];                                                                      \
+            for (int c = 0; c < MC; c++) bv[c] = (VEC)((VECI)F(vload)(B + c * ldb + K - V) & fresh); \
+            for (int r = 0; r < MR; r++) {                                                   \
+                const VEC av = (VEC)((VECI)F(vload)(A + r * lda + K - V) & fresh);           \
+                for (int c = 0; c < MC; c++) acc[r][c] += av * bv[c];                        \
+            }                                                                                \
+            k = K;                                                                           \
         }                                                                                    \
         for (int r = 0; r < MR; r++)                                                         \
             for (int c = 0; c < MC; c++) {                                                   \
@@ -168,26 +198,85 @@ CBP_AXPY_BLOCK(5, 1) CBP_AXPY_BLOCK(5, 4)
 #endif
 #undef CBP_AXPY_BLOCK
 
-/* Columns [c0, N) that do not fill a vector, for rows [0, R) of a row block. */
-static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,
-                                const REAL *B, size_t ldb, size_t T, size_t R, size_t c0,
-                                size_t N, int op, const HYPER *h, REAL *vel)
+/* Columns [c0, N) (N - c0 < V <= N) of rows [0, MR): one vector window [N - V, N) whose
+ * lanes below c0 keep their values (the same sums, lane by lane, as a full vector). */
+#define CBP_AXPY_WIN(MR)                                                                     \
+    static inline __attribute__((always_inline)) void F(axpy_win_##MR)(                     \
+        REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,           \
+        size_t ldb, size_t T, size_t c0, size_t N, int op, const HYPER *h, REAL *vel)        \
+    {                                                                                        \
+        const REAL eta = h ? h->eta : 0, keep = h ? h->keep : 1;                             \
+        const REAL decay = h ? h->decay : 0, mu = h ? h->mu : 0;                             \
+        const size_t w0 = N - V;                                                             \
+        const VECI old = F(lane_lt)(c0 - w0);                                                \
+        VEC acc[MR];                                                                         \
+        for (int r = 0; r < MR; r++) acc[r] = (VEC){0};                                      \
+        for (size_t t = 0; t < T; t++) {                                                     \
+            const VEC bv = F(vload)(B + t * ldb + w0);                                       \
+            for (int r = 0; r < MR; r++) acc[r] += A[r * ars + t * ats] * bv;                \
+        }                                                                                    \
+        for (int r = 0; r < MR; r++) {                                                       \
+            REAL *p = C + r * ldc + w0;                                                      \
+            const VEC cur = F(vload)(p);                                                     \
+            VEC nw;                                                                          \
+            if (op == CBP_SET) nw = acc[r];                                                  \
+            else if (op == CBP_ADD) nw = cur + acc[r];                                       \
+            else if (op == CBP_SUB_SCALED) nw = cur - eta * acc[r];                          \
+            else if (op == CBP_DECAY_SUB) nw = keep * cur - eta * acc[r];                    \
+            else { /* CBP_MOMENTUM */                                                        \
+                REAL *q = vel + r * ldc + w0;                                                \
+                const VEC vq = F(vload)(q);                                                  \
+                const VEC v = mu * vq - eta * acc[r] - decay * cur;                          \
+                F(vstore)(q, F(blend)(old, vq, v));                                          \
+                nw = cur + v;                                                                \
+            }                                                                                \
+            F(vstore)(p, F(blend)(old, cur, nw));                                            \
+        }                                                                                    \
+    }
+CBP_AXPY_WIN(1) CBP_AXPY_WIN(2) CBP_AXPY_WIN(3) CBP_AXPY_WIN(4)
+#if NN_MR > 4
+CBP_AXPY_WIN(5)
+#endif
+#undef CBP_AXPY_WIN
+
+/* Columns [c0, N) of rows [0, R) when N < V (a layer, or a thread's share of one, narrower
+ * than a vector): through zero-padded vectors, so that each column gets exactly the vector
+ * arithmetic (FMA where the variant has it) of the wider paths, whatever the split. */
+static inline void F(axpy_narrow)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,
+                                  const REAL *B, size_t ldb, size_t T, size_t R, size_t c0,
+                                  size_t N, int op, const HYPER *h, REAL *vel)
 {
-    for (size_t r = 0; r < R; r++)
-        for (size_t c = c0; c < N; c++) {
-            REAL s = 0;
-            for (size_t t = 0; t < T; t++) s += A[r * ars + t * ats] * B[t * ldb + c];
-            REAL *p = C + r * ldc + c;
-            if (op == CBP_SET) *p = s;
-            else if (op == CBP_ADD) *p += s;
-            else if (op == CBP_SUB_SCALED) *p -= h->eta * s;
-            else if (op == CBP_DECAY_SUB) *p = h->keep * *p - h->eta * s;
-            else {
-                REAL *q = vel + r * ldc + c;
-                *q = h->mu * *q - h->eta * s - h->decay * *p;
-                *p += *q;
-            }
+    const size_t w = N - c0, bytes = w * sizeof(REAL);
+    const REAL eta = h ? h->eta : 0, keep = h ? h->keep : 1;
+    const REAL decay = h ? h->decay : 0, mu = h ? h->mu : 0;
+    for (size_t r = 0; r < R; r++) {
+        VEC acc = {0};
+        for (size_t t = 0; t < T; t++) {
+            REAL buf[V] = {0};
+            memcpy(buf, B + t * ldb + c0, bytes);
+            acc += A[r * ars + t * ats] * F(vload)(buf);
         }
+        REAL pb[V] = {0};
+        REAL *p = C + r * ldc + c0;
+        memcpy(pb, p, bytes);
+        const VEC cur = F(vload)(pb);
+        VEC nw;
+        if (op == CBP_SET) nw = acc;
+        else if (op == CBP_ADD) nw = cur + acc;
+        else if (op == CBP_SUB_SCALED) nw = cur - eta * acc;
+        else if (op == CBP_DECAY_SUB) nw = keep * cur - eta * acc;
+        else { /* CBP_MOMENTUM */
+            REAL qb[V] = {0};
+            REAL *q = vel + r * ldc + c0;
+            memcpy(qb, q, bytes);
+            const VEC v = mu * F(vload)(qb) - eta * acc - decay * cur;
+            F(vstore)(qb, v);
+            memcpy(q, qb, bytes);
+            nw = cur + v;
+        }
+        F(vstore)(pb, nw);
+        memcpy(p, pb, bytes);
+    }
 }
 
 /* Rows [0, mr) (mr <= NN_MR) of gemm_nn: 4-vector column blocks, single vectors, scalar tail. */
@@ -199,7 +288,8 @@ static inline void F(axpy_tail)(REAL *C, size_t ldc, const REAL *A, size_t ars, 
         size_t c = 0;                                                                        \
         for (; c + 4 * V <= N; c += 4 * V, cbp_prefetch_step(pf, MR * 4 * V * T)) F(axpy_##MR##x4)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, h, vel ? vel + c : NULL); \
         for (; c + V <= N; c += V) F(axpy_##MR##x1)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, h, vel ? vel + c : NULL); \
-        F(axpy_tail)(C, ldc, A, ars, ats, B, ldb, T, MR, c, N, op, h, vel);                  \
+        if (c < N && N >= V) F(axpy_win_##MR)(C, ldc, A, ars, ats, B, ldb, T, c, N, op, h, vel); \
+        else if (c < N) F(axpy_narrow)(C, ldc, A, ars, ats, B, ldb, T, MR, c, N, op, h, vel); \
     }
 CBP_NN_ROWS(1) CBP_NN_ROWS(2) CBP_NN_ROWS(3) CBP_NN_ROWS(4)
 #if NN_MR > 4
@@ -237,16 +327,13 @@ static void F(gemm_nn)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t at
 /* exp(x) for x in [CBP_EXP_LO, CBP_EXP_HI] (callers clamp): x = k ln2 + r, |r| <= ln2/2,
  * exp(r) by its Taylor polynomial (degree 7 for float, 13 for double: truncation below
  * half an ulp), times 2^k assembled in the exponent bits.  About 1 ulp. */
-#define VECI F(veci)
 #if CBP_IS_DOUBLE
-typedef long long VECI __attribute__((vector_size(VB)));
 #define CBP_EXP_HI 709.0
 #define CBP_EXP_LO (-708.0)
 #define CBP_MANT_BITS 52
 #define CBP_BIAS 1023
 #define CBP_ROUND_MAGIC 6755399441055744.0 /* 1.5 * 2^52 */
 #else
-typedef int VECI __attribute__((vector_size(VB)));
 #define CBP_EXP_HI 88.0f
 #define CBP_EXP_LO (-87.0f)
 #define CBP_MANT_BITS 23
@@ -355,7 +442,15 @@ static inline __attribute__((always_inline)) void F(bias_activate)(REAL *z, REAL
             F(vstore)(zi + j, zv);
             if (act != CBP_ACT_SOFTMAX) F(vstore)(ai + j, F(vactivate)(zv, act));
         }
-        if (j < j1) {  /* the last few columns through the same vector f */
+        if (j < j1 && j1 - j0 >= V) {  /* the last few columns: window [j1 - V, j1) */
+            const size_t w0 = j1 - V;
+            const VECI old = F(lane_lt)(j - w0);
+            const VEC zo = F(vload)(zi + w0);
+            const VEC zv = F(blend)(old, zo, zo + F(vload)(b + w0));
+            F(vstore)(zi + w0, zv);
+            if (act != CBP_ACT_SOFTMAX)
+                F(vstore)(ai + w0, F(blend)(old, F(vload)(ai + w0), F(vactivate)(zv, act)));
+        } else if (j < j1) {  /* a layer narrower than a vector: through a buffer */
             REAL buf[V];
             for (size_t t = 0; t < V; t++) buf[t] = (j + t < j1) ? zi[j + t] + b[j + t] : 0;
             const VEC sv = F(vactivate)(F(vload)(buf), act);
@@ -395,7 +490,12 @@ static inline __attribute__((always_inline)) void F(times_prime)(REAL *dp, const
         size_t k = k0;
         for (; k + V <= k1; k += V)
             F(vstore)(di + k, F(vload)(di + k) * F(vactivate_prime)(F(vload)(ai + k), act));
-        if (k < k1) {  /* the last few columns through the same vector f' */
+        if (k < k1 && k1 - k0 >= V) {  /* the last few columns: window [k1 - V, k1) */
+            const size_t w0 = k1 - V;
+            const VEC d = F(vload)(di + w0);
+            F(vstore)(di + w0, F(blend)(F(lane_lt)(k - w0), d,
+                                        d * F(vactivate_prime)(F(vload)(ai + w0), act)));
+        } else if (k < k1) {  /* narrower than a vector: through a buffer */
             REAL buf[V] = {0};
             for (size_t t = 0; k + t < k1; t++) buf[t] = ai[k + t];
             const VEC pv = F(vactivate_prime)(F(vload)(buf), act);
