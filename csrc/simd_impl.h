@@ -73,11 +73,11 @@ static inline VEC F(blend)(VECI keep_old, VEC old, VEC nw)
     return (VEC)(((VECI)old & keep_old) | ((VECI)nw & ~keep_old));
 }
 
-/* MR x MC block of gemm_nt: out[r*ldo + c] = sum_{k<K} A[r*lda + k] B[c*ldb + k]. */
+/* MR x MC block of gemm_nt: out[r*ldo + c] = sum_{k<K} A[r*lda + k] B[c*ldb + k] + bias[c]. */
 #define CBP_DOT_BLOCK(MR, MC)                                                                \
     static inline __attribute__((always_inline)) void F(dot_##MR##x##MC)(                   \
         REAL *out, size_t ldo, const REAL *A, size_t lda, const REAL *B, size_t ldb, size_t K, \
-        cbp_prefetch *pf)                                                                    \
+        const REAL *bias, cbp_prefetch *pf)                                                  \
     {                                                                                        \
         VEC acc[MR][MC];                                                                     \
         for (int r = 0; r < MR; r++)                                                         \
@@ -106,7 +106,7 @@ static inline VEC F(blend)(VECI keep_old, VEC old, VEC nw)
             for (int c = 0; c < MC; c++) {                                                   \
                 REAL s = F(hsum)(acc[r][c]);                                                 \
                 for (size_t kk = k; kk < K; kk++) s += A[r * lda + kk] * B[c * ldb + kk];    \
-                out[r * ldo + c] = s;                                                        \
+                out[r * ldo + c] = s + bias[c];                                              \
             }                                                                                \
     }
 CBP_DOT_BLOCK(1, 1) CBP_DOT_BLOCK(1, 2) CBP_DOT_BLOCK(1, 3) CBP_DOT_BLOCK(1, 4)
@@ -121,9 +121,10 @@ CBP_DOT_BLOCK(5, 1) CBP_DOT_BLOCK(5, 2) CBP_DOT_BLOCK(5, 3) CBP_DOT_BLOCK(5, 4) 
 
 /* One mr x mc block (1 <= mr <= NT_MR, 1 <= mc <= NT_MC) of gemm_nt. */
 static inline void F(dot_block)(size_t mr, size_t mc, REAL *out, size_t ldo, const REAL *A,
-                                size_t lda, const REAL *B, size_t ldb, size_t K, cbp_prefetch *pf)
+                                size_t lda, const REAL *B, size_t ldb, size_t K, const REAL *bias,
+                                cbp_prefetch *pf)
 {
-#define CBP_CASE(R, C) case 8 * (R - 1) + (C - 1): F(dot_##R##x##C)(out, ldo, A, lda, B, ldb, K, pf); break;
+#define CBP_CASE(R, C) case 8 * (R - 1) + (C - 1): F(dot_##R##x##C)(out, ldo, A, lda, B, ldb, K, bias, pf); break;
     switch (8 * (mr - 1) + (mc - 1)) {
         CBP_CASE(1, 1) CBP_CASE(1, 2) CBP_CASE(1, 3) CBP_CASE(1, 4)
         CBP_CASE(2, 1) CBP_CASE(2, 2) CBP_CASE(2, 3) CBP_CASE(2, 4)
@@ -141,7 +142,7 @@ static inline void F(dot_block)(size_t mr, size_t mc, REAL *out, size_t ldo, con
  * NT_MR x NT_MC (5 x 5: 25 accumulators fit AVX-512's 32 registers; 3 x 3 for 16-register
  * instruction sets) with the edges in smaller blocks. */
 static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const REAL *B,
-                       size_t ldb, size_t M, size_t N, size_t K, cbp_prefetch *pf)
+                       size_t ldb, size_t M, size_t N, size_t K, const REAL *bias, cbp_prefetch *pf)
 {
     /* j outer: the NT_MC rows of B (weights) stay in L1 while all rows of A pass by, so
      * a large weight matrix is read from memory once per call, not once per row block. */
@@ -149,7 +150,8 @@ static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const R
         const size_t mc = (N - j < NT_MC) ? N - j : NT_MC;
         for (size_t i = 0; i < M; i += NT_MR) {
             const size_t mr = (M - i < NT_MR) ? M - i : NT_MR;
-            F(dot_block)(mr, mc, out + i * ldo + j, ldo, A + i * lda, lda, B + j * ldb, ldb, K, pf);
+            F(dot_block)(mr, mc, out + i * ldo + j, ldo, A + i * lda, lda, B + j * ldb, ldb, K,
+                         bias + j, pf);
         }
     }
 }
@@ -429,35 +431,35 @@ static inline __attribute__((always_inline)) VEC F(vactivate_prime)(VEC a, int a
     }
 }
 
-/* z[:, j0..j1) += b, a = f(z) there (softmax: z only; the caller then runs softmax_rows). */
-static inline __attribute__((always_inline)) void F(bias_activate)(REAL *z, REAL *a, const REAL *b,
-                                                                   size_t m, size_t n_out,
-                                                                   size_t j0, size_t j1, int act)
+/* The columns [j0, j1) of m rows n apart as passes of `width` elements: whole rows (j0 = 0,
+ * j1 = n) are one flat pass over the [m, n] block; otherwise one pass per row. */
+static inline void F(passes)(size_t m, size_t n, size_t j0, size_t j1, size_t *rows, size_t *width)
 {
-    for (size_t i = 0; i < m; i++) {
-        REAL *zi = z + i * n_out, *ai = a + i * n_out;
-        size_t j = j0;
-        for (; j + V <= j1; j += V) {
-            const VEC zv = F(vload)(zi + j) + F(vload)(b + j);
-            F(vstore)(zi + j, zv);
-            if (act != CBP_ACT_SOFTMAX) F(vstore)(ai + j, F(vactivate)(zv, act));
-        }
-        if (j < j1 && j1 - j0 >= V) {  /* the last few columns: window [j1 - V, j1) */
-            const size_t w0 = j1 - V;
-            const VECI old = F(lane_lt)(j - w0);
-            const VEC zo = F(vload)(zi + w0);
-            const VEC zv = F(blend)(old, zo, zo + F(vload)(b + w0));
-            F(vstore)(zi + w0, zv);
-            if (act != CBP_ACT_SOFTMAX)
-                F(vstore)(ai + w0, F(blend)(old, F(vload)(ai + w0), F(vactivate)(zv, act)));
-        } else if (j < j1) {  /* a layer narrower than a vector: through a buffer */
-            REAL buf[V];
-            for (size_t t = 0; t < V; t++) buf[t] = (j + t < j1) ? zi[j + t] + b[j + t] : 0;
+    *rows = (j0 == 0 && j1 == n) ? 1 : m;
+    *width = (j0 == 0 && j1 == n) ? m * n : j1 - j0;
+}
+
+/* a[:, j0..j1) = f(z) there, z: [m, n_out] (bias already added).  Each pass ends with a
+ * vector window at its edge (lanes recomputed from the same z give the same a) or, for a
+ * pass narrower than a vector, a zero-padded buffer. */
+static inline __attribute__((always_inline)) void F(activate_range)(const REAL *z, REAL *a,
+                                                                    size_t m, size_t n_out,
+                                                                    size_t j0, size_t j1, int act)
+{
+    size_t rows, width;
+    F(passes)(m, n_out, j0, j1, &rows, &width);
+    for (size_t i = 0; i < rows; i++) {
+        const REAL *zi = z + i * n_out + j0;
+        REAL *ai = a + i * n_out + j0;
+        size_t j = 0;
+        for (; j + V <= width; j += V) F(vstore)(ai + j, F(vactivate)(F(vload)(zi + j), act));
+        if (j < width && width >= V) {
+            F(vstore)(ai + width - V, F(vactivate)(F(vload)(zi + width - V), act));
+        } else if (j < width) {
+            REAL buf[V] = {0};
+            memcpy(buf, zi + j, (width - j) * sizeof(REAL));
             const VEC sv = F(vactivate)(F(vload)(buf), act);
-            for (size_t t = 0; j + t < j1; t++) {
-                zi[j + t] = buf[t];
-                if (act != CBP_ACT_SOFTMAX) ai[j + t] = sv[t];
-            }
+            for (size_t t = 0; j + t < width; t++) ai[j + t] = sv[t];
         }
     }
 }
@@ -469,37 +471,40 @@ static void F(dense_forward)(REAL *z, REAL *a, const REAL *a_prev, const REAL *w
                              size_t m, size_t n_out, size_t n_in, size_t j0, size_t j1, int act,
                              cbp_prefetch *pf)
 {
-    F(gemm_nt)(z + j0, n_out, a_prev, n_in, w + j0 * n_in, n_in, m, j1 - j0, n_in, pf);
+    F(gemm_nt)(z + j0, n_out, a_prev, n_in, w + j0 * n_in, n_in, m, j1 - j0, n_in, b + j0, pf);
     switch (act) {
-    case CBP_ACT_SIGMOID: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_SIGMOID); break;
-    case CBP_ACT_TANH: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_TANH); break;
-    case CBP_ACT_RELU: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_RELU); break;
-    case CBP_ACT_IDENTITY: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_IDENTITY); break;
-    default: F(bias_activate)(z, a, b, m, n_out, j0, j1, CBP_ACT_SOFTMAX); break;
+    case CBP_ACT_SIGMOID: F(activate_range)(z, a, m, n_out, j0, j1, CBP_ACT_SIGMOID); break;
+    case CBP_ACT_TANH: F(activate_range)(z, a, m, n_out, j0, j1, CBP_ACT_TANH); break;
+    case CBP_ACT_RELU: F(activate_range)(z, a, m, n_out, j0, j1, CBP_ACT_RELU); break;
+    case CBP_ACT_IDENTITY: F(activate_range)(z, a, m, n_out, j0, j1, CBP_ACT_IDENTITY); break;
+    default: break;                                   /* softmax: the caller's softmax_rows */
     }
 }
 
-/* delta_prev[:, k0..k1) *= f'(a_prev) there. */
+/* delta_prev[:, k0..k1) *= f'(a_prev) there, in passes as activate_range; a pass's last
+ * columns go through a window at its edge whose lanes already done keep their values. */
 static inline __attribute__((always_inline)) void F(times_prime)(REAL *dp, const REAL *ap,
                                                                  size_t m, size_t n_in,
                                                                  size_t k0, size_t k1, int act)
 {
-    for (size_t i = 0; i < m; i++) {
-        REAL *di = dp + i * n_in;
-        const REAL *ai = ap + i * n_in;
-        size_t k = k0;
-        for (; k + V <= k1; k += V)
+    size_t rows, width;
+    F(passes)(m, n_in, k0, k1, &rows, &width);
+    const size_t full = width / V * V;                  /* columns in whole vectors */
+    const VECI old = (full < width && width >= V) ? F(lane_lt)(full - (width - V)) : (VECI){0};
+    for (size_t i = 0; i < rows; i++) {
+        REAL *di = dp + i * n_in + k0;
+        const REAL *ai = ap + i * n_in + k0;
+        for (size_t k = 0; k < full; k += V)
             F(vstore)(di + k, F(vload)(di + k) * F(vactivate_prime)(F(vload)(ai + k), act));
-        if (k < k1 && k1 - k0 >= V) {  /* the last few columns: window [k1 - V, k1) */
-            const size_t w0 = k1 - V;
+        if (full < width && width >= V) {
+            const size_t w0 = width - V;
             const VEC d = F(vload)(di + w0);
-            F(vstore)(di + w0, F(blend)(F(lane_lt)(k - w0), d,
-                                        d * F(vactivate_prime)(F(vload)(ai + w0), act)));
-        } else if (k < k1) {  /* narrower than a vector: through a buffer */
+            F(vstore)(di + w0, F(blend)(old, d, d * F(vactivate_prime)(F(vload)(ai + w0), act)));
+        } else if (full < width) {
             REAL buf[V] = {0};
-            for (size_t t = 0; k + t < k1; t++) buf[t] = ai[k + t];
+            memcpy(buf, ai + full, (width - full) * sizeof(REAL));
             const VEC pv = F(vactivate_prime)(F(vload)(buf), act);
-            for (size_t t = 0; k + t < k1; t++) di[k + t] *= pv[t];
+            for (size_t t = 0; full + t < width; t++) di[full + t] *= pv[t];
         }
     }
 }
