@@ -28,6 +28,10 @@ typedef struct {
                              alone (0: the default, 2% of the epoch's work, 1-20 ms)          */
     double slow_wait;     /* a barrier wait longer than this (seconds) makes the epoch finish
                              on one thread (0: the default, 5 ms)                              */
+    REAL *feed;           /* [m_cap * (n_0 + n_L)]: a second input block [m_cap, n_0] and target
+                             block [m_cap, n_L] for the feeder (NULL: no feeder)               */
+    int feeder;           /* 1: a one-thread epoch lets a second thread gather the next
+                             mini-batch into the other buffer while this one trains          */
 } F(cbp_net);
 
 /* The hyper-parameters of one gradient-descent update (book eqs. (20)-(21), (93)-(94), and
@@ -139,8 +143,13 @@ void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
  * net->n_threads threads (created for the call), each layer split between them; the
  * result does not depend on the thread count (each output is computed by one thread in
  * the same order).  When barriers keep waiting for a thread that lost its core (a shared
- * machine), thread 0 finishes the epoch alone.  Returns the threads that finished it. */
+ * machine), thread 0 finishes the epoch alone.  Returns the threads that finished it.
+ * With n_threads = 1, net->feeder and net->feed set (and SIMD kernels), a feeder thread
+ * gathers mini-batches into the two buffers (a^0 and y blocks, feed) ahead of the
+ * training thread, which gathers any batch the feeder has not claimed yet; *fed is set to
+ * the number of mini-batches the feeder gathered (0 without one). */
 int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
-                         const long long *perm, size_t n, size_t mini_batch_size, F(cbp_hyper) h);
+                         const long long *perm, size_t n, size_t mini_batch_size, F(cbp_hyper) h,
+                         size_t *fed);
 
 #undef F

@@ -239,3 +239,53 @@ def test_two_threads_training_two_networks_of_each_dtype_give_the_serial_results
     for (dtype, seed), s, p, t in zip(specs, serial, parallel, together):
         _assert_bitwise_equal(_params(p), _params(s), f"{np.dtype(dtype).name} seed {seed}: pairs vs serial")
         _assert_bitwise_equal(_params(t), _params(s), f"{np.dtype(dtype).name} seed {seed}: four vs serial")
+
+
+# ---- (d) the feeder -------------------------------------------------------------------------
+# With the automatic thread count, a one-thread epoch of at least FEEDER_MIN_FLOPS lets a
+# feeder thread gather the next mini-batches on a second core.  Whoever gathers a batch, the data and so the result are the
+# same: bitwise equal to num_threads = 1 (no feeder).
+
+def _train(dtype, sizes, X, Y, mbs, threads=None, waits=None, epochs=1):
+    net = cbackprop.Network(sizes, dtype=dtype, seed=3)
+    if threads is not None:
+        net.num_threads = threads
+    if waits is not None:
+        net._engine.thread_waits = waits
+    net.sgd(X, Y, epochs, mbs, 0.5)
+    return net
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, n, mbs", [([784, 30, 10], 20003, 10), ([200, 40, 3], 9001, 100),
+                                           ([100, 30, 5, 2], 20000, 1)], ids=str)
+def test_feeder_gives_the_one_thread_result_bitwise(dtype, sizes, n, mbs):
+    if cbackprop._core.usable_cores() < 2:
+        pytest.skip("one usable core: no feeder")
+    X, Y = _data(n, seed=4, sizes=sizes)
+    alone = _train(dtype, sizes, X, Y, mbs, threads=1)
+    assert alone._engine.last_epoch_fed == 0            # explicit num_threads: no feeder
+    batches = -(-n // mbs)
+    for attempt in range(5):                            # a busy machine may not start it in time
+        fed = _train(dtype, sizes, X, Y, mbs)
+        if fed._engine.last_epoch_fed > 0:
+            break
+    else:
+        pytest.skip("the feeder thread never got a core in 5 epochs (busy machine)")
+    assert 0 < fed._engine.last_epoch_fed <= batches
+    assert fed._engine.last_epoch_threads == 1
+    _assert_bitwise_equal(_params(alone), _params(fed), "feeder vs num_threads=1")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_feeder_that_is_stopped_early_gives_the_same_result(dtype):
+    # slow_wait 1 ns: the first time the trainer has to wait for the feeder, it stops the
+    # feeder and gathers every later batch itself
+    if cbackprop._core.usable_cores() < 2:
+        pytest.skip("one usable core: no feeder")
+    sizes, n, mbs = [784, 30, 10], 20003, 10
+    X, Y = _data(n, seed=5, sizes=sizes)
+    stopped = _train(dtype, sizes, X, Y, mbs, waits=(0.0, 1e-9), epochs=2)
+    alone = _train(dtype, sizes, X, Y, mbs, threads=1, epochs=2)
+    assert 0 <= stopped._engine.last_epoch_fed <= -(-n // mbs)
+    _assert_bitwise_equal(_params(alone), _params(stopped), "stopped feeder vs num_threads=1")

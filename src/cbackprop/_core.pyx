@@ -29,6 +29,8 @@ cdef extern from "cbackprop.h" nogil:
         int n_threads
         double start_wait
         double slow_wait
+        float *feed
+        int feeder
     ctypedef struct cbp_hyper_s:
         float eta
         float keep
@@ -51,6 +53,8 @@ cdef extern from "cbackprop.h" nogil:
         int n_threads
         double start_wait
         double slow_wait
+        double *feed
+        int feeder
     ctypedef struct cbp_hyper_d:
         double eta
         double keep
@@ -70,9 +74,11 @@ cdef extern from "cbackprop.h" nogil:
     void cbp_net_sgd_step_d(const cbp_net_d *net, const double *x, const double *y, size_t m,
                             cbp_hyper_d h)
     int cbp_net_sgd_epoch_s(const cbp_net_s *net, const float *x, const float *y,
-                            const long long *perm, size_t n, size_t mbs, cbp_hyper_s h)
+                            const long long *perm, size_t n, size_t mbs, cbp_hyper_s h,
+                            size_t *fed)
     int cbp_net_sgd_epoch_d(const cbp_net_d *net, const double *x, const double *y,
-                            const long long *perm, size_t n, size_t mbs, cbp_hyper_d h)
+                            const long long *perm, size_t n, size_t mbs, cbp_hyper_d h,
+                            size_t *fed)
     int cbp_all_finite_s(const float *x, size_t n)
     int cbp_all_finite_d(const double *x, size_t n)
     int cbp_isa_supported(int isa)
@@ -108,6 +114,11 @@ def best_kernels():
 #: [784,256,256,10] at 32, 3.4e7, 1.83x (float64 1.34x); [784,1024,1024,10] at 128, 9.5e8,
 #: 1.97x).
 AUTO_THREADS_MIN_FLOPS = 20_000_000
+
+#: Flops per epoch from which a one-thread epoch (automatic thread count) uses a feeder
+#: thread on a second core to gather the mini-batches (thread creation and join take tens
+#: of microseconds; 5e7 flops take about 0.3 ms here).
+FEEDER_MIN_FLOPS = 50_000_000
 
 
 def usable_cores():
@@ -215,6 +226,7 @@ cdef class Engine:
     cdef readonly object sizes
     cdef object _sizes_arr            # [L+1] size_t copy of sizes for C
     cdef object _z, _a, _delta, _y    # workspace arrays (kept alive here)
+    cdef object _feed                 # [m_cap * (n_0 + n_L)] the feeder's second buffers
     cdef readonly object velocity     # [n_params] momentum velocity (None until first used)
     cdef readonly object accum        # [n_params] accumulated gradient sum (None until used)
     cdef object _act_arr              # [L+1] C int activation codes (index 0 unused)
@@ -225,6 +237,7 @@ cdef class Engine:
     cdef size_t n_params
     cdef double eta_min, eta_max      # normal range of eta in the engine dtype
     cdef readonly int last_epoch_threads  # threads that finished the last sgd epoch
+    cdef readonly Py_ssize_t last_epoch_fed  # its mini-batches gathered by the feeder thread
     cdef int _num_threads             # threads for sgd_epoch (see num_threads; the C
                                       # field n_threads is set per epoch from it)
 
@@ -307,8 +320,8 @@ cdef class Engine:
         self.nd.isa = self.ns.isa = KERNELS.index(name)
 
     cdef _set_struct(self):
-        cdef float[::1] ps, gs, zs, as_, ds, ys
-        cdef double[::1] pd, gd, zd, ad, dd, yd
+        cdef float[::1] ps, gs, zs, as_, ds, ys, fs
+        cdef double[::1] pd, gd, zd, ad, dd, yd, fd
         cdef size_t L = len(self.sizes) - 1
         if self.is_double:
             self.nd.n_layers = L
@@ -327,6 +340,8 @@ cdef class Engine:
                 self.nd.a = &ad[0]
                 self.nd.delta = &dd[0]
                 self.nd.y = &yd[0]
+                fd = self._feed
+                self.nd.feed = &fd[0]
         else:
             self.ns.n_layers = L
             self.ns.sizes = &self._sizes_mv[0]
@@ -344,6 +359,8 @@ cdef class Engine:
                 self.ns.a = &as_[0]
                 self.ns.delta = &ds[0]
                 self.ns.y = &ys[0]
+                fs = self._feed
+                self.ns.feed = &fs[0]
 
     def reserve(self, Py_ssize_t m):
         """Make the workspace hold at least m rows (allocates only when it grows)."""
@@ -354,14 +371,17 @@ cdef class Engine:
         self._a = _aligned_zeros(m * sum(s), self.dtype)
         self._delta = _aligned_zeros(m * sum(s[1:]), self.dtype)
         self._y = _aligned_zeros(m * s[-1], self.dtype)
+        self._feed = _aligned_zeros(m * (s[0] + s[-1]), self.dtype)
         self.m_cap = m
         self._set_struct()
 
     def workspace_nbytes(self):
-        """Bytes held by the workspace (z, a, delta and gathered-target blocks)."""
+        """Bytes held by the workspace (z, a, delta and gathered-target blocks, and the
+        feeder's second input and target blocks)."""
         if self.m_cap == 0:
             return 0
-        return self._z.nbytes + self._a.nbytes + self._delta.nbytes + self._y.nbytes
+        return (self._z.nbytes + self._a.nbytes + self._delta.nbytes + self._y.nbytes
+                + self._feed.nbytes)
 
     def predict(self, x):
         """a^L for all rows of x ([m, n_0], C-contiguous, engine dtype; m >= 1), computed
@@ -586,6 +606,7 @@ cdef class Engine:
         # not start in time, or one slow barrier) costs at most a few milliseconds, after
         # which the epoch finishes on this thread.
         cdef int finished
+        cdef size_t fed = 0
         s = self.sizes
         flops = 4 * mbs * sum(s[l] * s[l - 1] for l in range(1, len(s)))
         if self._num_threads:
@@ -593,16 +614,23 @@ cdef class Engine:
         else:
             threads = usable_cores() if flops >= AUTO_THREADS_MIN_FLOPS else 1
         self.nd.n_threads = self.ns.n_threads = threads
+        # Automatic, one training thread and a second usable core: the feeder thread
+        # gathers the next mini-batches there (see cbp_net_sgd_epoch), for epochs of at
+        # least FEEDER_MIN_FLOPS (below, creating the thread costs more than it saves).
+        self.nd.feeder = self.ns.feeder = (not self._num_threads and threads == 1
+                                           and flops * n >= FEEDER_MIN_FLOPS * mbs
+                                           and usable_cores() >= 2)
         if self.is_double:
             xd = x
             yd = y
             with nogil:
                 finished = cbp_net_sgd_epoch_d(&self.nd, &xd[0, 0], &yd[0, 0], &p[0], n, mbs,
-                                               _hyper_d(eta, keep, decay, mu))
+                                               _hyper_d(eta, keep, decay, mu), &fed)
         else:
             xs = x
             ys = y
             with nogil:
                 finished = cbp_net_sgd_epoch_s(&self.ns, &xs[0, 0], &ys[0, 0], &p[0], n, mbs,
-                                               _hyper_s(eta, keep, decay, mu))
+                                               _hyper_s(eta, keep, decay, mu), &fed)
         self.last_epoch_threads = finished
+        self.last_epoch_fed = fed
