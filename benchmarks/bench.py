@@ -228,6 +228,7 @@ class CbackpropRunner:
         self.net = cbackprop.Network(sizes, dtype=dtype, seed=SEED)
         self.X, self.Y, self.mbs, self.eta = X, Y, mbs, eta
         self.threads_used = []
+        self.fed = []
 
     def run(self, perm):
         self.net._rng = _GivenPermutation(perm)   # the shared shuffle instead of its own
@@ -237,8 +238,11 @@ class CbackpropRunner:
             hist = self.net.sgd(self.X, self.Y, 1, self.mbs, self.eta)
         finally:
             gc.enable()
-        # the threads that finished this epoch (automatic thread counts decide per network)
-        self.threads_used.append(getattr(getattr(self.net, "_engine", None), "last_epoch_threads", None))
+        # the threads that finished this epoch (automatic thread counts decide per network),
+        # and the mini-batches a feeder thread gathered for a one-thread epoch
+        engine = getattr(self.net, "_engine", None)
+        self.threads_used.append(getattr(engine, "last_epoch_threads", None))
+        self.fed.append(getattr(engine, "last_epoch_fed", None))
         return hist[0]["seconds"]
 
     def params(self):
@@ -619,6 +623,9 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
         threads = f"cbackprop epochs finished on {used} threads"
     else:
         threads = f"cbackprop sgd on {entry['cbackprop_num_threads']} thread(s)"
+    if entry.get("cbackprop_fed_fraction"):
+        threads += (f" + a feeder thread (gathered {100 * entry['cbackprop_fed_fraction']:.1f}% "
+                    f"of the mini-batches)")
     lines = [f"{name} {sizes} mini-batch {mbs}, {dtype}, {data_source} data: {n:,} samples = "
              f"{entry['n_batches']:,} mini-batches, {entry['gflop_per_epoch']:.3g} GFLOP; {threads}",
              f"  {'implementation':18} {'median':>9} {'min':>9} {'max':>9} {'noise':>6} "
@@ -942,6 +949,9 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
         known = [u for u in used if u is not None]
         entry["cbackprop_threads_used"] = used
         entry["cbackprop_num_threads"] = max(set(known), key=known.count) if known else None
+        fed = [f for f in runners["cbackprop"].fed[1:] if f is not None]
+        entry["cbackprop_fed_fraction"] = (sum(fed) / (len(fed) * entry["n_batches"])
+                                           if fed else None)
     return entry
 
 

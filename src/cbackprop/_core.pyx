@@ -297,9 +297,10 @@ cdef class Engine:
     def num_threads(self):
         """Threads one epoch of sgd may run on (other calls run on the calling thread).
         When not set (automatic), every usable core for networks of at least
-        AUTO_THREADS_MIN_FLOPS per mini-batch and one below; when set, that many for
-        networks of at least 2e5 flops per mini-batch.  Reads as the number of threads a
-        large epoch would use."""
+        AUTO_THREADS_MIN_FLOPS per mini-batch and one below (plus the feeder thread on a
+        second core for epochs of at least FEEDER_MIN_FLOPS); when set, that many for
+        networks of at least 2e5 flops per mini-batch, and no feeder.  Reads as the number
+        of threads a large epoch would use."""
         return self._num_threads if self._num_threads else usable_cores()
 
     @property
