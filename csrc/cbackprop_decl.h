@@ -12,7 +12,8 @@ typedef struct {
     REAL *grads;          /* [n_params] gradient blob, same layout: nabla_w^l, nabla_b^l        */
     REAL *z;              /* [m_cap * sum_{l=1..L} n_l]: z^l is [m, n_l] at m_cap*sum_{1<=k<l} n_k */
     REAL *a;              /* [m_cap * sum_{l=0..L} n_l]: a^l is [m, n_l] at m_cap*sum_{0<=k<l} n_k;
-                             block 0 holds the gathered input of sgd_epoch                       */
+                             block 0 holds gathered input of sgd_epoch (with the feeder, every
+                             other mini-batch's: the rest go to feed)                          */
     REAL *delta;          /* same layout as z: delta^l for l = 1..L                            */
     REAL *y;              /* [m_cap, n_L] gathered targets (sgd_epoch)                          */
     size_t m_cap;         /* rows every workspace block holds                                   */
@@ -28,8 +29,9 @@ typedef struct {
                              alone (0: the default, 2% of the epoch's work, 1-20 ms)          */
     double slow_wait;     /* a barrier wait longer than this (seconds) makes the epoch finish
                              on one thread (0: the default, 5 ms)                              */
-    REAL *feed;           /* [m_cap * (n_0 + n_L)]: a second input block [m_cap, n_0] and target
-                             block [m_cap, n_L] for the feeder (NULL: no feeder)               */
+    REAL *feed;           /* [feed_rows * (n_0 + n_L)]: a second input block [feed_rows, n_0] and
+                             target block [feed_rows, n_L] for the feeder (NULL: no feeder)   */
+    size_t feed_rows;     /* rows of feed's blocks (the feeder runs only for mbs <= feed_rows) */
     int feeder;           /* 1: a one-thread epoch lets a second thread gather the next
                              mini-batch into the other buffer while this one trains          */
 } F(cbp_net);
@@ -144,12 +146,12 @@ void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
  * result does not depend on the thread count (each output is computed by one thread in
  * the same order).  When barriers keep waiting for a thread that lost its core (a shared
  * machine), thread 0 finishes the epoch alone.  Returns the threads that finished it.
- * With n_threads = 1, net->feeder and net->feed set (and SIMD kernels), a feeder thread
- * gathers mini-batches into the two buffers (a^0 and y blocks, feed) ahead of the
- * training thread, which gathers any batch the feeder has not claimed yet; *fed is set to
- * the number of mini-batches the feeder gathered (0 without one). */
+ * With n_threads = 1, net->feeder and net->feed set (feed_rows >= mbs), SIMD kernels and
+ * a threads build (not _WIN32), a feeder thread gathers mini-batches into the two buffers
+ * (a^0 and y blocks, feed) ahead of the training thread, which gathers any batch the
+ * feeder has not claimed yet.  *stats (not NULL) says what the feeder did. */
 int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                          const long long *perm, size_t n, size_t mini_batch_size, F(cbp_hyper) h,
-                         size_t *fed);
+                         cbp_feed_stats *stats);
 
 #undef F

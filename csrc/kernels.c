@@ -75,8 +75,8 @@ typedef struct {
     size_t row_bytes[2];
     const long long *idx;    /* the rows to fetch */
     size_t rows;
-    size_t s, i;             /* next line: stream s, row idx[i], at p */
-    const char *p, *end;
+    size_t s, i;             /* next line: stream s, row idx[i], at address p (below end) */
+    uintptr_t p, end;
     size_t work_per_line;    /* multiply-adds per line (0: count them only) */
     size_t work;             /* multiply-adds seen in this batch */
     size_t credit;           /* multiply-adds not yet paid for with a line */
@@ -85,8 +85,8 @@ typedef struct {
 
 static inline __attribute__((always_inline)) void cbp_prefetch_row(cbp_prefetch *pf)
 {
-    const char *row = pf->base[pf->s] + (size_t)pf->idx[pf->i] * pf->row_bytes[pf->s];
-    pf->p = (const char *)((uintptr_t)row & ~(uintptr_t)63);
+    const uintptr_t row = (uintptr_t)(pf->base[pf->s] + (size_t)pf->idx[pf->i] * pf->row_bytes[pf->s]);
+    pf->p = row & ~(uintptr_t)63;                         /* the row's first line */
     pf->end = row + pf->row_bytes[pf->s];
 }
 
@@ -110,7 +110,7 @@ static inline __attribute__((always_inline)) size_t cbp_prefetch_lines(cbp_prefe
     size_t done = 0;
     for (; done < n && pf->s < 2; done++) {
 #if defined(__GNUC__) || defined(__clang__)
-        __builtin_prefetch(pf->p, 0, 2);
+        __builtin_prefetch((const void *)pf->p, 0, 2);
 #endif
         pf->p += 64;
         if (pf->p >= pf->end) {
@@ -225,6 +225,20 @@ static void cbp_barrier_wait(cbp_barrier *b, int T)
     while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen) {}
 #endif
 }
+
+#if CBP_HAVE_THREADS
+/* One step of a wait on the feeder or the trainer (net_impl.h): spin briefly (a mini-batch
+ * takes microseconds), then sleep 20 us at a time so that a busy machine gets the core. */
+static inline void cbp_wait_step(unsigned *spins)
+{
+    if (++*spins <= CBP_SPINS) {
+        cbp_cpu_relax();
+    } else {
+        const struct timespec nap = {0, 20000};
+        nanosleep(&nap, NULL);
+    }
+}
+#endif
 
 typedef void (*cbp_task)(void *job, int t);
 

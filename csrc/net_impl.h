@@ -306,19 +306,22 @@ static void F(epoch_thread)(void *job, int t) { F(epoch_run)((F(epoch_job) *)job
  * goes into buffer b % 2.  Either thread gathers a batch after claiming it (claimed: a
  * compare-and-swap on the next unclaimed batch); the feeder claims batch b only once
  * batch b - 2 is trained (its buffer is free), the trainer claims the batch it needs next
- * if the feeder has not.  The trainer waits for a batch the feeder is gathering; after one
- * wait longer than slow_wait (the feeder lost its core) it stops the feeder and gathers
- * the rest itself.  The data, and so the result, are the same whoever gathers. */
+ * if the feeder has not.  The trainer waits for a batch the feeder is gathering; once a
+ * wait lasts longer than slow_wait (the feeder lost its core) it stops the feeder, which
+ * then claims nothing more (it finishes and publishes a batch it has already claimed),
+ * and gathers the rest itself.  The data, and so the result, are the same whoever
+ * gathers. */
+#if CBP_HAVE_THREADS
 typedef struct {
     const REAL *x, *y;
     const long long *perm;
     size_t n, mbs, n_in, n_out, batches;
     REAL *xb[2], *yb[2];        /* [mbs, n_0], [mbs, n_L]: buffer k holds a batch b = k mod 2 */
-    atomic_size_t claimed;      /* batches claimed for gathering, by either thread */
-    atomic_size_t ready[2];     /* buffer k holds batch ready[k] - 1, gathered by the feeder */
-    atomic_size_t consumed;     /* batches trained */
-    atomic_int stop;            /* 1: the feeder leaves (end of epoch, or it was too slow) */
+    _Alignas(64) atomic_size_t claimed;  /* batches claimed for gathering, by either thread */
+    atomic_size_t ready[2];     /* the last batch the feeder gathered into buffer k, plus 1 */
     atomic_size_t fed;          /* batches the feeder gathered */
+    _Alignas(64) atomic_size_t consumed; /* batches trained (the trainer writes this line) */
+    atomic_int stop;            /* 1: the feeder leaves (end of epoch, or it was too slow) */
 } F(feed_job);
 
 static void F(feed_gather)(F(feed_job) *f, size_t b)
@@ -328,7 +331,6 @@ static void F(feed_gather)(F(feed_job) *f, size_t b)
     F(cbp_gather_rows)(f->yb[b & 1], f->y, f->perm + start, m, f->n_out);
 }
 
-#if CBP_HAVE_THREADS
 static void *F(feeder_main)(void *p)
 {
     F(feed_job) *f = (F(feed_job) *)p;
@@ -337,8 +339,7 @@ static void *F(feeder_main)(void *p)
         size_t b = atomic_load_explicit(&f->claimed, memory_order_acquire);
         if (b >= f->batches) break;
         if (b > atomic_load_explicit(&f->consumed, memory_order_acquire) + 1) {
-            if (++idle <= CBP_SPINS) cbp_cpu_relax();    /* buffer b % 2 still in use */
-            else sched_yield();
+            cbp_wait_step(&idle);                        /* buffer b % 2 still in use */
             continue;
         }
         if (!atomic_compare_exchange_strong_explicit(&f->claimed, &b, b + 1, memory_order_acq_rel,
@@ -356,12 +357,12 @@ static void *F(feeder_main)(void *p)
  * created (nothing done then). */
 static int F(epoch_fed)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                         const long long *perm, size_t n, size_t mbs, const F(cbp_hyper) *h,
-                        size_t *fed)
+                        cbp_feed_stats *stats)
 {
     const size_t n_in = net->sizes[0], n_out = net->sizes[net->n_layers];
     F(feed_job) f = {.x = x, .y = y, .perm = perm, .n = n, .mbs = mbs, .n_in = n_in,
-                     .n_out = n_out, .batches = (n + mbs - 1) / mbs,
-                     .xb = {net->a, net->feed}, .yb = {net->y, net->feed + net->m_cap * n_in}};
+                     .n_out = n_out, .batches = n / mbs + (n % mbs != 0),
+                     .xb = {net->a, net->feed}, .yb = {net->y, net->feed + net->feed_rows * n_in}};
     atomic_init(&f.claimed, 0);
     atomic_init(&f.ready[0], 0);
     atomic_init(&f.ready[1], 0);
@@ -371,6 +372,7 @@ static int F(epoch_fed)(const F(cbp_net) *net, const REAL *x, const REAL *y,
     pthread_t feeder;
     if (pthread_create(&feeder, NULL, F(feeder_main), &f) != 0) return 0;
     const double slow_wait = net->slow_wait > 0 ? net->slow_wait : CBP_SLOW_WAIT;
+    int stopped = 0;
     for (size_t b = 0; b < f.batches; b++) {
         const int k = (int)(b & 1);
         if (atomic_load_explicit(&f.ready[k], memory_order_acquire) != b + 1) {
@@ -380,16 +382,13 @@ static int F(epoch_fed)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                 F(feed_gather)(&f, b);                      /* not claimed: gather it here */
             } else {                                        /* the feeder is gathering it */
                 unsigned spins = 0;
-                double since = 0;
+                const double since = cbp_now();
                 while (atomic_load_explicit(&f.ready[k], memory_order_acquire) != b + 1) {
-                    if (++spins <= CBP_SPINS) {
-                        cbp_cpu_relax();
-                        continue;
-                    }
-                    if (since == 0) since = cbp_now();
-                    else if (cbp_now() - since > slow_wait)
+                    if (!stopped && (spins & 63) == 0 && cbp_now() - since > slow_wait) {
                         atomic_store_explicit(&f.stop, 1, memory_order_release);
-                    sched_yield();
+                        stopped = 1;
+                    }
+                    cbp_wait_step(&spins);
                 }
             }
         }
@@ -399,21 +398,23 @@ static int F(epoch_fed)(const F(cbp_net) *net, const REAL *x, const REAL *y,
     }
     atomic_store_explicit(&f.stop, 1, memory_order_release);
     pthread_join(feeder, NULL);
-    *fed = atomic_load(&f.fed);
+    stats->fed = atomic_load(&f.fed);
+    stats->stopped = stopped;
     return 1;
 }
 #endif
 
 int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                          const long long *perm, size_t n, size_t mini_batch_size, F(cbp_hyper) h,
-                         size_t *fed)
+                         cbp_feed_stats *stats)
 {
     F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, h, {0}};
     int T = (net->isa == CBP_ISA_PLAIN || net->n_threads < 1) ? 1 : net->n_threads;
-    *fed = 0;
+    stats->fed = 0;
+    stats->stopped = 0;
 #if CBP_HAVE_THREADS
-    if (T == 1 && net->feeder && net->feed && net->isa != CBP_ISA_PLAIN &&
-        F(epoch_fed)(net, x, y, perm, n, mini_batch_size, &h, fed))
+    if (T == 1 && net->feeder && net->feed && net->feed_rows >= mini_batch_size &&
+        net->isa != CBP_ISA_PLAIN && F(epoch_fed)(net, x, y, perm, n, mini_batch_size, &h, stats))
         return 1;
 #endif
     double start_wait = net->start_wait;

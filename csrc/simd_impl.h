@@ -5,7 +5,7 @@
  * itself targets baseline x86-64 and the caller picks the variant at run time.
  *
  * Two product shapes cover every matrix product of backpropagation:
- *   gemm_nt: C[r, c] = sum_k A[r, k] B[c, k]          (feedforward: z = a_prev . w^T)
+ *   gemm_nt: C[r, c] = sum_k A[r, k] B[c, k] + bias[c]  (feedforward: z = a_prev . w^T + b)
  *   gemm_nn: C[r, :] (op)= sum_t A(r, t) B[t, :]       (BP2: delta . w;  BP4: delta^T . a_prev)
  * with A(r, t) = A[r * ars + t * ats], so delta or its transpose is read in place.
  * Sums run in a different order than the plain kernels (one partial sum per vector lane),
@@ -138,7 +138,7 @@ static inline void F(dot_block)(size_t mr, size_t mc, REAL *out, size_t ldo, con
 #undef CBP_CASE
 }
 
-/* out[M, N] = A[M, K] . B[N, K]^T (out overwritten), rows ldo, lda, ldb apart, in blocks of
+/* out[M, N] = A[M, K] . B[N, K]^T + bias[N] (out overwritten), rows ldo, lda, ldb apart, in blocks of
  * NT_MR x NT_MC (5 x 5: 25 accumulators fit AVX-512's 32 registers; 3 x 3 for 16-register
  * instruction sets) with the edges in smaller blocks. */
 static void F(gemm_nt)(REAL *out, size_t ldo, const REAL *A, size_t lda, const REAL *B,
@@ -281,7 +281,8 @@ static inline void F(axpy_narrow)(REAL *C, size_t ldc, const REAL *A, size_t ars
     }
 }
 
-/* Rows [0, mr) (mr <= NN_MR) of gemm_nn: 4-vector column blocks, single vectors, scalar tail. */
+/* Rows [0, mr) (mr <= NN_MR) of gemm_nn: 4-vector column blocks, single vectors, then the
+ * last columns through a window (or zero-padded vectors when the range is narrower than one). */
 #define CBP_NN_ROWS(MR)                                                                      \
     static void F(nn_rows_##MR)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,  \
                                 const REAL *B, size_t ldb, size_t N, size_t T, int op,       \

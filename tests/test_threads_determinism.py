@@ -279,13 +279,19 @@ def test_feeder_gives_the_one_thread_result_bitwise(dtype, sizes, n, mbs):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_feeder_that_is_stopped_early_gives_the_same_result(dtype):
-    # slow_wait 1 ns: the first time the trainer has to wait for the feeder, it stops the
-    # feeder and gathers every later batch itself
+    # slow_wait 1 ns: the first time the trainer has to wait for a batch the feeder is
+    # gathering, it stops the feeder and gathers every later batch itself
     if cbackprop._core.usable_cores() < 2:
         pytest.skip("one usable core: no feeder")
     sizes, n, mbs = [784, 30, 10], 20003, 10
     X, Y = _data(n, seed=5, sizes=sizes)
-    stopped = _train(dtype, sizes, X, Y, mbs, waits=(0.0, 1e-9), epochs=2)
-    alone = _train(dtype, sizes, X, Y, mbs, threads=1, epochs=2)
-    assert 0 <= stopped._engine.last_epoch_fed <= -(-n // mbs)
+    batches = -(-n // mbs)
+    for attempt in range(10):           # the trainer may never have to wait in an epoch
+        stopped = _train(dtype, sizes, X, Y, mbs, waits=(0.0, 1e-9), epochs=1)
+        if stopped._engine.last_epoch_feeder_stopped:
+            break
+    else:
+        pytest.skip("the trainer never waited for the feeder in 10 epochs")
+    assert 0 < stopped._engine.last_epoch_fed <= batches
+    alone = _train(dtype, sizes, X, Y, mbs, threads=1, epochs=1)
     _assert_bitwise_equal(_params(alone), _params(stopped), "stopped feeder vs num_threads=1")

@@ -12,6 +12,9 @@ import numpy as np
 from libc.math cimport isfinite
 
 cdef extern from "cbackprop.h" nogil:
+    ctypedef struct cbp_feed_stats:
+        size_t fed
+        int stopped
     ctypedef struct cbp_net_s:
         size_t n_layers
         const size_t *sizes
@@ -30,6 +33,7 @@ cdef extern from "cbackprop.h" nogil:
         double start_wait
         double slow_wait
         float *feed
+        size_t feed_rows
         int feeder
     ctypedef struct cbp_hyper_s:
         float eta
@@ -54,6 +58,7 @@ cdef extern from "cbackprop.h" nogil:
         double start_wait
         double slow_wait
         double *feed
+        size_t feed_rows
         int feeder
     ctypedef struct cbp_hyper_d:
         double eta
@@ -75,10 +80,10 @@ cdef extern from "cbackprop.h" nogil:
                             cbp_hyper_d h)
     int cbp_net_sgd_epoch_s(const cbp_net_s *net, const float *x, const float *y,
                             const long long *perm, size_t n, size_t mbs, cbp_hyper_s h,
-                            size_t *fed)
+                            cbp_feed_stats *stats)
     int cbp_net_sgd_epoch_d(const cbp_net_d *net, const double *x, const double *y,
                             const long long *perm, size_t n, size_t mbs, cbp_hyper_d h,
-                            size_t *fed)
+                            cbp_feed_stats *stats)
     int cbp_all_finite_s(const float *x, size_t n)
     int cbp_all_finite_d(const double *x, size_t n)
     int cbp_isa_supported(int isa)
@@ -226,7 +231,8 @@ cdef class Engine:
     cdef readonly object sizes
     cdef object _sizes_arr            # [L+1] size_t copy of sizes for C
     cdef object _z, _a, _delta, _y    # workspace arrays (kept alive here)
-    cdef object _feed                 # [m_cap * (n_0 + n_L)] the feeder's second buffers
+    cdef object _feed                 # [rows * (n_0 + n_L)] the feeder's second buffers
+                                      # (allocated by the first epoch that uses a feeder)
     cdef readonly object velocity     # [n_params] momentum velocity (None until first used)
     cdef readonly object accum        # [n_params] accumulated gradient sum (None until used)
     cdef object _act_arr              # [L+1] C int activation codes (index 0 unused)
@@ -238,6 +244,7 @@ cdef class Engine:
     cdef double eta_min, eta_max      # normal range of eta in the engine dtype
     cdef readonly int last_epoch_threads  # threads that finished the last sgd epoch
     cdef readonly Py_ssize_t last_epoch_fed  # its mini-batches gathered by the feeder thread
+    cdef readonly bint last_epoch_feeder_stopped  # the trainer stopped the feeder (too slow)
     cdef int _num_threads             # threads for sgd_epoch (see num_threads; the C
                                       # field n_threads is set per epoch from it)
 
@@ -279,9 +286,9 @@ cdef class Engine:
     @property
     def thread_waits(self):
         """(start_wait, slow_wait) in seconds for the threads of sgd_epoch: how long an epoch
-        waits for its threads to start, and how long one barrier wait may last, before it
-        finishes on one thread; 0 means the default (2% of the epoch's work within 1-20 ms,
-        and 5 ms).  For tests on busy or
+        waits for its threads to start, and how long one barrier wait (or one wait for the
+        feeder thread's mini-batch) may last, before it finishes on one thread (without the
+        feeder); 0 means the default (2% of the epoch's work within 1-20 ms, and 5 ms).  For tests on busy or
         instrumented machines (sanitizers), where the defaults make every epoch fall back."""
         return self.nd.start_wait, self.nd.slow_wait
 
@@ -341,8 +348,6 @@ cdef class Engine:
                 self.nd.a = &ad[0]
                 self.nd.delta = &dd[0]
                 self.nd.y = &yd[0]
-                fd = self._feed
-                self.nd.feed = &fd[0]
         else:
             self.ns.n_layers = L
             self.ns.sizes = &self._sizes_mv[0]
@@ -360,8 +365,16 @@ cdef class Engine:
                 self.ns.a = &as_[0]
                 self.ns.delta = &ds[0]
                 self.ns.y = &ys[0]
+        if self._feed is not None:
+            rows = self._feed.shape[0] // (self.sizes[0] + self.sizes[-1])
+            if self.is_double:
+                fd = self._feed
+                self.nd.feed = &fd[0]
+                self.nd.feed_rows = rows
+            else:
                 fs = self._feed
                 self.ns.feed = &fs[0]
+                self.ns.feed_rows = rows
 
     def reserve(self, Py_ssize_t m):
         """Make the workspace hold at least m rows (allocates only when it grows)."""
@@ -372,7 +385,6 @@ cdef class Engine:
         self._a = _aligned_zeros(m * sum(s), self.dtype)
         self._delta = _aligned_zeros(m * sum(s[1:]), self.dtype)
         self._y = _aligned_zeros(m * s[-1], self.dtype)
-        self._feed = _aligned_zeros(m * (s[0] + s[-1]), self.dtype)
         self.m_cap = m
         self._set_struct()
 
@@ -382,7 +394,7 @@ cdef class Engine:
         if self.m_cap == 0:
             return 0
         return (self._z.nbytes + self._a.nbytes + self._delta.nbytes + self._y.nbytes
-                + self._feed.nbytes)
+                + (self._feed.nbytes if self._feed is not None else 0))
 
     def predict(self, x):
         """a^L for all rows of x ([m, n_0], C-contiguous, engine dtype; m >= 1), computed
@@ -593,9 +605,14 @@ cdef class Engine:
         mini_batch_size <= m_cap."""
         cdef const float[:, ::1] xs, ys
         cdef const double[:, ::1] xd, yd
+        if not 1 <= mini_batch_size <= self.m_cap:
+            raise ValueError(f"mini_batch_size must be in [1, m_cap = {self.m_cap}] (reserve "
+                             f"first), got {mini_batch_size}")
         cdef const long long[::1] p = perm
         cdef size_t n = p.shape[0]
         cdef size_t mbs = mini_batch_size
+        self.last_epoch_fed = 0
+        self.last_epoch_feeder_stopped = False
         if n == 0:
             return
         if mu != 0:
@@ -607,7 +624,7 @@ cdef class Engine:
         # not start in time, or one slow barrier) costs at most a few milliseconds, after
         # which the epoch finishes on this thread.
         cdef int finished
-        cdef size_t fed = 0
+        cdef cbp_feed_stats stats
         s = self.sizes
         flops = 4 * mbs * sum(s[l] * s[l - 1] for l in range(1, len(s)))
         if self._num_threads:
@@ -618,20 +635,25 @@ cdef class Engine:
         # Automatic, one training thread and a second usable core: the feeder thread
         # gathers the next mini-batches there (see cbp_net_sgd_epoch), for epochs of at
         # least FEEDER_MIN_FLOPS (below, creating the thread costs more than it saves).
-        self.nd.feeder = self.ns.feeder = (not self._num_threads and threads == 1
-                                           and flops * n >= FEEDER_MIN_FLOPS * mbs
-                                           and usable_cores() >= 2)
+        feeder = (not self._num_threads and threads == 1
+                  and flops * n >= FEEDER_MIN_FLOPS * mbs and usable_cores() >= 2)
+        if feeder and (self._feed is None
+                       or self._feed.shape[0] < mbs * (s[0] + s[-1])):
+            self._feed = _aligned_zeros(mbs * (s[0] + s[-1]), self.dtype)
+            self._set_struct()
+        self.nd.feeder = self.ns.feeder = feeder
         if self.is_double:
             xd = x
             yd = y
             with nogil:
                 finished = cbp_net_sgd_epoch_d(&self.nd, &xd[0, 0], &yd[0, 0], &p[0], n, mbs,
-                                               _hyper_d(eta, keep, decay, mu), &fed)
+                                               _hyper_d(eta, keep, decay, mu), &stats)
         else:
             xs = x
             ys = y
             with nogil:
                 finished = cbp_net_sgd_epoch_s(&self.ns, &xs[0, 0], &ys[0, 0], &p[0], n, mbs,
-                                               _hyper_s(eta, keep, decay, mu), &fed)
+                                               _hyper_s(eta, keep, decay, mu), &stats)
         self.last_epoch_threads = finished
-        self.last_epoch_fed = fed
+        self.last_epoch_fed = stats.fed
+        self.last_epoch_feeder_stopped = stats.stopped
