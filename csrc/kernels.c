@@ -61,8 +61,8 @@ static inline void cbp_part(size_t n, size_t align, int t, int T, size_t *lo, si
 
 /* ---- spread prefetch: the next mini-batch's rows, a few cache lines at a time ----------
  * The rows of a shuffled epoch come from all over memory.  Prefetching all of the next
- * batch's rows at once fills the core's miss buffers at the first few dozen lines and the
- * rest are dropped (measured: a gather stayed as slow as without prefetch), so the kernels
+ * batch's rows in one burst barely helped (in a C microbenchmark the gather that followed
+ * stayed as slow as without prefetch: the core's miss buffers fill up), so the kernels
  * call cbp_prefetch_step every few register-tile iterations (gemm_nt: every 8 vectors of
  * K; gemm_nn: every 4-vector column block) and the lines go out a few at a time while the
  * current batch computes, in proportion to the multiply-adds done.  The first batch
