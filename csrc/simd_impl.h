@@ -284,7 +284,8 @@ static inline void F(axpy_narrow)(REAL *C, size_t ldc, const REAL *A, size_t ars
 /* Rows [0, mr) (mr <= NN_MR) of gemm_nn: 4-vector column blocks, single vectors, then the
  * last columns through a window (or zero-padded vectors when the range is narrower than one). */
 #define CBP_NN_ROWS(MR)                                                                      \
-    static void F(nn_rows_##MR)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,  \
+    static inline __attribute__((always_inline)) void F(nn_rows_##MR)(                      \
+                                REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats,  \
                                 const REAL *B, size_t ldb, size_t N, size_t T, int op,       \
                                 const HYPER *h, REAL *vel, cbp_prefetch *pf)                 \
     {                                                                                        \
@@ -303,7 +304,7 @@ CBP_NN_ROWS(5)
 /* C[R, N] (op)= A(R, T) . B[T, N], A(r, t) = A[r*ars + t*ats]; rows of B and C ldb and ldc
  * apart; rows in blocks of NN_MR (5 rows x 4 vectors = 20 accumulators on AVX-512, 3 x 4
  * elsewhere). */
-static void F(gemm_nn)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,
+static inline __attribute__((always_inline)) void F(gemm_nn)(REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,
                        size_t ldb, size_t R, size_t N, size_t T, int op, const HYPER *h, REAL *vel,
                        cbp_prefetch *pf)
 {
@@ -539,8 +540,16 @@ static void F(dense_backward_params)(REAL *out_w, REAL *out_b, const REAL *delta
                                      size_t j0, size_t j1, int op, const HYPER *h, REAL *vel_w,
                                      REAL *vel_b, cbp_prefetch *pf)
 {
-    F(gemm_nn)(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m, op, h,
-               vel_w ? vel_w + j0 * n_in : NULL, pf);
+    /* one copy of the product per op, so that each epilogue is compiled for its op */
+#define CBP_BP4(OP) F(gemm_nn)(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, \
+                               n_in, m, OP, h, vel_w ? vel_w + j0 * n_in : NULL, pf)
+    switch (op) {
+    case CBP_ADD: CBP_BP4(CBP_ADD); break;
+    case CBP_SUB_SCALED: CBP_BP4(CBP_SUB_SCALED); break;
+    case CBP_DECAY_SUB: CBP_BP4(CBP_DECAY_SUB); break;
+    default: CBP_BP4(CBP_MOMENTUM); break;
+    }
+#undef CBP_BP4
     for (size_t j = j0; j < j1; j++) {
         REAL s = 0;
         for (size_t i = 0; i < m; i++) s += delta[i * n_out + j];
