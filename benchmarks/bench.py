@@ -654,6 +654,16 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
     if ex.get("extrapolated_from"):
         lines.append(f"  * network.py-loop: extrapolated from {ex['extrapolated_from']:,} samples, "
                      f"float64 (its fractions are of the float64 ceilings)")
+    mem = entry.get("memory")
+    if mem:
+        mb = 1 / 2 ** 20
+        parts = mem["workspace"] + mem["permutation"] + mem["snapshot"]
+        lines.append(f"  memory (tracemalloc, one epoch of a fresh network): data {mem['data'] * mb:.1f} MiB; "
+                     f"Network() {mem['network'] * mb:.2f} MiB (parameters {mem['params'] * mb:.2f} + "
+                     f"gradient blob {mem['grads'] * mb:.2f}); the epoch's peak above that "
+                     f"{mem['epoch_peak'] * mb:.2f} MiB, against workspace {mem['workspace'] * mb:.2f} + "
+                     f"permutation {mem['permutation'] * mb:.2f} + parameter snapshot "
+                     f"{mem['snapshot'] * mb:.2f} = {parts * mb:.2f} MiB")
     if entry.get("one_step_check") is not None:
         lines.append(f"  same-algorithm check, max|param diff| / max|param| after one mini-batch from the same "
                      f"parameters: cbackprop vs numpy {entry['one_step_check']:.1e}")
@@ -926,6 +936,7 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
     perms = epoch_permutations(n, repeats + 1)
     if "cbackprop" in runners:
         entry["one_step_check"] = one_step_check(cbackprop, sizes, dtype, X, Y, perms[0][:mbs])
+        entry["memory"] = memory_check(cbackprop, sizes, dtype, X, Y, mbs, perms[0])
     times = {k: [] for k in runners}
     for rnd, perm in enumerate(perms):
         print(f"# {dtype} {name}: {'warm-up' if rnd == 0 else f'round {rnd}/{repeats}'}",
@@ -953,6 +964,39 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
         entry["cbackprop_fed_fraction"] = (sum(fed) / (len(fed) * entry["n_batches"])
                                            if fed else None)
     return entry
+
+
+def memory_check(cbackprop, sizes, dtype, X, Y, mbs, perm):
+    """What one sgd epoch of a fresh network allocates, traced with tracemalloc (NumPy
+    reports every array buffer to it, and cbackprop's C code allocates nothing: its blobs
+    and workspace are NumPy arrays).  Returns bytes: `data` (X and Y, allocated before),
+    `network` (what Network() allocated: parameters and gradient blob), `epoch_peak` (the
+    most the epoch held at once above that), and the parts the epoch is expected to hold:
+    `params`, `grads`, `workspace` (engine.workspace_nbytes(), including the feeder's
+    second mini-batch buffers), `permutation` (int64 [n]) and `snapshot` (the copy of the
+    parameters sgd keeps to roll back a divergence).  Untimed; run once per config."""
+    import tracemalloc
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        gc.collect()
+        t0 = tracemalloc.get_traced_memory()[0]
+        net = cbackprop.Network(sizes, dtype=dtype, seed=SEED)
+        t1 = tracemalloc.get_traced_memory()[0]
+        net._rng = _GivenPermutation(perm)
+        tracemalloc.reset_peak()
+        net.sgd(X, Y, 1, mbs, ETA)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    engine = net._engine
+    params = sum(p.nbytes for p in net.weights + net.biases)
+    return {"data": int(X.nbytes + Y.nbytes), "network": int(t1 - t0), "epoch_peak": int(peak - t1),
+            "params": int(params), "grads": int(engine.grads.nbytes),
+            "workspace": int(engine.workspace_nbytes()), "permutation": int(8 * len(perm)),
+            "snapshot": int(params)}
 
 
 def one_step_check(cbackprop, sizes, dtype, X, Y, rows):
