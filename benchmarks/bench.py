@@ -71,6 +71,16 @@ class BenchError(SystemExit):
         super().__init__(2)
 
 
+def write_json(path, meta):
+    """Write meta as JSON to path: to PATH.tmp first, then renamed (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, path)
+    print(f"# wrote {path}")
+
+
 def flops_per_sample(sizes):
     """2 sum_l n_l n_{l-1} (forward) + 2 sum_l n_l n_{l-1} (nabla_w, BP4)
     + 2 sum_{l>=2} n_l n_{l-1} (BP2).  Multiply-adds of the matrix products only."""
@@ -890,12 +900,7 @@ def main(argv=None):
         status = 0 if ok else 1
 
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1) + "\n")
-        os.replace(tmp, path)
-        print(f"# wrote {path}")
+        write_json(args.json, meta)
     return status
 
 

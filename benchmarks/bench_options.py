@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (CONFIGS as BENCH_CONFIGS, DEFAULT_DATA, N_FULL, N_QUICK, SEED,  # noqa: E402
                    BenchError, _GivenPermutation, as_float, bench_env, epoch_permutations,
-                   import_cbackprop, load_u8, machine_header, summarize)
+                   import_cbackprop, load_u8, machine_header, summarize, write_json)
 
 CONFIG_NAMES = ("N1", "N5")
 DTYPES = ("float32", "float64")
@@ -299,12 +299,7 @@ def main(argv=None):
         print("# every network's parameters stayed finite")
     print(f"# wall time {meta['wall_seconds']:.0f} s; load average after {meta['loadavg_after']}")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1) + "\n")
-        os.replace(tmp, path)
-        print(f"# wrote {path}")
+        write_json(args.json, meta)
     return 0
 
 

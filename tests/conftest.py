@@ -82,6 +82,31 @@ def exact_gradient():
     return _exact_gradient
 
 
+def _central_differences(net, X, Y, h):
+    """(dC/db, dC/dw) for every parameter by (C(p + h) - C(p - h)) / 2h, on net's own
+    parameter arrays (restored after each entry), as lists of arrays in net's layer order."""
+    grads_b, grads_w = [], []
+    for params, grads in ((net.biases, grads_b), (net.weights, grads_w)):
+        for p in params:
+            g = np.empty_like(p)
+            for idx in np.ndindex(p.shape):
+                keep = p[idx]
+                p[idx] = keep + h
+                c_plus = net.cost(X, Y)
+                p[idx] = keep - h
+                c_minus = net.cost(X, Y)
+                p[idx] = keep
+                g[idx] = (c_plus - c_minus) / (2 * h)
+            grads.append(g)
+    return grads_b, grads_w
+
+
+@pytest.fixture
+def central_differences():
+    """central_differences(net, X, Y, h) -> (grads_b, grads_w) by central differences."""
+    return _central_differences
+
+
 @pytest.fixture
 def tol():
     """The per-dtype tolerances: tol[np.float64] -> dict(rtol=..., atol_scale=...)."""

@@ -234,22 +234,6 @@ def nudged(net, seed=0):
 
 # ==== 1. the reference against central finite differences ================================
 
-def central_differences(net, X, Y, h=1e-5):
-    grads = []
-    for p in net.biases + net.weights:
-        g = np.empty_like(p)
-        for idx in np.ndindex(p.shape):
-            keep = p[idx]
-            p[idx] = keep + h
-            c_plus = net.cost(X, Y)
-            p[idx] = keep - h
-            c_minus = net.cost(X, Y)
-            p[idx] = keep
-            g[idx] = (c_plus - c_minus) / (2 * h)
-        grads.append(g)
-    return grads
-
-
 FD_SIZES = {1: [4, 3], 2: [3, 5, 4], 3: [4, 3, 5, 3]}
 OUTPUT_TARGETS = [(o, c, k) for o, c in OUTPUT_COSTS
                   for k in (("onehot", "nonneg") if c == "log-likelihood" else (None,))]
@@ -274,10 +258,11 @@ def fd_network(depth, hidden, out, cost, kind, init, seed0):
 
 @pytest.mark.parametrize("depth, hidden, out, cost, kind", FD_CASES,
                          ids=[f"L{d}-{h}-{o}-{c}" + (f"-{k}" if k else "") for d, h, o, c, k in FD_CASES])
-def test_reference_gradient_matches_central_differences(depth, hidden, out, cost, kind):
+def test_reference_gradient_matches_central_differences(depth, hidden, out, cost, kind,
+                                                          central_differences):
     init = "large" if depth < 3 else "default"
     net, X, Y = fd_network(depth, hidden, out, cost, kind, init, seed0=7 * depth)
-    fd = central_differences(net, X, Y)
+    fd = sum(central_differences(net, X, Y, 1e-5), [])   # biases, then weights
     # h = 1e-5: truncation ~h^2 |C'''| and rounding ~eps |C| / h (more where a saturated
     # sigmoid's 1 - a loses digits in the cross-entropy).  Measured over these cases, max
     # |backprop - FD| / max(1, |C|): 5.6e-10 (h = 1e-4: 5.6e-8, truncation-dominated; h = 1e-6:
@@ -292,11 +277,11 @@ def test_reference_gradient_matches_central_differences(depth, hidden, out, cost
     assert max(float(np.abs(g).max()) for g in fd) > 1e-3
 
 
-def test_finite_difference_check_detects_a_wrong_output_delta():
+def test_finite_difference_check_detects_a_wrong_output_delta(central_differences):
     """A log-likelihood gradient computed with the one-hot shortcut a - y (wrong for targets
     that do not sum to 1) fails the comparison above."""
     net, X, Y = fd_network(2, "tanh", "softmax", "log-likelihood", "nonneg", "large", 0)
-    fd = central_differences(net, X, Y)
+    fd = sum(central_differences(net, X, Y, 1e-5), [])   # biases, then weights
     net.cost_name = "cross-entropy"          # its delta^L is a - y
     try:
         nb, _ = net.backprop(X, Y)

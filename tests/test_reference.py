@@ -13,45 +13,27 @@ from cbackprop import reference
 FD_SIZES = [[3, 2], [4, 5, 3], [2, 7, 1, 3], [5, 4, 6, 3, 2], [3, 3, 3, 3, 3, 3]]
 
 
-def central_difference_gradient(net, X, Y, h=1e-6):
-    """dC/dp for every parameter p by (C(p + h) - C(p - h)) / 2h, float64."""
-    grads_b, grads_w = [], []
-    for params, grads in ((net.biases, grads_b), (net.weights, grads_w)):
-        for p in params:
-            g = np.empty_like(p)
-            for idx in np.ndindex(p.shape):
-                keep = p[idx]
-                p[idx] = keep + h
-                c_plus = net.cost(X, Y)
-                p[idx] = keep - h
-                c_minus = net.cost(X, Y)
-                p[idx] = keep
-                g[idx] = (c_plus - c_minus) / (2 * h)
-            grads.append(g)
-    return grads_b, grads_w
-
-
 @pytest.mark.parametrize("sizes", FD_SIZES, ids=str)
 @pytest.mark.parametrize("m", [1, 4])
 @pytest.mark.parametrize("form", ["backprop", "backprop_per_sample", "backprop_sigma_matrix"])
-def test_reference_gradient_matches_central_differences(sizes, m, form, batch):
+def test_reference_gradient_matches_central_differences(sizes, m, form, batch, central_differences):
     net = reference.Network(sizes, seed=len(sizes) * 10 + m)
     X, Y = batch(sizes, m, seed=m)
     nabla_b, nabla_w = getattr(net, form)(X, Y)
-    fd_b, fd_w = central_difference_gradient(net, X, Y)
+    fd_b, fd_w = central_differences(net, X, Y, 1e-6)
     # Central differences with h = 1e-6 on an O(1) cost: truncation ~h^2 ~ 1e-12 and
     # rounding ~eps/h ~ 1e-10, so 1e-7 relative / 1e-9 absolute is a real check.
     for l, (bp, fd) in enumerate(zip(nabla_b + nabla_w, fd_b + fd_w)):
         np.testing.assert_allclose(bp, fd, rtol=1e-7, atol=1e-9, err_msg=f"{form} array {l}")
 
 
-def test_finite_difference_check_can_fail(batch):
+def test_finite_difference_check_can_fail(batch, central_differences):
     """The check above detects a wrong gradient (guards against a vacuous comparison)."""
     sizes = [4, 5, 3]
     net = reference.Network(sizes, seed=1)
     X, Y = batch(sizes, 3)
     nabla_b, nabla_w = net.backprop(X, Y)
-    fd_b, fd_w = central_difference_gradient(net, X, Y)
+    fd_b, fd_w = central_differences(net, X, Y, 1e-6)
     with pytest.raises(AssertionError):
         # a gradient missing the 1/m of the batch average
         np.testing.assert_allclose(nabla_w[0] * 3, fd_w[0], rtol=1e-7, atol=1e-9)

@@ -335,15 +335,24 @@ def cost_sum(cost, A, Y):
 
 class PlateauRule:
     """Early stopping and chapter 3's learning-rate schedule, on the evaluation accuracy
-    after each epoch (one rule for Network.sgd and distributed.sgd).  after_epoch(accuracy)
-    returns the reason to stop, or None; eta is the rate for the next epoch."""
+    after each epoch (one rule for Network.sgd and distributed.sgd).  after_epoch(record,
+    accuracy) returns whether to stop, and then puts the reason in record["stop_reason"];
+    eta is the rate for the next epoch."""
 
     def __init__(self, eta, early_stopping_n, eta_schedule_n):
         self.eta0 = self.eta = eta
         self.early_stopping_n, self.eta_schedule_n = early_stopping_n, eta_schedule_n
         self.best, self.since_best = -1.0, 0
 
-    def after_epoch(self, accuracy):
+    def after_epoch(self, record, accuracy):
+        if accuracy is None:                     # no evaluation data: nothing to decide on
+            return False
+        reason = self._reason(accuracy)
+        if reason:
+            record["stop_reason"] = reason
+        return reason is not None
+
+    def _reason(self, accuracy):
         if accuracy > self.best:
             self.best, self.since_best = accuracy, 0
         else:
@@ -757,12 +766,7 @@ class NetworkBase:
                 if monitor_evaluation_accuracy:
                     record["evaluation_accuracy"] = float("nan")
             history.append(record)
-            stop = False
-            if eval_acc is not None:
-                reason = rule.after_epoch(eval_acc)
-                if reason:
-                    record["stop_reason"] = reason
-                    stop = True
+            stop = rule.after_epoch(record, eval_acc)
             if callback is not None:
                 callback(record)
             if stop:

@@ -507,12 +507,7 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
                 record["resynchronised"] = True
             eval_acc = measure(record)
             history.append(record)
-            stop = False
-            if eval_acc is not None:   # net.sgd's rules, on the global accuracy
-                reason = rule.after_epoch(eval_acc)
-                if reason:
-                    record["stop_reason"] = reason
-                    stop = True
+            stop = rule.after_epoch(record, eval_acc)   # net.sgd's rules, on the global accuracy
             if say is not None:
                 report(record)
             asked, error = False, None
