@@ -43,7 +43,7 @@ CONFIGS = {
     "N5": ([784, 256, 256, 10], 32),
 }
 #: configs whose multiply-add ceiling is the both-cores one (the rest use one core)
-BOTH_CORES_CONFIGS = ("N4",)
+BOTH_CORES_CONFIGS = ("N4", "N5")   # those the automatic thread count trains on every core
 ETA = 3.0
 SEED = 0                 # network initialisation (cbackprop's convention) and shuffles
 N_FULL = 50_000          # samples per epoch

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import cpu_model  # noqa: E402  (the benchmarks' shared helpers)
+from bench import cpu_model, write_json  # noqa: E402  (the benchmarks' shared helpers)
 
 CONFIGS = {
     "small": ([784, 30, 10], 10, 3.0),
@@ -256,10 +256,7 @@ def main(argv=None):
         if result is not None and not args.worker:
             print(json.dumps(result, indent=1))
     if result is not None and args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, args.json)
+        write_json(args.json, result)
     return 0
 
 

@@ -109,7 +109,9 @@ def test_environment_selects_kernels():
 
 @pytest.mark.parametrize("kernels", FAST)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("sizes, n, mbs", [([784, 30, 10], 203, 10), ([5, 3, 2], 50, 7),
+# (each network has at least 2e5 flops per mini-batch, the least for which an explicit
+# num_threads runs more than one thread)
+@pytest.mark.parametrize("sizes, n, mbs", [([784, 30, 10], 203, 10), ([120, 45, 7], 50, 9),
                                            ([40, 70, 33, 17, 1], 77, 16), ([9, 130, 4], 64, 64)],
                          ids=str)
 @pytest.mark.parametrize("step", [{}, dict(lmbda=0.5), dict(mu=0.3), dict(lmbda=0.5, mu=0.3)],
@@ -161,7 +163,7 @@ def test_two_threads_training_two_networks_give_the_serial_results():
 
 def test_thread_waits_are_validated_and_used():
     net = cbackprop.Network([3, 2])
-    assert net._engine.thread_waits == (0.0, 0.0)          # the defaults, 1 ms and 0.5 ms
+    assert net._engine.thread_waits == (0.0, 0.0)   # the defaults: 2% of the epoch in 1-20 ms, 5 ms
     for bad in ((-1, 0), (0, 11), (float("nan"), 0)):
         with pytest.raises(ValueError, match="thread_waits must be two numbers of seconds"):
             net._engine.thread_waits = bad

@@ -58,8 +58,8 @@ def test_same_seed_and_threads_give_bitwise_identical_training(dtype):
     # documented: the result is bitwise the same for any number of threads
     _assert_bitwise_equal(results[1][0], results[2][0], "num_threads=1 vs num_threads=2")
     assert results[1][1] == results[2][1]
-    # An epoch falls back to one thread when its partner does not start within 1 ms (the
-    # default; measured here: about half of the epochs on a 2-core machine), so repeat until
+    # An epoch falls back to one thread when its partner does not start in time (by default
+    # 2% of the epoch's work within 1-20 ms; on a busy 2-core machine often), so repeat until
     # the last epoch of a run did run on 2 threads, and check every run.
     ran_on_two = 0
     for _ in range(30):
@@ -270,8 +270,7 @@ def test_feeder_gives_the_one_thread_result_bitwise(dtype, sizes, n, mbs):
         fed = _train(dtype, sizes, X, Y, mbs)
         if fed._engine.last_epoch_fed > 0:
             break
-    else:
-        pytest.skip("the feeder thread never got a core in 5 epochs (busy machine)")
+    # on a machine with two usable cores the feeder gathers some batches of one of 5 epochs
     assert 0 < fed._engine.last_epoch_fed <= batches
     assert fed._engine.last_epoch_threads == 1
     _assert_bitwise_equal(_params(alone), _params(fed), "feeder vs num_threads=1")

@@ -202,8 +202,8 @@ def check_eta(eta, dtype=DEFAULT_DTYPE):
     return eta
 
 
-def _as_float_array(value, name, dtype):
-    """np.asarray(value) converted to dtype, refusing complex, object and string data."""
+def _as_float_array(value, name):
+    """np.asarray(value) (no conversion yet), refusing complex, object and string data."""
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
@@ -247,7 +247,7 @@ def as_rows(value, name, n_cols, dtype, *, allow_empty=False, all_finite=np_all_
     needed: the C kernels read it as REAL[]) and
     whether it was one sample of shape (n_cols,).  avoid: an array or a sequence of arrays
     (the network's parameters) the result must not share memory with."""
-    arr = source = _as_float_array(value, name, dtype)
+    arr = source = _as_float_array(value, name)
     if arr.ndim == 1:
         single = True
         if arr.shape[0] != n_cols:
@@ -460,7 +460,7 @@ class NetworkBase:
             raise ValueError(f"{name} must be a list of {len(targets)} arrays, got {len(new)}")
         converted = []
         for i, (t, v) in enumerate(zip(targets, new)):
-            arr = _as_float_array(v, f"{name}[{i}]", self.dtype)
+            arr = _as_float_array(v, f"{name}[{i}]")
             if arr.shape != t.shape:
                 raise ValueError(f"{name}[{i}] must have shape {t.shape}, got shape {arr.shape}")
             src, arr = arr, _cast(arr, self.dtype)

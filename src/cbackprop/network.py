@@ -91,8 +91,10 @@ class Network(NetworkBase):
         the one training thread gets a feeder thread on a second usable core (for epochs of
         at least 5e7 flops), which gathers the next shuffled mini-batches while the current
         one trains (N1-N3 18-24% faster); `_engine.last_epoch_fed` counts the mini-batches
-        it gathered.  Set num_threads to use exactly that many threads from 2e5 flops per
-        mini-batch (1: one core, no feeder)."""
+        it gathered.  Setting num_threads (any value, or CBACKPROP_NUM_THREADS) uses exactly
+        that many threads from 2e5 flops per mini-batch, and never the feeder; note that
+        `net.num_threads = net.num_threads` therefore leaves the automatic mode
+        (`_engine.num_threads_automatic` tells which mode is on)."""
         return self._engine.num_threads
 
     @num_threads.setter
