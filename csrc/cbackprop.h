@@ -52,11 +52,13 @@ enum { CBP_ACT_SIGMOID = 0, CBP_ACT_TANH = 1, CBP_ACT_RELU = 2, CBP_ACT_IDENTITY
  *                  output: delta^L = a sum_j y_j - y  (= a - y for one-hot y, eq. (81)) */
 enum { CBP_COST_QUADRATIC = 0, CBP_COST_CROSS_ENTROPY = 1, CBP_COST_LOG_LIKELIHOOD = 2 };
 
-/* What the feeder thread of a one-thread sgd epoch did (cbp_net_sgd_epoch_s/_d). */
+/* How an sgd epoch ran (cbp_net_sgd_epoch_s/_d): the feeder thread of a one-thread epoch,
+ * and whether the hidden split ran. */
 typedef struct {
     size_t fed;     /* mini-batches the feeder gathered (0: no feeder ran) */
     int stopped;    /* 1: the trainer stopped it after a wait over slow_wait */
-} cbp_feed_stats;
+    int split;      /* 1: the threads split the hidden layer (one barrier per mini-batch) */
+} cbp_epoch_stats;
 
 #define CBP_CAT_(a, b) a##_##b
 #define CBP_CAT(a, b) CBP_CAT_(a, b)

@@ -34,6 +34,12 @@ typedef struct {
     size_t feed_rows;     /* rows of feed's blocks (the feeder runs only for mbs <= feed_rows) */
     int feeder;           /* 1: a one-thread epoch lets a second thread gather the next
                              mini-batch into the other buffer while this one trains          */
+    REAL *split;          /* [cbp_split_len(net, split_rows, split_threads)]: the hidden-split
+                             epoch's second a^1 block, and threads 1..T-1's own blocks (input,
+                             target, z, a^2, delta, copies of w^2, b^2 and their velocity)
+                             (NULL: none)                                                     */
+    size_t split_rows;    /* rows of split's blocks                                         */
+    int split_threads;    /* threads split's blocks were laid out for                       */
 } F(cbp_net);
 
 /* The hyper-parameters of one gradient-descent update (book eqs. (20)-(21), (93)-(94), and
@@ -108,6 +114,11 @@ int F(cbp_all_finite)(const REAL *x, size_t n);
 
 /* ---- whole-network drivers (one C call per mini-batch or per epoch) ------------------- */
 
+/* Elements of the buffer net->split that a hidden-split epoch of T threads with
+ * mini-batches of up to `rows` rows needs; 0 when that epoch does not apply to net and T
+ * (see cbp_net_sgd_epoch). */
+size_t F(cbp_split_len)(const F(cbp_net) *net, size_t rows, int T);
+
 /* Number of parameters: sum_l n_l n_{l-1} + n_l. */
 size_t F(cbp_n_params)(const F(cbp_net) *net);
 
@@ -149,9 +160,13 @@ void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
  * With n_threads = 1, net->feeder and net->feed set (feed_rows >= mbs), SIMD kernels and
  * a threads build (not _WIN32), a feeder thread gathers mini-batches into the two buffers
  * (a^0 and y blocks, feed) ahead of the training thread, which gathers any batch the
- * feeder has not claimed yet.  *stats (not NULL) says what the feeder did. */
+ * feeder has not claimed yet.  A network with one hidden layer (L = 2) whose output layer
+ * is narrow (cbp_split_len) trains on n_threads >= 2 threads by the hidden split instead
+ * when net->split holds cbp_split_len(net, mbs, n_threads) elements (split_rows >= mbs,
+ * split_threads >= n_threads): one barrier per mini-batch instead of one per phase.
+ * *stats (not NULL) says what the feeder did. */
 int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                          const long long *perm, size_t n, size_t mini_batch_size, F(cbp_hyper) h,
-                         cbp_feed_stats *stats);
+                         cbp_epoch_stats *stats);
 
 #undef F

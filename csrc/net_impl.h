@@ -69,19 +69,20 @@ static void F(layer_backward_delta)(int isa, REAL *delta_prev, const REAL *delta
     else { CBP_DISPATCH(isa, dense_backward_delta, (delta_prev, delta, w, a_prev, m, n_out, n_in, k0, k1, act, pf)) }
 }
 
-/* rows [j0, j1) of BP3/BP4: op CBP_ADD accumulates nabla_w += delta^T a_prev and
+/* rows [j0, j1), columns [k0, k1) of BP3/BP4 (the biases with k0 = 0; plain: always the
+ * whole layer): op CBP_ADD accumulates nabla_w += delta^T a_prev and
  * nabla_b += sum delta into (out_w, out_b); ops CBP_SUB_SCALED, CBP_DECAY_SUB and
  * CBP_MOMENTUM apply the same product as the update of h to (out_w, out_b) = (w, b) (with
  * the velocity vel_w, vel_b): the fused step.  The plain variant does the step as gradient
  * (into scratch, the gradient blob) then update. */
 static void F(layer_backward_params)(int isa, REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                     size_t j0, size_t j1, int op, const F(cbp_hyper) *h,
-                                     REAL *vel_w, REAL *vel_b, REAL *scratch_w, REAL *scratch_b,
-                                     cbp_prefetch *pf)
+                                     size_t j0, size_t j1, size_t k0, size_t k1, int op,
+                                     const F(cbp_hyper) *h, REAL *vel_w, REAL *vel_b,
+                                     REAL *scratch_w, REAL *scratch_b, cbp_prefetch *pf)
 {
     if (isa != CBP_ISA_PLAIN) {
-        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, op, h, vel_w, vel_b, pf))
+        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, k0, k1, op, h, vel_w, vel_b, pf))
         return;
     }
     if (op == CBP_ADD) {
@@ -209,7 +210,7 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
             REAL *out = (op == CBP_ADD) ? net->grads + off : net->params + off;
             REAL *vel = (op == CBP_MOMENTUM) ? net->velocity + off : NULL;
             F(layer_backward_params)(isa, out, out + n_out * n_in, delta, ap, m, n_out, n_in, j0,
-                                     j1, op, h, vel, vel ? vel + n_out * n_in : NULL,
+                                     j1, 0, n_in, op, h, vel, vel ? vel + n_out * n_in : NULL,
                                      net->grads + off, net->grads + off + n_out * n_in, pf);
         }
         if (l == 1) break;                                  /* no delta for the input layer */
@@ -259,6 +260,7 @@ typedef struct {
     size_t n, mini_batch_size;
     F(cbp_hyper) h;
     cbp_team team;
+    size_t first;               /* the row of perm the epoch starts at (a multiple of mbs) */
 } F(epoch_job);
 
 static void F(epoch_run)(F(epoch_job) *job, int t)
@@ -271,7 +273,7 @@ static void F(epoch_run)(F(epoch_job) *job, int t)
     REAL *yb = net->y;                                      /* [mbs, n_L] */
     cbp_prefetch pf = {.base = {(const char *)job->x, (const char *)job->y},
                        .row_bytes = {n_in * sizeof(REAL), n_out * sizeof(REAL)}};
-    for (size_t start = 0; start < n; start += mbs) {
+    for (size_t start = job->first; start < n; start += mbs) {
         const size_t m = (n - start < mbs) ? n - start : mbs;
         /* On a shared machine a partner thread may lose its core for milliseconds, and
          * every barrier then waits that long: when that has happened too often, thread 0
@@ -298,6 +300,166 @@ static void F(epoch_run)(F(epoch_job) *job, int t)
 }
 
 static void F(epoch_thread)(void *job, int t) { F(epoch_run)((F(epoch_job) *)job, t); }
+
+/* ---- the hidden split: one hidden layer on T threads, one barrier per mini-batch --------
+ * run_batch splits every phase of a mini-batch between the threads and waits at a barrier
+ * after each (five per batch for L = 2); at mini-batch 10 a phase takes a few
+ * microseconds, so the barriers cost as much as the second core brings.  For L = 2 with a
+ * narrow output layer, thread t instead owns hidden units [j0, j1) (tile multiples) and
+ * everything that belongs to them: z^1, a^1 and delta^1 columns, and the rows of w^1, b^1
+ * (forward and BP4).  Per mini-batch b:
+ *   1. gather the batch's rows into the thread's own x, y blocks (all rows);
+ *   2. z^1, a^1 columns [j0, j1) from the thread's rows of w^1 (its own, so no wait);
+ *   3. barrier: a^1 complete;
+ *   4. on every thread, whole: the output layer, BP1, and the update of w^2, b^2 (BP3/BP4),
+ *      each thread on its own copy of w^2, b^2 (and of their velocity): the same kernel
+ *      calls on the same inputs, so every copy holds the same values (thread 0's is the
+ *      parameter blob); the output layer is small (cbp_split_len), and no thread reads
+ *      another's w^2;
+ *   5. BP2 for delta^1 columns [j0, j1) (from w^2 before step 4's update), BP4 for rows
+ *      [j0, j1) of w^1, b^1.
+ * A thread may start batch b + 1 while another is still in step 4 or 5 of batch b, so a^1,
+ * the one block threads share, alternates between two blocks by the parity of b.  No
+ * thread gets two batches ahead: step 3 waits for all.  Every value is computed by the
+ * same kernel calls as on one thread (the ranges only move vector windows), so the result
+ * is bitwise the same.  If barriers keep waiting (slow), thread 0 finishes the epoch alone
+ * after the current batch, as epoch_run does. */
+#if CBP_HAVE_THREADS
+static int F(split_applies)(const F(cbp_net) *net, int T)
+{
+    if (net->n_layers != 2 || net->isa == CBP_ISA_PLAIN || T < 2) return 0;
+    const size_t n0 = net->sizes[0], n1 = net->sizes[1], n2 = net->sizes[2];
+    /* the output layer, done by every thread, at most about a quarter of a thread's share
+     * of the work */
+    if (4 * (size_t)T * n2 > 2 * n0 + 3 * n2) return 0;
+    /* every thread's hidden units (split_run's shares) at least one vector wide: a
+     * narrower share goes through the slow zero-padded paths */
+    const size_t vbytes = net->isa == CBP_ISA_AVX512 ? 64 : net->isa == CBP_ISA_AVX2 ? 32 : 16;
+    for (int t = 0; t < T; t++) {
+        size_t j0, j1;
+        cbp_part(n1, CBP_TILE(net->isa), t, T, &j0, &j1);
+        if (j1 - j0 < vbytes / sizeof(REAL)) return 0;
+    }
+    return 1;
+}
+#endif
+
+/* len elements rounded up to whole 64-byte lines */
+static inline size_t F(lines)(size_t len)
+{
+    const size_t k = 64 / sizeof(REAL);
+    return (len + k - 1) / k * k;
+}
+
+/* Elements of one thread's own blocks in net->split: x [rows, n_0]; y, z^2, a^2, delta^2
+ * [rows, n_2]; z^1, delta^1 [rows, n_1]; w^2, b^2 and their velocity [n_2 n_1 + n_2] each. */
+static inline size_t F(split_own)(const size_t *sizes, size_t rows)
+{
+    const size_t n0 = sizes[0], n1 = sizes[1], n2 = sizes[2];
+    return F(lines)(rows * n0) + 4 * F(lines)(rows * n2) + 2 * F(lines)(rows * n1) +
+           2 * F(lines)(n2 * n1 + n2);
+}
+
+/* net->split: the second a^1 block [rows, n_1], then the own blocks of threads 1..T-1
+ * (thread 0 uses the workspace, the parameter blob and the velocity). */
+size_t F(cbp_split_len)(const F(cbp_net) *net, size_t rows, int T)
+{
+#if CBP_HAVE_THREADS
+    if (!F(split_applies)(net, T)) return 0;
+    return F(lines)(rows * net->sizes[1]) + (size_t)(T - 1) * F(split_own)(net->sizes, rows);
+#else
+    (void)net; (void)rows; (void)T;
+    return 0;
+#endif
+}
+
+#if CBP_HAVE_THREADS
+static void F(split_run)(F(epoch_job) *job, int t)
+{
+    const F(cbp_net) *net = job->net;
+    const int T = job->team.n_threads;
+    if (T == 1) {                                   /* the team did not start: one thread */
+        F(epoch_run)(job, 0);
+        return;
+    }
+    const int isa = net->isa;
+    const size_t n = job->n, mbs = job->mini_batch_size, rows = net->split_rows;
+    const size_t n0 = net->sizes[0], n1 = net->sizes[1], n2 = net->sizes[2];
+    const int act1 = net->act[1], act2 = net->act[2];
+    const F(cbp_hyper) *h = &job->h;
+    const int op = (h->mu != 0) ? CBP_MOMENTUM : (h->keep != (REAL)1) ? CBP_DECAY_SUB : CBP_SUB_SCALED;
+    const size_t len2 = n2 * n1 + n2;                           /* w^2 [n_2, n_1], b^2 [n_2] */
+    REAL *w1 = net->params, *b1 = w1 + n1 * n0;                 /* [n_1, n_0], [n_1] */
+    REAL *v1 = net->velocity;                                   /* as params (momentum) */
+    REAL *a1s[2] = {F(a_block)(net, 1), net->split};            /* [m, n_1] by parity */
+    REAL *xb, *yb, *z2, *a2, *d2, *z1, *d1, *w2, *v2;           /* this thread's own blocks */
+    if (t == 0) {
+        xb = net->a;                                            /* [m, n_0] */
+        yb = net->y;                                            /* [m, n_2] */
+        z2 = F(z_block)(net, net->z, 2);                        /* [m, n_2] */
+        a2 = F(a_block)(net, 2);                                /* [m, n_2] */
+        d2 = F(z_block)(net, net->delta, 2);                    /* [m, n_2] */
+        z1 = F(z_block)(net, net->z, 1);                        /* [m, n_1] */
+        d1 = F(z_block)(net, net->delta, 1);                    /* [m, n_1] */
+        w2 = b1 + n1;                                           /* [len2]: w^2, b^2 */
+        v2 = v1 ? v1 + n1 * (n0 + 1) : NULL;                    /* [len2] */
+    } else {
+        xb = net->split + F(lines)(rows * n1) + (size_t)(t - 1) * F(split_own)(net->sizes, rows);
+        yb = xb + F(lines)(rows * n0);
+        z2 = yb + F(lines)(rows * n2);
+        a2 = z2 + F(lines)(rows * n2);
+        d2 = a2 + F(lines)(rows * n2);
+        z1 = d2 + F(lines)(rows * n2);
+        d1 = z1 + F(lines)(rows * n1);
+        w2 = d1 + F(lines)(rows * n1);
+        v2 = w2 + F(lines)(len2);
+        /* the copies start from the blob (which thread 0 changes only after barrier 1) */
+        memcpy(w2, b1 + n1, len2 * sizeof(REAL));
+        if (v1) memcpy(v2, v1 + n1 * (n0 + 1), len2 * sizeof(REAL));
+        else v2 = NULL;
+    }
+    REAL *b2 = w2 + n2 * n1;
+    size_t j0, j1;                                              /* this thread's hidden units */
+    cbp_part(n1, CBP_TILE(isa), t, T, &j0, &j1);
+    cbp_prefetch pf = {.base = {(const char *)job->x, (const char *)job->y},
+                       .row_bytes = {n0 * sizeof(REAL), n2 * sizeof(REAL)}};
+    for (size_t start = 0, b = 0; start < n; start += mbs, b++) {
+        const size_t m = (n - start < mbs) ? n - start : mbs;
+        REAL *a1 = a1s[b & 1];
+        F(cbp_gather_rows)(xb, job->x, job->perm + start, m, n0);
+        F(cbp_gather_rows)(yb, job->y, job->perm + start, m, n2);
+        const size_t next = start + m, m_next = (n - next < mbs) ? n - next : mbs;
+        cbp_prefetch_start(&pf, job->perm + next, m_next);
+        F(layer_forward)(isa, z1, a1, xb, w1, b1, m, n1, n0, j0, j1, act1, &pf);
+        if (t == 0 &&
+            atomic_load_explicit(&job->team.barrier.slow, memory_order_relaxed) > CBP_SLOW_LIMIT)
+            atomic_store_explicit(&job->team.solo, 1, memory_order_relaxed);
+        cbp_barrier_wait(&job->team.barrier, T);                /* a^1 complete */
+        const int solo = atomic_load_explicit(&job->team.solo, memory_order_relaxed);
+        /* the output layer and BP1, whole, on every thread */
+        F(layer_forward)(isa, z2, a2, a1, w2, b2, m, n2, n1, 0, n2, act2, &pf);
+        if (act2 == CBP_ACT_SOFTMAX) F(softmax_rows)(a2, z2, n2, 0, m);
+        F(output_delta_part)(d2, a2, yb, n2, act2, net->cost, (REAL)1 / (REAL)m, 0, m, 0, n2);
+        /* BP2 for this thread's columns of delta^1, then this thread's copy of w^2 updated */
+        F(layer_backward_delta)(isa, d1, d2, w2, a1, m, n2, n1, j0, j1, act1, &pf);
+        F(layer_backward_params)(isa, w2, b2, d2, a1, m, n2, n1, 0, n2, 0, n1, op, h, v2,
+                                 v2 ? v2 + n2 * n1 : NULL, NULL, NULL, &pf);
+        F(layer_backward_params)(isa, w1, b1, d1, xb, m, n1, n0, j0, j1, 0, n0, op, h, v1,
+                                 v1 ? v1 + n1 * n0 : NULL, NULL, NULL, &pf);
+        cbp_prefetch_finish(&pf);
+        if (solo && next < n) {
+            cbp_barrier_wait(&job->team.barrier, T);            /* batch b done everywhere */
+            if (t > 0) return;
+            job->first = next;
+            job->team.n_threads = 1;
+            F(epoch_run)(job, 0);
+            return;
+        }
+    }
+}
+
+static void F(split_thread)(void *job, int t) { F(split_run)((F(epoch_job) *)job, t); }
+#endif
 
 /* ---- the feeder: a second core gathers the next mini-batch while this one trains -----
  * A shuffled epoch reads its rows from all over memory; one core's gather waits on
@@ -357,7 +519,7 @@ static void *F(feeder_main)(void *p)
  * created (nothing done then). */
 static int F(epoch_fed)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                         const long long *perm, size_t n, size_t mbs, const F(cbp_hyper) *h,
-                        cbp_feed_stats *stats)
+                        cbp_epoch_stats *stats)
 {
     const size_t n_in = net->sizes[0], n_out = net->sizes[net->n_layers];
     F(feed_job) f = {.x = x, .y = y, .perm = perm, .n = n, .mbs = mbs, .n_in = n_in,
@@ -406,12 +568,14 @@ static int F(epoch_fed)(const F(cbp_net) *net, const REAL *x, const REAL *y,
 
 int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                          const long long *perm, size_t n, size_t mini_batch_size, F(cbp_hyper) h,
-                         cbp_feed_stats *stats)
+                         cbp_epoch_stats *stats)
 {
-    F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, h, {0}};
+    F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, h, {0}, 0};
     int T = (net->isa == CBP_ISA_PLAIN || net->n_threads < 1) ? 1 : net->n_threads;
+    if (T > CBP_MAX_THREADS) T = CBP_MAX_THREADS;
     stats->fed = 0;
     stats->stopped = 0;
+    stats->split = 0;
 #if CBP_HAVE_THREADS
     if (T == 1 && net->feeder && net->feed && net->feed_rows >= mini_batch_size &&
         net->isa != CBP_ISA_PLAIN && F(epoch_fed)(net, x, y, perm, n, mini_batch_size, &h, stats))
@@ -426,6 +590,14 @@ int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
         start_wait = start_wait < CBP_START_WAIT ? CBP_START_WAIT
                    : start_wait > CBP_START_WAIT_MAX ? CBP_START_WAIT_MAX : start_wait;
     }
+#if CBP_HAVE_THREADS
+    if (net->split && net->split_rows >= mini_batch_size && net->split_threads >= T &&
+        F(split_applies)(net, T)) {
+        cbp_team_run(&job.team, T, F(split_thread), &job, start_wait, net->slow_wait);
+        stats->split = job.team.n_threads > 1;
+        return atomic_load(&job.team.solo) ? 1 : job.team.n_threads;
+    }
+#endif
     cbp_team_run(&job.team, T, F(epoch_thread), &job, start_wait, net->slow_wait);
     return atomic_load(&job.team.solo) ? 1 : job.team.n_threads;
 }

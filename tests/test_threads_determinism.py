@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import cbackprop
+from cbackprop import _core
 
 DTYPES = [np.float64, np.float32]
 SIZES = [64, 48, 10]
@@ -294,3 +295,83 @@ def test_feeder_that_is_stopped_early_gives_the_same_result(dtype):
     assert 0 < stopped._engine.last_epoch_fed <= batches
     alone = _train(dtype, sizes, X, Y, mbs, threads=1, epochs=1)
     _assert_bitwise_equal(_params(alone), _params(stopped), "stopped feeder vs num_threads=1")
+
+
+# ---- (e) the hidden split -------------------------------------------------------------------
+# A network with one hidden layer and a narrow output layer trains on several threads by the
+# hidden split (net_impl.h): each thread owns a range of hidden units, every thread computes
+# the output layer and updates its own copy of w^2, b^2, one barrier per mini-batch.  The
+# result must be bitwise the one-thread result, for every activation, cost and update rule.
+
+SPLIT_CASES = [
+    # sizes, mini-batch, Network kwargs, sgd kwargs
+    ([784, 100, 10], 10, {}, {}),
+    ([120, 75, 7], 9, {"cost": "cross-entropy"}, {"lmbda": 5.0}),
+    ([200, 70, 12], 16, {"activations": ["relu", "softmax"], "cost": "log-likelihood"}, {"mu": 0.6}),
+    ([150, 64, 5], 13, {"activations": "tanh"}, {"lmbda": 2.0, "mu": 0.3}),
+]
+
+
+@pytest.mark.parametrize("kernels", [k for k in _core.kernels_supported() if k != "plain"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, mbs, net_kw, sgd_kw", SPLIT_CASES, ids=lambda v: str(v))
+def test_hidden_split_gives_the_one_thread_result_bitwise(kernels, dtype, sizes, mbs, net_kw, sgd_kw):
+    X, Y = _data(1003, seed=6, sizes=sizes)
+    if net_kw.get("cost") == "log-likelihood":
+        Y = np.eye(sizes[-1])[np.arange(len(X)) % sizes[-1]]
+
+    def train(threads):
+        net = cbackprop.Network(sizes, dtype=dtype, seed=8, **net_kw)
+        net._engine.kernels = kernels
+        net.num_threads = threads
+        net._engine.thread_waits = (0.2, 0.2)   # see (a): let a busy machine start the threads
+        net.sgd(X, Y, 2, mbs, 0.1, **sgd_kw)
+        return net
+
+    alone = train(1)
+    assert not alone._engine.last_epoch_split
+    for threads in (2, 3):
+        for attempt in range(10):
+            net = train(threads)
+            _assert_bitwise_equal(_params(net), _params(alone), f"{threads} threads vs 1")
+            if net._engine.last_epoch_split:
+                break
+        else:
+            pytest.fail(f"the hidden split never ran on {threads} threads in 10 attempts")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hidden_split_only_where_it_applies(dtype):
+    # two hidden layers, and a hidden layer narrower than one vector (or register tile) per
+    # thread, run the per-phase team instead (same result, bitwise)
+    for sizes in ([100, 40, 30, 5], [300, 12, 4]):
+        X, Y = _data(501, seed=7, sizes=sizes)
+        nets = []
+        for threads in (1, 2):
+            net = cbackprop.Network(sizes, dtype=dtype, seed=9)
+            net.num_threads = threads
+            net.sgd(X, Y, 1, 50, 0.5)
+            assert not net._engine.last_epoch_split, sizes
+            nets.append(net)
+        _assert_bitwise_equal(_params(nets[0]), _params(nets[1]), str(sizes))
+
+
+def test_automatic_mode_measures_both_ways_and_keeps_the_result():
+    # [784, 100, 10] at mini-batch 10 (3.2e6 flops) is in the measured range: the first
+    # epoch runs one thread with the feeder, the second two threads, and both are timed
+    if cbackprop._core.usable_cores() < 2:
+        pytest.skip("one usable core: nothing to choose")
+    sizes, n, mbs = [784, 100, 10], 4000, 10
+    X, Y = _data(n, seed=8, sizes=sizes)
+    auto = cbackprop.Network(sizes, seed=10)
+    one = cbackprop.Network(sizes, seed=10)
+    one.num_threads = 1
+    for epoch in range(3):
+        auto.sgd(X, Y, 1, mbs, 0.5)
+        one.sgd(X, Y, 1, mbs, 0.5)
+        if epoch == 0:
+            assert auto._engine.last_epoch_threads == 1 and not auto._engine.last_epoch_split
+    measured = auto._engine.auto_threads.seconds_per_row((mbs, n))
+    assert sorted(measured) == ["feeder", "team"]
+    assert all(0 < v < 1 for v in measured.values())
+    _assert_bitwise_equal(_params(auto), _params(one), "automatic vs num_threads=1")

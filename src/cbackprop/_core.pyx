@@ -7,14 +7,18 @@ released.  It trusts its arguments: `cbackprop.network.Network` validates them f
 (C-contiguous arrays of the engine's dtype with the right shapes, finite values).
 """
 import threading
+import time
 
 import numpy as np
+
+from ._autothreads import AutoThreads, FEEDER, TEAM
 from libc.math cimport isfinite
 
 cdef extern from "cbackprop.h" nogil:
-    ctypedef struct cbp_feed_stats:
+    ctypedef struct cbp_epoch_stats:
         size_t fed
         int stopped
+        int split
     ctypedef struct cbp_net_s:
         size_t n_layers
         const size_t *sizes
@@ -35,6 +39,9 @@ cdef extern from "cbackprop.h" nogil:
         float *feed
         size_t feed_rows
         int feeder
+        float *split
+        size_t split_rows
+        int split_threads
     ctypedef struct cbp_hyper_s:
         float eta
         float keep
@@ -60,6 +67,9 @@ cdef extern from "cbackprop.h" nogil:
         double *feed
         size_t feed_rows
         int feeder
+        double *split
+        size_t split_rows
+        int split_threads
     ctypedef struct cbp_hyper_d:
         double eta
         double keep
@@ -80,10 +90,12 @@ cdef extern from "cbackprop.h" nogil:
                             cbp_hyper_d h)
     int cbp_net_sgd_epoch_s(const cbp_net_s *net, const float *x, const float *y,
                             const long long *perm, size_t n, size_t mbs, cbp_hyper_s h,
-                            cbp_feed_stats *stats)
+                            cbp_epoch_stats *stats)
     int cbp_net_sgd_epoch_d(const cbp_net_d *net, const double *x, const double *y,
                             const long long *perm, size_t n, size_t mbs, cbp_hyper_d h,
-                            cbp_feed_stats *stats)
+                            cbp_epoch_stats *stats)
+    size_t cbp_split_len_s(const cbp_net_s *net, size_t rows, int T)
+    size_t cbp_split_len_d(const cbp_net_d *net, size_t rows, int T)
     int cbp_all_finite_s(const float *x, size_t n)
     int cbp_all_finite_d(const double *x, size_t n)
     int cbp_isa_supported(int isa)
@@ -119,6 +131,14 @@ def best_kernels():
 #: [784,256,256,10] at 32, 3.4e7, 1.83x (float64 1.34x); [784,1024,1024,10] at 128, 9.5e8,
 #: 1.97x).
 AUTO_THREADS_MIN_FLOPS = 20_000_000
+
+#: Flops per mini-batch from which an automatic epoch below AUTO_THREADS_MIN_FLOPS runs
+#: either on two threads or on one with the feeder, whichever measured faster
+#: (_autothreads.py); below, one thread (with the feeder).  Measured on a 2-core VM with
+#: fast cross-core transfers, two threads against one with the feeder: [784,30,10] at
+#: mini-batch 10 (9.5e5 flops) float32 0.88x, float64 1.15x; [784,100,10] at 10 (3.2e6)
+#: 1.4x and 1.6x; [784,30,10] at 100 (9.5e6) 1.0x and 1.15x.
+AUTO_PROBE_MIN_FLOPS = 500_000
 
 #: Flops per epoch from which a one-thread epoch (automatic thread count) uses a feeder
 #: thread on a second core to gather the mini-batches (thread creation and join take tens
@@ -233,6 +253,10 @@ cdef class Engine:
     cdef object _z, _a, _delta, _y    # workspace arrays (kept alive here)
     cdef object _feed                 # [rows * (n_0 + n_L)] the feeder's second buffers
                                       # (allocated by the first epoch that uses a feeder)
+    cdef object _split                # the hidden-split epoch's blocks (cbp_split_len;
+                                      # allocated by the first epoch that uses the split)
+    cdef size_t _split_rows           # rows and threads _split was laid out for
+    cdef int _split_threads
     cdef readonly object velocity     # [n_params] momentum velocity (None until first used)
     cdef readonly object accum        # [n_params] accumulated gradient sum (None until used)
     cdef object _act_arr              # [L+1] C int activation codes (index 0 unused)
@@ -245,6 +269,8 @@ cdef class Engine:
     cdef readonly int last_epoch_threads  # threads that finished the last sgd epoch
     cdef readonly Py_ssize_t last_epoch_fed  # its mini-batches gathered by the feeder thread
     cdef readonly bint last_epoch_feeder_stopped  # the trainer stopped the feeder (too slow)
+    cdef readonly bint last_epoch_split  # the last sgd epoch ran the hidden split
+    cdef readonly object auto_threads  # AutoThreads: the measured automatic choice
     cdef int _num_threads             # threads for sgd_epoch (see num_threads; the C
                                       # field n_threads is set per epoch from it)
 
@@ -273,6 +299,7 @@ cdef class Engine:
         self.kernels = best_kernels()
         self.lock = threading.Lock()
         self._num_threads = default_num_threads()     # 0: automatic
+        self.auto_threads = AutoThreads()
         self.n_in = self.sizes[0]
         self.n_out = self.sizes[-1]
         self.eta_min = float(np.finfo(self.dtype).tiny)
@@ -365,6 +392,17 @@ cdef class Engine:
                 self.ns.a = &as_[0]
                 self.ns.delta = &ds[0]
                 self.ns.y = &ys[0]
+        if self._split is not None:
+            if self.is_double:
+                fd = self._split
+                self.nd.split = &fd[0]
+                self.nd.split_rows = self._split_rows
+                self.nd.split_threads = self._split_threads
+            else:
+                fs = self._split
+                self.ns.split = &fs[0]
+                self.ns.split_rows = self._split_rows
+                self.ns.split_threads = self._split_threads
         if self._feed is not None:
             rows = self._feed.shape[0] // (self.sizes[0] + self.sizes[-1])
             if self.is_double:
@@ -388,13 +426,20 @@ cdef class Engine:
         self.m_cap = m
         self._set_struct()
 
+    cdef size_t _split_len(self, size_t rows, int threads):
+        """Elements of the hidden split's blocks for this network (cbp_split_len; 0: the
+        split does not apply with this many threads)."""
+        return (cbp_split_len_d(&self.nd, rows, threads) if self.is_double
+                else cbp_split_len_s(&self.ns, rows, threads))
+
     def workspace_nbytes(self):
-        """Bytes held by the workspace (z, a, delta and gathered-target blocks, and the
-        feeder's second input and target blocks)."""
+        """Bytes held by the workspace (z, a, delta and gathered-target blocks, the
+        feeder's second input and target blocks, and the hidden split's blocks)."""
         if self.m_cap == 0:
             return 0
         return (self._z.nbytes + self._a.nbytes + self._delta.nbytes + self._y.nbytes
-                + (self._feed.nbytes if self._feed is not None else 0))
+                + (self._feed.nbytes if self._feed is not None else 0)
+                + (self._split.nbytes if self._split is not None else 0))
 
     def predict(self, x):
         """a^L for all rows of x ([m, n_0], C-contiguous, engine dtype; m >= 1), computed
@@ -613,35 +658,58 @@ cdef class Engine:
         cdef size_t mbs = mini_batch_size
         self.last_epoch_fed = 0
         self.last_epoch_feeder_stopped = False
+        self.last_epoch_split = False
         if n == 0:
             return
         if mu != 0:
             self.ensure_velocity()
-        # Automatic: every usable core from AUTO_THREADS_MIN_FLOPS per mini-batch.  Set by
-        # the user: that many threads from 2e5 flops per mini-batch (below, the barriers cost
-        # more than the work: [20,10,5], 1e4 flops, 0.86x; [5,9,3], 2e3 flops, 0.12x).
-        # Every epoch tries its threads again: a failed attempt (a partner thread that does
-        # not start in time, or one slow barrier) costs at most a few milliseconds, after
-        # which the epoch finishes on this thread.
+        # Automatic: every usable core from AUTO_THREADS_MIN_FLOPS per mini-batch; from
+        # AUTO_PROBE_MIN_FLOPS, two threads or one with the feeder, whichever measured
+        # faster (_autothreads.py); below, one.  Set by the user: that many threads from 2e5
+        # flops per mini-batch (below, the barriers cost more than the work: [20,10,5], 1e4
+        # flops, 0.86x; [5,9,3], 2e3 flops, 0.12x).  Every epoch tries its threads again: a
+        # failed attempt (a partner thread that does not start in time, or one slow
+        # barrier) costs at most a few milliseconds, after which the epoch finishes on this
+        # thread.
         cdef int finished
-        cdef cbp_feed_stats stats
+        cdef cbp_epoch_stats stats
         s = self.sizes
         flops = 4 * mbs * sum(s[l] * s[l - 1] for l in range(1, len(s)))
+        two_cores = usable_cores() >= 2
+        way = None
         if self._num_threads:
             threads = self._num_threads if flops >= 200_000 else 1
         else:
             threads = usable_cores() if flops >= AUTO_THREADS_MIN_FLOPS else 1
+            if threads == 1 and flops >= AUTO_PROBE_MIN_FLOPS and two_cores:
+                way = self.auto_threads.choose((mbs, n))
+                threads = 2 if way == TEAM else 1
         self.nd.n_threads = self.ns.n_threads = threads
         # Automatic, one training thread and a second usable core: the feeder thread
         # gathers the next mini-batches there (see cbp_net_sgd_epoch), for epochs of at
         # least FEEDER_MIN_FLOPS (below, creating the thread costs more than it saves).
-        feeder = (not self._num_threads and threads == 1
-                  and flops * n >= FEEDER_MIN_FLOPS * mbs and usable_cores() >= 2)
-        if feeder and (self._feed is None
-                       or self._feed.shape[0] < mbs * (s[0] + s[-1])):
+        can_feed = not self._num_threads and flops * n >= FEEDER_MIN_FLOPS * mbs and two_cores
+        feeder = can_feed and threads == 1
+        self.nd.feeder = self.ns.feeder = feeder
+        # Buffers (allocated once, by the first epoch that may use them; an epoch that
+        # chooses between the two ways allocates both, so that later ones allocate
+        # nothing): the feeder's second input and target blocks, and the hidden split's
+        # blocks (cbp_split_len: 0 when the split does not apply to this network and
+        # thread count).
+        if (feeder or (way is not None and can_feed)) and (
+                self._feed is None or self._feed.shape[0] < mbs * (s[0] + s[-1])):
             self._feed = _aligned_zeros(mbs * (s[0] + s[-1]), self.dtype)
             self._set_struct()
-        self.nd.feeder = self.ns.feeder = feeder
+        split_threads = 2 if way is not None else threads
+        if self._split_len(mbs, split_threads) and (
+                self._split is None or self._split_rows < mbs
+                or self._split_threads < split_threads):
+            self._split_rows = max(mbs, self._split_rows)
+            self._split_threads = max(split_threads, self._split_threads)
+            self._split = _aligned_zeros(self._split_len(self._split_rows, self._split_threads),
+                                         self.dtype)
+            self._set_struct()
+        started = time.perf_counter()
         if self.is_double:
             xd = x
             yd = y
@@ -657,3 +725,6 @@ cdef class Engine:
         self.last_epoch_threads = finished
         self.last_epoch_fed = stats.fed
         self.last_epoch_feeder_stopped = stats.stopped
+        self.last_epoch_split = stats.split
+        if way is not None:
+            self.auto_threads.record((mbs, n), way, time.perf_counter() - started, n)
