@@ -42,8 +42,10 @@ CONFIGS = {
     "N4": ([784, 1024, 1024, 10], 128),
     "N5": ([784, 256, 256, 10], 32),
 }
-#: configs whose multiply-add ceiling is the both-cores one (the rest use one core)
-BOTH_CORES_CONFIGS = ("N4", "N5")   # those the automatic thread count trains on every core
+#: configs whose multiply-add ceiling is the both-cores one (those the automatic thread count
+#: trains on every core); the others' is one core's, unless most of cbackprop's timed epochs
+#: ran on two or more threads (N1-N3 on two, when that measured faster than the feeder)
+BOTH_CORES_CONFIGS = ("N4", "N5")
 ETA = 3.0
 SEED = 0                 # network initialisation (cbackprop's convention) and shuffles
 N_FULL = 50_000          # samples per epoch
@@ -239,6 +241,7 @@ class CbackpropRunner:
         self.X, self.Y, self.mbs, self.eta = X, Y, mbs, eta
         self.threads_used = []
         self.fed = []
+        self.split = []
 
     def run(self, perm):
         self.net._rng = _GivenPermutation(perm)   # the shared shuffle instead of its own
@@ -249,10 +252,12 @@ class CbackpropRunner:
         finally:
             gc.enable()
         # the threads that finished this epoch (automatic thread counts decide per network),
-        # and the mini-batches a feeder thread gathered for a one-thread epoch
+        # the mini-batches a feeder thread gathered for a one-thread epoch, and whether the
+        # threads split the hidden layer
         engine = getattr(self.net, "_engine", None)
         self.threads_used.append(getattr(engine, "last_epoch_threads", None))
         self.fed.append(getattr(engine, "last_epoch_fed", None))
+        self.split.append(getattr(engine, "last_epoch_split", None))
         return hist[0]["seconds"]
 
     def params(self):
@@ -636,6 +641,8 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
     if entry.get("cbackprop_fed_fraction"):
         threads += (f" + a feeder thread (gathered {100 * entry['cbackprop_fed_fraction']:.1f}% "
                     f"of the mini-batches)")
+    if entry.get("cbackprop_split_epochs"):
+        threads += f"; hidden split in {entry['cbackprop_split_epochs']} of {len(used)} epochs"
     lines = [f"{name} {sizes} mini-batch {mbs}, {dtype}, {data_source} data: {n:,} samples = "
              f"{entry['n_batches']:,} mini-batches, {entry['gflop_per_epoch']:.3g} GFLOP; {threads}",
              f"  {'implementation':18} {'median':>9} {'min':>9} {'max':>9} {'noise':>6} "
@@ -968,6 +975,8 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
         fed = [f for f in runners["cbackprop"].fed[1:] if f is not None]
         entry["cbackprop_fed_fraction"] = (sum(fed) / (len(fed) * entry["n_batches"])
                                            if fed else None)
+        split = [bool(x) for x in runners["cbackprop"].split[1:] if x is not None]
+        entry["cbackprop_split_epochs"] = sum(split) if split else None
     return entry
 
 
@@ -1038,7 +1047,8 @@ def finish_entry(entry, name, dtype, n, ceilings):
     """GFLOP/s, speed-up over numpy and fractions of the ceilings for every implementation."""
     flops = n * flops_per_sample(entry["sizes"])
     entry["gflop_per_epoch"] = flops / 1e9
-    entry["ceiling"] = "both_cores" if name in BOTH_CORES_CONFIGS else "one_core"
+    multi = (entry.get("cbackprop_num_threads") or 1) >= 2
+    entry["ceiling"] = "both_cores" if name in BOTH_CORES_CONFIGS or multi else "one_core"
     base = entry["impls"].get(BASELINE_IMPL, {}).get("median")
     for impl, r in entry["impls"].items():
         if "median" not in r:
