@@ -385,6 +385,31 @@ def check_sgd_options(flags, callback, early_stopping_n, eta_schedule_n):
     return early_stopping_n, eta_schedule_n
 
 
+def check_evaluation(flags, early_stopping_n, eta_schedule_n, present, n_eval, who="", none="", over=""):
+    """ValueError unless the evaluation data the sgd options need is there: given at all
+    (present) for monitor_evaluation_* (flags, check_sgd_options's), early_stopping_n and
+    eta_schedule_n, and with samples (n_eval) for the last two.  who prefixes the messages
+    (e.g. "distributed.sgd: "), none and over follow "got None" and "at least one sample"
+    (where the data was looked for)."""
+    plateau = early_stopping_n or eta_schedule_n
+    if (flags["monitor_evaluation_cost"] or flags["monitor_evaluation_accuracy"] or plateau) \
+            and not present:
+        raise ValueError(f"{who}evaluation_data is required by monitor_evaluation_*, early_stopping_n "
+                         f"and eta_schedule_n, got None{none}")
+    if plateau and n_eval == 0:
+        raise ValueError(f"{who}early_stopping_n and eta_schedule_n need evaluation_data with at least "
+                         f"one sample{over}, got 0")
+
+
+def record_empty_evaluation(record, monitor_evaluation_cost, monitor_evaluation_accuracy):
+    """An epoch record's evaluation measurements when the evaluation set has no samples:
+    NaN, nothing to measure."""
+    if monitor_evaluation_cost:
+        record["evaluation_cost"] = float("nan")
+    if monitor_evaluation_accuracy:
+        record["evaluation_accuracy"] = float("nan")
+
+
 class Trace:
     """Every quantity of BP1-BP4 for one mini-batch (rows are samples), from one call:
     z[l-1] = z^l, a[l] = a^l (a[0] is the input), delta[l-1] = delta^l ([m, n_l] each, the
@@ -524,11 +549,15 @@ class NetworkBase:
     def _total_cost(self, X2, Y2, lmbda, A=None):
         """total_cost on validated arrays; A: a^L of X2 when already computed."""
         n = X2.shape[0]
-        c = cost_sum(self.cost_name, self._forward(X2) if A is None else A, Y2) / n
-        if lmbda:
-            c += 0.5 * (lmbda / n) * sum(float(np.einsum("ij,ij->", w, w, dtype=np.float64))
-                                         for w in self._weights)
-        return c
+        return cost_sum(self.cost_name, self._forward(X2) if A is None else A, Y2) / n \
+            + self._l2_term(lmbda, n)
+
+    def _l2_term(self, lmbda, n):
+        """total_cost's L2 term lmbda / (2 n) sum_w w^2 (eq. (85)); 0.0 when lmbda is 0."""
+        if not lmbda:
+            return 0.0
+        return 0.5 * (lmbda / n) * sum(float(np.einsum("ij,ij->", w, w, dtype=np.float64))
+                                       for w in self._weights)
 
     def _monitor(self, X2, Y2, labels, lmbda, cost, accuracy):
         """(total_cost or None, accuracy as a fraction or None) of the rows of X2 from one
@@ -648,6 +677,25 @@ class NetworkBase:
             return 0
         return int(np.count_nonzero(np.argmax(self._forward(X2), axis=1) == labels))
 
+    def _test_pair(self, test_data):
+        """sgd's test_data=(X_test, labels), validated: (X, labels) arrays, or None."""
+        if test_data is None:
+            return None
+        if not isinstance(test_data, (tuple, list)) or len(test_data) != 2:
+            raise TypeError(f"test_data must be a pair (X_test, labels), got {_short(test_data)}")
+        Xt, _ = self._rows(test_data[0], "test_data[0]", allow_empty=True)
+        return Xt, as_labels(test_data[1], "test_data[1]", Xt.shape[0], self.sizes[-1])
+
+    def _checked_epoch(self, X2, Y2, perm, mini_batch_size, h, epoch, history, momentum):
+        """One epoch of _epoch; if it leaves non-finite parameters, _diverged restores and
+        raises.  The start state is copied once per epoch, with the momentum velocity
+        (created now when momentum, so that a diverging first epoch restores it too)."""
+        state = self._weights + self._biases + self._velocity(create=momentum)
+        start = [p.copy() for p in state]
+        self._epoch(X2, Y2, perm, mini_batch_size, h)
+        if not all(self._all_finite(p) for p in self._weights + self._biases):
+            self._diverged(X2, Y2, perm, mini_batch_size, h, epoch, start, history)
+
     def _labelled(self, data, name):
         """(X, Y targets, labels) from a pair (X, labels) or (X, Y) with one-hot/target rows."""
         if not isinstance(data, (tuple, list)) or len(data) != 2:
@@ -698,28 +746,16 @@ class NetworkBase:
         n = X2.shape[0]
         eta, keep, decay, mu = check_hyper(eta, lmbda, n, mu, self.dtype)
         lmbda = float(lmbda)                 # (checked by check_hyper)
-        early_stopping_n, eta_schedule_n = check_sgd_options(
-            dict(monitor_evaluation_cost=monitor_evaluation_cost,
-                 monitor_evaluation_accuracy=monitor_evaluation_accuracy,
-                 monitor_training_cost=monitor_training_cost,
-                 monitor_training_accuracy=monitor_training_accuracy),
-            callback, early_stopping_n, eta_schedule_n)
-        test = None
-        if test_data is not None:
-            if not isinstance(test_data, (tuple, list)) or len(test_data) != 2:
-                raise TypeError(f"test_data must be a pair (X_test, labels), got {_short(test_data)}")
-            Xt, _ = self._rows(test_data[0], "test_data[0]", allow_empty=True)
-            lt = as_labels(test_data[1], "test_data[1]", Xt.shape[0], self.sizes[-1])
-            test = (Xt, lt)
+        flags = dict(monitor_evaluation_cost=monitor_evaluation_cost,
+                     monitor_evaluation_accuracy=monitor_evaluation_accuracy,
+                     monitor_training_cost=monitor_training_cost,
+                     monitor_training_accuracy=monitor_training_accuracy)
+        early_stopping_n, eta_schedule_n = check_sgd_options(flags, callback, early_stopping_n,
+                                                             eta_schedule_n)
+        test = self._test_pair(test_data)
         evaluation = None if evaluation_data is None else self._labelled(evaluation_data, "evaluation_data")
-        needs_eval = (monitor_evaluation_cost or monitor_evaluation_accuracy or early_stopping_n
-                      or eta_schedule_n)
-        if needs_eval and evaluation is None:
-            raise ValueError("evaluation_data is required by monitor_evaluation_*, early_stopping_n and "
-                             "eta_schedule_n, got None")
-        if (early_stopping_n or eta_schedule_n) and evaluation[0].shape[0] == 0:
-            raise ValueError("early_stopping_n and eta_schedule_n need evaluation_data with at least one "
-                             "sample, got 0")
+        check_evaluation(flags, early_stopping_n, eta_schedule_n, evaluation is not None,
+                         0 if evaluation is None else evaluation[0].shape[0])
         train_labels = None
         if monitor_training_accuracy:
             train_labels = np.argmax(Y2, axis=1)
@@ -731,13 +767,7 @@ class NetworkBase:
             perm = self._rng.permutation(n)
             eta = rule.eta
             h = hyper(eta, lmbda, n, mu)
-            # (with momentum the velocity is part of the state: created now, so that a
-            # diverging first epoch restores it too)
-            state = self._weights + self._biases + self._velocity(create=bool(mu))
-            start = [p.copy() for p in state]   # one copy per epoch, not per step
-            self._epoch(X2, Y2, perm, mini_batch_size, h)
-            if not all(self._all_finite(p) for p in self._weights + self._biases):
-                self._diverged(X2, Y2, perm, mini_batch_size, h, epoch, start, history)
+            self._checked_epoch(X2, Y2, perm, mini_batch_size, h, epoch, history, bool(mu))
             record = {"epoch": epoch, "seconds": time.perf_counter() - t0, "eta": eta}
             if test is not None:
                 correct = self._evaluate(*test)
@@ -761,10 +791,7 @@ class NetworkBase:
                     if want_acc:
                         record["evaluation_accuracy"] = eval_acc
             elif evaluation is not None:      # no evaluation samples: nothing to measure
-                if monitor_evaluation_cost:
-                    record["evaluation_cost"] = float("nan")
-                if monitor_evaluation_accuracy:
-                    record["evaluation_accuracy"] = float("nan")
+                record_empty_evaluation(record, monitor_evaluation_cost, monitor_evaluation_accuracy)
             history.append(record)
             stop = rule.after_epoch(record, eval_acc)
             if callback is not None:

@@ -292,8 +292,8 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
 
     Needs the C path (cbackprop.Network, which has the contiguous gradient buffer).
     """
-    from ._common import (PlateauRule, _short, as_labels, as_targets, check_eta, check_hyper, check_int,
-                          check_nonneg, check_sgd_options, cost_sum, hyper)
+    from ._common import (PlateauRule, as_targets, check_eta, check_evaluation, check_hyper, check_int,
+                          check_nonneg, check_sgd_options, cost_sum, hyper, record_empty_evaluation)
 
     MPI = _mpi()
     comm = _comm(comm)
@@ -327,12 +327,7 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
         mu = check_nonneg(mu, "mu", upper=1.0)
         early_stopping_n, eta_schedule_n = check_sgd_options(flags, callback, early_stopping_n,
                                                              eta_schedule_n)
-        test = None
-        if test_data is not None:
-            if not isinstance(test_data, (tuple, list)) or len(test_data) != 2:
-                raise TypeError(f"test_data must be a pair (X_test, labels), got {_short(test_data)}")
-            Xt, _ = net._rows(test_data[0], "test_data[0]", allow_empty=True)
-            test = (Xt, as_labels(test_data[1], "test_data[1]", Xt.shape[0], net.sizes[-1]))
+        test = net._test_pair(test_data)
         evaluation = None if evaluation_data is None else net._labelled(evaluation_data, "evaluation_data")
     except Exception as exc:  # reported on every rank, so that none waits in a collective
         error = exc
@@ -355,13 +350,8 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
         raise ValueError("distributed.sgd: X must hold at least one sample over all ranks, got 0 rows on "
                          "every rank")
     check_hyper(eta, lmbda, n, mu, net.dtype)  # the global n, as net.sgd on all rows
-    if (monitor_evaluation_cost or monitor_evaluation_accuracy or early_stopping_n or eta_schedule_n) \
-            and not use_eval:
-        raise ValueError("distributed.sgd: evaluation_data is required by monitor_evaluation_*, "
-                         "early_stopping_n and eta_schedule_n, got None on every rank")
-    if (early_stopping_n or eta_schedule_n) and n_eval == 0:
-        raise ValueError("distributed.sgd: early_stopping_n and eta_schedule_n need evaluation_data with at "
-                         "least one sample over all ranks, got 0")
+    check_evaluation(flags, early_stopping_n, eta_schedule_n, use_eval, n_eval, who="distributed.sgd: ",
+                     none=" on every rank", over=" over all ranks")
     lo = sum(counts[:rank])
     hi = lo + m_local
     mini_batch_size = min(mini_batch_size, n)
@@ -418,10 +408,7 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
         perm = net._rng.permutation(n)
         h = hyper(eta, lmbda, n, mu)
         if size == 1:  # nothing to reduce: net.sgd's own C epoch loop (and its threads)
-            start = [p.copy() for p in net._weights + net._biases + net._velocity()]
-            net._epoch(X2, Y2, perm, mini_batch_size, h)
-            if not net._all_finite(net._engine.params):
-                net._diverged(X2, Y2, perm, mini_batch_size, h, epoch, start, history)  # raises
+            net._checked_epoch(X2, Y2, perm, mini_batch_size, h, epoch, history, bool(mu))
             return time.perf_counter() - t0, 0.0
         start = [p.copy() for p in state()]
         t_red, _ = run_epoch(perm, h, False)
@@ -444,11 +431,8 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
 
     def total_cost(Xp, Yp, n_all):
         """total_cost over the parts of all ranks: cost sums added, L2 term with n_all."""
-        c = total(cost_sum(net.cost_name, net._forward(Xp), Yp) if Xp.shape[0] else 0.0) / n_all
-        if lmbda:
-            c += 0.5 * (lmbda / n_all) * sum(float(np.einsum("ij,ij->", w, w, dtype=np.float64))
-                                             for w in net._weights)
-        return c
+        return total(cost_sum(net.cost_name, net._forward(Xp), Yp) if Xp.shape[0] else 0.0) / n_all \
+            + net._l2_term(lmbda, n_all)
 
     def measure(record):
         """The record's measurements, as net.sgd's, over all ranks; the global evaluation
@@ -470,10 +454,7 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
                 eval_acc = total(net._evaluate(Xe, le)) / n_eval
                 record["evaluation_accuracy"] = eval_acc
         elif use_eval:   # no evaluation samples on any rank: nothing to measure
-            if monitor_evaluation_cost:
-                record["evaluation_cost"] = float("nan")
-            if monitor_evaluation_accuracy:
-                record["evaluation_accuracy"] = float("nan")
+            record_empty_evaluation(record, monitor_evaluation_cost, monitor_evaluation_accuracy)
         return eval_acc
 
     def report(record):
