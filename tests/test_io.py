@@ -191,11 +191,11 @@ def test_failed_json_save_leaves_the_old_file(tmp_path, monkeypatch):
     (dict(biases=[np.zeros(4), np.zeros((2, 1))]), ValueError,
      r"biases\[1\] must have shape \(2,\) .*got shape \(2, 1\)"),
     (dict(biases=[np.zeros(4), np.array([0.0, np.nan])]), ValueError,
-     r"biases\[1\] must hold only finite values, got nan at index \(1,\)"),
+     r"biases\[1\] must hold only finite float64 values, got nan at index \(1,\)"),
     (dict(biases=[np.zeros(4), np.array(["a", "b"])]), TypeError,
      r"biases\[1\] must hold real numbers, got an array of dtype <U1"),
     (dict(dtype=np.float32, biases=[np.zeros(4), np.array([1e300, 0.0])]), ValueError,
-     r"biases\[1\] must hold only finite values, got inf at index \(0,\)"),
+     r"biases\[1\] must hold only finite float32 values, got 1e\+300 at index \(0,\)"),
 ])
 def test_save_npz_refuses_bad_arguments(tmp_path, change, exc, match):
     with pytest.raises(exc, match=match):
@@ -515,7 +515,7 @@ def test_network2_json_float32_parameters_widen_exactly(tmp_path):
     (dict(weights=[np.zeros((4, 3)), np.zeros((2, 3))]), ValueError,
      r"weights\[1\] must have shape \(2, 4\) to match sizes \[3, 4, 2\], got shape \(2, 3\)"),
     (dict(biases=[np.zeros(4), np.array([np.nan, 0.0])]), ValueError,
-     r"biases\[1\] must hold only finite values, got nan"),
+     r"biases\[1\] must hold only finite float64 values, got nan"),
 ])
 def test_save_network2_json_refuses_bad_arguments(tmp_path, change, exc, match):
     with pytest.raises(exc, match=match):

@@ -230,6 +230,29 @@ def _finite_or_raise(arr, name, all_finite, source=None):
         raise ValueError(f"{name} must hold only finite {arr.dtype} values, got {src[where]} at index {where}")
 
 
+def as_parameter_list(new, name, shapes, dtype, sizes=None):
+    """new, a list of len(shapes) arrays of real numbers with those shapes, as new
+    C-contiguous arrays of dtype with finite values; TypeError or ValueError naming
+    name[i] otherwise (a value beyond dtype's range is reported as the value given).  sizes,
+    when given, is named in the messages.  For the weights and biases setters and the save
+    functions."""
+    if isinstance(new, np.ndarray) or not hasattr(new, "__len__"):
+        raise TypeError(f"{name} must be a list of {len(shapes)} arrays, got {_short(new)}")
+    per_layer = "" if sizes is None else f" (one per layer after the input for sizes {list(sizes)})"
+    if len(new) != len(shapes):
+        raise ValueError(f"{name} must be a list of {len(shapes)} arrays{per_layer}, got {len(new)}")
+    match = "" if sizes is None else f" to match sizes {list(sizes)}"
+    out = []
+    for i, (value, shape) in enumerate(zip(new, shapes)):
+        arr = _as_float_array(value, f"{name}[{i}]")
+        if arr.shape != tuple(shape):
+            raise ValueError(f"{name}[{i}] must have shape {tuple(shape)}{match}, got shape {arr.shape}")
+        src, arr = arr, _cast(arr, dtype, order="C")
+        _finite_or_raise(arr, f"{name}[{i}]", np_all_finite, src)
+        out.append(arr)
+    return out
+
+
 def np_all_finite(arr):
     return bool(np.isfinite(arr).all())
 
@@ -479,18 +502,7 @@ class NetworkBase:
         self._assign(self._biases, new, "biases")
 
     def _assign(self, targets, new, name):
-        if isinstance(new, np.ndarray) or not hasattr(new, "__len__"):
-            raise TypeError(f"{name} must be a list of {len(targets)} arrays, got {_short(new)}")
-        if len(new) != len(targets):
-            raise ValueError(f"{name} must be a list of {len(targets)} arrays, got {len(new)}")
-        converted = []
-        for i, (t, v) in enumerate(zip(targets, new)):
-            arr = _as_float_array(v, f"{name}[{i}]")
-            if arr.shape != t.shape:
-                raise ValueError(f"{name}[{i}] must have shape {t.shape}, got shape {arr.shape}")
-            src, arr = arr, _cast(arr, self.dtype)
-            _finite_or_raise(arr, f"{name}[{i}]", np_all_finite, src)
-            converted.append(arr)
+        converted = as_parameter_list(new, name, [t.shape for t in targets], self.dtype)
         for t, v in zip(targets, converted):
             t[...] = v
 

@@ -26,7 +26,8 @@ import zlib
 import numpy as np
 
 from ._atomic import atomic_path
-from ._common import COSTS, check_activations, check_cost, check_dtype, check_sizes
+from ._common import (COSTS, _short, as_parameter_list, check_activations, check_cost, check_dtype,
+                      check_sizes)
 
 FORMAT = "cbackprop-network"
 VERSION = 1                     # what save_npz writes
@@ -46,11 +47,6 @@ _UNREADABLE = (zipfile.BadZipFile, zlib.error, struct.error, EOFError, OSError, 
 
 class _Invalid(ValueError):
     """A loader's complaint about the file's contents; the public function adds the path."""
-
-
-def _short(value, limit=60):
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _names(items):
@@ -88,34 +84,6 @@ def _require_finite(arr, name, error=ValueError):
         raise error(f"{name} must hold only finite values, got {found[1]} at index {found[0]}")
 
 
-def _check_arrays(arrays, name, shapes, dtype, sizes):
-    """A list of len(shapes) arrays of real numbers with those shapes, returned as new
-    C-contiguous arrays of dtype with finite values (a value beyond dtype's range is
-    reported as inf)."""
-    if isinstance(arrays, np.ndarray) or not hasattr(arrays, "__len__"):
-        raise TypeError(f"{name} must be a list of {len(shapes)} arrays, got {_short(arrays)}")
-    if len(arrays) != len(shapes):
-        raise ValueError(f"{name} must be a list of {len(shapes)} arrays (one per layer after the input "
-                         f"for sizes {list(sizes)}), got {len(arrays)}")
-    out = []
-    for i, (value, shape) in enumerate(zip(arrays, shapes)):
-        try:
-            arr = np.asarray(value)
-        except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{name}[{i}] must be an array of real numbers, "
-                            f"got {_short(value)} ({exc})") from None
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{name}[{i}] must hold real numbers, got an array of dtype {arr.dtype}")
-        if arr.shape != shape:
-            raise ValueError(f"{name}[{i}] must have shape {shape} to match sizes {list(sizes)}, "
-                             f"got shape {arr.shape}")
-        with np.errstate(over="ignore"):
-            arr = np.array(arr, dtype=dtype, order="C", copy=True)
-        _require_finite(arr, f"{name}[{i}]")
-        out.append(arr)
-    return out
-
-
 def checksum(*, sizes, activations, cost, dtype, weights, biases):
     """``"sha256:<hex>"`` over the configuration (as compact, key-sorted JSON) followed by
     every weight then every bias array as little-endian bytes in C order.  The arrays'
@@ -145,8 +113,8 @@ def save_npz(path, *, sizes, activations, cost, dtype, weights, biases):
     sizes, activations, cost = _check_config(sizes, activations, cost)
     dtype = check_dtype(dtype)
     w_shapes, b_shapes = _shapes(sizes)
-    weights = _check_arrays(weights, "weights", w_shapes, dtype, sizes)
-    biases = _check_arrays(biases, "biases", b_shapes, dtype, sizes)
+    weights = as_parameter_list(weights, "weights", w_shapes, dtype, sizes)
+    biases = as_parameter_list(biases, "biases", b_shapes, dtype, sizes)
     members = {
         "format": np.array(FORMAT, dtype=str),
         "version": np.array(VERSION, dtype=np.int64),
@@ -220,10 +188,7 @@ def _read_npz(f):
             raise _Invalid(f"missing member(s) {_names(missing)} (a version {version} file has "
                            f"{_names(_CONFIG_MEMBERS)}, weights_<i> and biases_<i>)")
 
-        sizes = _member(npz, "sizes")
-        if sizes.dtype.kind not in "iu" or sizes.ndim != 1:
-            raise _Invalid(f"sizes must be a 1-D integer array, got dtype {sizes.dtype} "
-                           f"and shape {sizes.shape}")
+        sizes = _sizes_member(npz)
         activations = _member(npz, "activations")
         if activations.dtype.kind != "U" or activations.ndim != 1:
             raise _Invalid(f"activations must be a 1-D unicode array, got dtype {activations.dtype} "
@@ -238,41 +203,34 @@ def _read_npz(f):
         dtype = np.dtype(dtype_name)
 
         L = len(sizes) - 1
-        params = [f"weights_{i}" for i in range(L)] + [f"biases_{i}" for i in range(L)]
+        params = _parameter_names(L)
         missing = [k for k in params if k not in keys]
         if missing:
             raise _Invalid(f"missing member(s) {_names(missing)} (sizes {list(sizes)} has {L} layers)")
         extra = sorted(keys - set(params) - set(_CONFIG_MEMBERS))
         if extra:
             raise _Invalid(f"unexpected member(s) {_names(extra)} (sizes {list(sizes)} has {L} layers)")
-        w_shapes, b_shapes = _shapes(sizes)
-        weights = [_parameter(npz, f"weights_{i}", s, dtype, sizes) for i, s in enumerate(w_shapes)]
-        biases = [_parameter(npz, f"biases_{i}", s, dtype, sizes) for i, s in enumerate(b_shapes)]
+        weights, biases = _parameters(npz, sizes, dtype)
 
     actual = checksum(sizes=sizes, activations=activations, cost=cost, dtype=dtype,
                       weights=weights, biases=biases)
     if recorded != actual:
         raise _Invalid(f"checksum mismatch: the file records {recorded!r} but its contents hash to "
                        f"{actual!r}; the file is corrupt or was modified")
-    for name, arr in zip(params, weights + biases):
-        _require_finite(arr, name, _Invalid)
-    return {"sizes": sizes, "activations": activations, "cost": cost, "dtype": dtype,
-            "weights": weights, "biases": biases}
+    return _network(sizes, activations, cost, dtype, weights, biases)
 
 
 def _read_legacy(npz, keys):
     """A file from `cbackprop train --save` before the versioned format (call it version 0):
     only sizes, weights_<i> and biases_<i>, of sigmoid layers trained with the quadratic cost
     (the only kind there was), in the dtype of its arrays, without a checksum."""
-    sizes = _member(npz, "sizes")
-    if sizes.dtype.kind not in "iu" or sizes.ndim != 1:
-        raise _Invalid(f"sizes must be a 1-D integer array, got dtype {sizes.dtype} and shape {sizes.shape}")
+    sizes = _sizes_member(npz)
     try:
         sizes, activations, cost = _check_config(sizes.tolist(), "sigmoid", "quadratic")
     except (TypeError, ValueError) as exc:
         raise _Invalid(str(exc)) from None
     L = len(sizes) - 1
-    params = [f"weights_{i}" for i in range(L)] + [f"biases_{i}" for i in range(L)]
+    params = _parameter_names(L)
     missing = [k for k in params if k not in keys]
     extra = sorted(keys - set(params) - {"sizes"})
     if missing or extra:
@@ -283,10 +241,34 @@ def _read_legacy(npz, keys):
     dtype = _member(npz, "weights_0").dtype
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise _Invalid(f"weights_0 must be float32 or float64, got {dtype}")
+    weights, biases = _parameters(npz, sizes, dtype)
+    return _network(sizes, activations, cost, dtype, weights, biases)
+
+
+# ---- pieces of both .npz readers -----------------------------------------------------------
+def _sizes_member(npz):
+    sizes = _member(npz, "sizes")
+    if sizes.dtype.kind not in "iu" or sizes.ndim != 1:
+        raise _Invalid(f"sizes must be a 1-D integer array, got dtype {sizes.dtype} and shape {sizes.shape}")
+    return sizes
+
+
+def _parameter_names(L):
+    """The members of an L-layer network's parameters: weights_<i>, then biases_<i>."""
+    return [f"weights_{i}" for i in range(L)] + [f"biases_{i}" for i in range(L)]
+
+
+def _parameters(npz, sizes, dtype):
+    """([w^1, ..., w^L], [b^1, ..., b^L]) read from the members, shapes checked."""
     w_shapes, b_shapes = _shapes(sizes)
     weights = [_parameter(npz, f"weights_{i}", sh, dtype, sizes) for i, sh in enumerate(w_shapes)]
     biases = [_parameter(npz, f"biases_{i}", sh, dtype, sizes) for i, sh in enumerate(b_shapes)]
-    for name, arr in zip(params, weights + biases):
+    return weights, biases
+
+
+def _network(sizes, activations, cost, dtype, weights, biases):
+    """What load_npz returns, once every parameter is checked to be finite."""
+    for name, arr in zip(_parameter_names(len(sizes) - 1), weights + biases):
         _require_finite(arr, name, _Invalid)
     return {"sizes": sizes, "activations": activations, "cost": cost, "dtype": dtype,
             "weights": weights, "biases": biases}
@@ -374,8 +356,8 @@ def save_network2_json(path, *, sizes, cost, weights, biases, activations=None):
                 raise ValueError(f"activations[{i}] must be 'sigmoid' to save in network2.py's JSON format "
                                  f"(network2 has only sigmoid neurons), got {a!r}")
     w_shapes, b_shapes = _shapes(sizes)
-    weights = _check_arrays(weights, "weights", w_shapes, np.float64, sizes)
-    biases = _check_arrays(biases, "biases", b_shapes, np.float64, sizes)
+    weights = as_parameter_list(weights, "weights", w_shapes, np.float64, sizes)
+    biases = as_parameter_list(biases, "biases", b_shapes, np.float64, sizes)
     data = {"sizes": list(sizes),
             "weights": [w.tolist() for w in weights],
             "biases": [b.reshape(-1, 1).tolist() for b in biases],
