@@ -212,3 +212,22 @@ def test_accumulating_from_a_view_of_the_gradient_buffer_is_safe():
     ref.apply_gradient(0.5)
     for a, d in zip(net.weights + net.biases, ref.weights + ref.biases):
         np.testing.assert_allclose(a, d, rtol=1e-12, atol=1e-15)
+
+
+
+def test_a_batch_that_views_the_momentum_velocity_is_copied():
+    """A momentum step writes the velocity while BP4 still reads the batch: rows that view
+    the velocity are copied first, as rows that view the parameters or the accumulated
+    gradient are (found in review: only those two were checked)."""
+    rng = np.random.default_rng(1)
+    X0, Y = rng.random((3, 40)), rng.random((3, 2))
+    net = cbackprop.Network([40, 30, 2], seed=0)
+    ref = reference.Network([40, 30, 2], seed=0)
+    for n in (net, ref):
+        n.update_mini_batch(X0, Y, 0.5, mu=0.5)
+    X = net._engine.velocity[:120].reshape(3, 40)   # w^1's velocity, which the step updates
+    Xcopy = X.copy()
+    net.update_mini_batch(X, Y, 0.5, mu=0.5)
+    ref.update_mini_batch(Xcopy, Y, 0.5, mu=0.5)
+    for a, d in zip(net.weights + net.biases, ref.weights + ref.biases):
+        np.testing.assert_allclose(a, d, rtol=1e-12, atol=1e-15)

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from ._autothreads import AutoThreads, FEEDER, TEAM
+from ._common import check_int
 from libc.math cimport isfinite
 
 cdef extern from "cbackprop.h" nogil:
@@ -344,8 +345,9 @@ cdef class Engine:
 
     @num_threads.setter
     def num_threads(self, n):
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 64:
-            raise ValueError(f"num_threads must be an integer in [1, 64], got {n!r}")
+        n = check_int(n, "num_threads", 1)      # (Network.num_threads validates here too)
+        if n > 64:
+            raise ValueError(f"num_threads must be an integer in [1, 64], got {n}")
         self._num_threads = n
 
     @kernels.setter

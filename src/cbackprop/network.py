@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._common import ACTIVATIONS, COSTS, DEFAULT_DTYPE, NetworkBase, allocation_error, check_int
+from ._common import ACTIVATIONS, COSTS, DEFAULT_DTYPE, NetworkBase, allocation_error
 
 _FORWARD_CHUNK = 1024  # rows per C forward call in feedforward/evaluate on large inputs
 
@@ -106,10 +106,7 @@ class Network(NetworkBase):
 
     @num_threads.setter
     def num_threads(self, n):
-        n = check_int(n, "num_threads", 1)
-        if n > 64:
-            raise ValueError(f"num_threads must be an integer in [1, 64], got {n}")
-        self._engine.num_threads = n
+        self._engine.num_threads = n        # TypeError / ValueError naming num_threads
 
     def update_mini_batch(self, X, Y, eta, *, lmbda=0.0, n=None, mu=0.0):
         """One gradient-descent step on the mini-batch X, Y with the gradient averaged over
@@ -122,12 +119,11 @@ class Network(NetworkBase):
                 or n is not None or not self._engine.try_step(X, Y, eta)):
             super().update_mini_batch(X, Y, eta, lmbda=lmbda, n=n, mu=mu)
 
-    def _rows(self, X, name="X", **kw):
-        # A batch that overlaps the parameter buffer or the accumulated gradient is copied
-        # before an update or accumulate_gradient writes them.
-        accum = self._engine.accum
-        avoid = self._engine.params if accum is None else (self._engine.params, accum)
-        return super()._rows(X, name, avoid=avoid, **kw)
+    def _params(self):
+        # What updates and accumulate_gradient write (the parameter blob, the accumulated
+        # gradient, the momentum velocity): inputs that share memory with them are copied.
+        e = self._engine
+        return tuple(a for a in (e.params, e.accum, e.velocity) if a is not None)
 
     def _forward(self, X):
         m = X.shape[0]
