@@ -21,9 +21,9 @@ every rank at once), and "allreduce_alone_share" that times the batches per epoc
 epoch time: the share the communication alone would take.
 
 On 1 rank distributed.sgd runs Network.sgd's own C epoch loop (nothing to reduce), so the
-1-rank row is the single-process speed; the script also times Network.sgd on 1 thread and
-on as many threads as cores (its "network_sgd" entry), the other way to use the cores of one
-machine.  The launcher mode runs each worker as `python -m mpi4py` (an uncaught exception
+1-rank row is the single-process speed; the script also times Network.sgd with the automatic
+thread count (the feeder, two threads or every core), on 1 thread and on as many threads as
+cores (its "network_sgd" entry), the other way to use the cores of one machine.  The launcher mode runs each worker as `python -m mpi4py` (an uncaught exception
 then aborts the job instead of hanging it) and records in "other_cpu_seconds" how much CPU
 time other processes used during each mpiexec run: on a shared machine, rerun when that is
 more than a small fraction of "wall_seconds".
@@ -34,11 +34,8 @@ index), so memory per rank is that of its shard.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import cpu_model, write_json  # noqa: E402  (the benchmarks' shared helpers)
+from bench import machine_header, write_json  # noqa: E402  (the benchmarks' shared helpers)
 
 CONFIGS = {
     "small": ([784, 30, 10], 10, 3.0),
@@ -133,11 +130,21 @@ def worker(args):
         single = None
         if size == 1:
             single = {}
-            for threads in sorted({1, Network([2, 2]).num_threads, len(os.sched_getaffinity(0))}):
+            # the automatic thread count (what users get: the feeder, two threads or every
+            # core, see Network.num_threads), then fixed counts
+            cores = len(os.sched_getaffinity(0))
+            for label, threads in [("automatic", None)] + [(f"{t}thread", t) for t in sorted({1, cores})]:
                 ref = Network(sizes, dtype=dtype, seed=SEED)
-                ref.num_threads = threads
-                times = [h["seconds"] for h in ref.sgd(X, Y, 1 + args.repeats, mbs, eta)[1:]]
-                single[f"{threads}thread"] = {"median": statistics.median(times), "times": times}
+                if threads is not None:
+                    ref.num_threads = threads
+                times, used, fed = [], [], []
+                for _ in range(1 + args.repeats):
+                    times.append(ref.sgd(X, Y, 1, mbs, eta)[0]["seconds"])
+                    used.append(ref._engine.last_epoch_threads)
+                    fed.append(ref._engine.last_epoch_fed)
+                times, used, fed = times[1:], used[1:], fed[1:]
+                single[label] = {"median": statistics.median(times), "times": times,
+                                 "threads_used": used, "fed_batches": fed}
         if rank == 0:
             epochs = list(zip(*per_rank))   # epochs[e][r] = (seconds, allreduce seconds)
             slowest = [max(e, key=lambda sr: sr[0]) for e in epochs]
@@ -179,9 +186,8 @@ def launcher(args):
         sys.exit(f"bench_mpi: error: no mpiexec at {mpiexec} (install the [mpi] extra or pass --mpiexec)")
     version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True).stdout
     flags = ["--oversubscribe"] if "Open MPI" in version else []
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "hostname": socket.gethostname(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-              "python": platform.python_version(), "numpy": np.__version__,
+    import cbackprop
+    result = {**machine_header(cbackprop),
               "env": {k: v for k, v in sorted(os.environ.items())
                       if k.startswith(("OPENBLAS_", "OMP_", "CBACKPROP_", "MPIR_", "HYDRA_"))},
               "commands": [], "runs": {}}
@@ -229,7 +235,11 @@ def table(result):
                          f"  {run.get('other_cpu_seconds', nan):.1f} / {run.get('wall_seconds', nan):.1f}")
         if base and "network_sgd" in base:
             for t, v in base["network_sgd"].items():
-                lines.append(f"{name:<7} Network.sgd {t}: {v['median']:.3f} s/epoch (no MPI)")
+                used = v.get("threads_used")
+                how = "" if not used else f" (epochs finished on {used} threads" + (
+                    f", feeder gathered {sum(v['fed_batches'])} batches)" if any(v.get("fed_batches") or ())
+                    else ")")
+                lines.append(f"{name:<7} Network.sgd {t}: {v['median']:.3f} s/epoch (no MPI){how}")
     return "\n".join(lines)
 
 
