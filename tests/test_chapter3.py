@@ -12,7 +12,7 @@ cbackprop.reference.Network.
      (selected through CBACKPROP_KERNELS at construction, so this file covers them in the
      default run, without relying on .ci/run's per-variant rerun);
   3. trajectories (update_mini_batch steps and sgd epochs with lmbda and/or mu), C against
-     reference, with a slack measured against a long-double shadow written here;
+     reference, with a slack measured against a long-double shadow (conftest.py);
   4. a network2.py-style monitored run, C against reference and against a hand computation;
   5. independent hand checks (L2 step, momentum, init statistics, softmax, costs);
   6. gradient accumulation; 7. monitoring, early stopping, eta schedule; 8. validation.
@@ -77,147 +77,6 @@ def relu_margin(net, X):
 
 def params(net):
     return [np.array(p, copy=True) for p in net.weights + net.biases]
-
-
-# ---- an independent long-double implementation: the "truth" trajectories are measured
-# against (the reference's own distance from it is the rounding slack allowed) -------------
-
-def _ld_act(name, z):
-    if name == "sigmoid":
-        with np.errstate(over="ignore"):
-            return 1 / (1 + np.exp(-z))
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "relu":
-        return np.where(z > 0, z, 0)
-    if name == "identity":
-        return z
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _ld_prime(name, z, a):
-    return {"sigmoid": lambda: a * (1 - a), "tanh": lambda: 1 - a * a,
-            "relu": lambda: (z > 0).astype(z.dtype), "identity": lambda: np.ones_like(z)}[name]()
-
-
-def ld_trace(weights, biases, acts, cost, X, Y):
-    """z, a, delta, nabla_b, nabla_w of the batch-average cost in np.longdouble (80-bit on
-    x86-64), computed from the given (already rounded) parameters and data."""
-    ld = np.longdouble
-    W = [np.asarray(w, dtype=ld) for w in weights]
-    X, Y = np.asarray(X, dtype=ld), np.asarray(Y, dtype=ld)
-    m = X.shape[0]
-    A, Z = [X], []
-    for w, b, f in zip(W, biases, acts):
-        Z.append(A[-1] @ w.T + np.asarray(b, dtype=ld))
-        A.append(_ld_act(f, Z[-1]))
-    a, z, out = A[-1], Z[-1], acts[-1]
-    g = a - Y                                   # dC_x/da for the quadratic cost
-    if cost == "cross-entropy":                 # sigmoid: dC_x/dz = a - y
-        delta = a - Y
-    elif cost == "log-likelihood":              # dC_x/dz_k = -sum_j y_j (delta_jk - a_k)
-        delta = a * Y.sum(axis=1, keepdims=True) - Y
-    elif out == "softmax":                      # Jacobian diag(a) - a a^T applied to g
-        delta = a * g - a * (a * g).sum(axis=1, keepdims=True)
-    else:
-        delta = g * _ld_prime(out, z, a)
-    delta = delta / m
-    D, nb, nw = [None] * len(W), [None] * len(W), [None] * len(W)
-    for l in range(len(W) - 1, -1, -1):
-        D[l] = delta
-        nb[l] = delta.sum(axis=0)
-        nw[l] = delta.T @ A[l]
-        if l:
-            delta = (delta @ W[l]) * _ld_prime(acts[l - 1], Z[l - 1], A[l])
-    return Z, A, D, nb, nw
-
-
-class LDShadow:
-    """Follows a network in np.longdouble: same parameters, activations, cost and generator
-    state; update_mini_batch / sgd with lmbda and mu as chapter 3 states them."""
-
-    def __init__(self, net):
-        ld = np.longdouble
-        self.W = [np.asarray(w, dtype=ld) for w in net.weights]
-        self.B = [np.asarray(b, dtype=ld) for b in net.biases]
-        self.acts, self.cost = net.activations, net.cost_name
-        self.vW = [np.zeros_like(w) for w in self.W]
-        self.vB = [np.zeros_like(b) for b in self.B]
-        self._rng = copy.deepcopy(net._rng)
-
-    @property
-    def weights(self):
-        return self.W
-
-    @property
-    def biases(self):
-        return self.B
-
-    def gradient(self, X, Y):
-        return ld_trace(self.W, self.B, self.acts, self.cost, X, Y)[3:]
-
-    def update_mini_batch(self, X, Y, eta, lmbda=0.0, n=None, mu=0.0):
-        ld = np.longdouble
-        nb, nw = self.gradient(X, Y)
-        eta, mu = ld(eta), ld(mu)
-        decay = eta * ld(lmbda) / ld(n) if lmbda else ld(0)
-        if mu:
-            for w, v, g in zip(self.W, self.vW, nw):
-                v[...] = mu * v - eta * g - decay * w
-                w += v
-            for b, v, g in zip(self.B, self.vB, nb):
-                v[...] = mu * v - eta * g
-                b += v
-        else:
-            self.W = [(1 - decay) * w - eta * g for w, g in zip(self.W, nw)]
-            self.B = [b - eta * g for b, g in zip(self.B, nb)]
-
-    def sgd(self, X, Y, epochs, mbs, eta, lmbda=0.0, mu=0.0):
-        n = X.shape[0]
-        for _ in range(epochs):
-            perm = self._rng.permutation(n)
-            for k in range(0, n, mbs):
-                rows = perm[k:k + mbs]
-                self.update_mini_batch(X[rows], Y[rows], eta, lmbda, n, mu)
-
-
-# C path vs reference after training (as test_crosscheck.py): the base per-dtype tolerance
-# plus 8x the rounding noise of the reference, measured as its distance from the long-double
-# shadow of the same steps.  One reference run is one draw of that noise, and a lucky draw
-# can be 10x below the typical one: float32 tanh-tanh-quadratic with momentum (the most
-# chaotic combination) once gave |C - shadow| 5e-5..2e-4 (plain..avx512) against
-# |ref - shadow| 5e-6.  So the noise is the largest of two draws: the reference, and a second
-# reference started one ulp away in every parameter (`nudged`; 1.4e-4 in that case).
-# (Reversing the rows of each mini-batch is no second draw: the per-row work dominates the
-# rounding and does not change.)  Measured over 10 seeds x 28 combinations x 3 modes, float32
-# and float64, with the "default" weights as drawn and once more scaled by 1/sqrt(n_in)
-# (2940 trajectories): the factor needed on top of the base tolerance reached 292 with the
-# reference as the only draw, and at most 2.1 with both, so 8 leaves a 4x margin.  The
-# reference itself must stay near the shadow (an independent check of its decay and
-# momentum): measured max |ref - shadow| / max|ref| 3.4e-13 (float64) and 2.9e-4 (float32),
-# bounds 1e-10 and 1e-2.
-TRAJECTORY_BASE = {np.float64: dict(rtol=1e-12, atol_scale=1e-13),
-                   np.float32: dict(rtol=1e-5, atol_scale=1e-5)}
-SHADOW_MAX = {np.float64: 1e-10, np.float32: 1e-2}
-
-
-def check_trajectory(fast, ref, shadow, dtype, what="", noise=()):
-    base = TRAJECTORY_BASE[dtype]
-    for name in ("weights", "biases"):
-        arrays = zip(getattr(fast, name), getattr(ref, name), getattr(shadow, name),
-                     *[getattr(n, name) for n in noise])
-        for l, (a, d, t, *others) in enumerate(arrays, start=1):
-            scale = float(np.abs(d).max())
-            slack = 0.0
-            for x in [d] + others:
-                dist = float(np.abs(x.astype(np.longdouble) - t).max())
-                assert dist <= SHADOW_MAX[dtype] * scale, (
-                    f"{what}: reference {name} of layer {l} is {dist:.3g} from the long-double shadow")
-                slack = max(slack, dist)
-            atol = base["atol_scale"] * scale + 8 * slack
-            np.testing.assert_allclose(a, d, rtol=base["rtol"], atol=atol,
-                                       err_msg=f"{what}: {name} of layer {l}")
 
 
 def nudged(net, seed=0):
@@ -356,7 +215,8 @@ XCHECK_CASES = [([1, 3, 1], 1), ([3, 17], 5), ([65, 1, 17], 5), ([17, 65, 33, 3]
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("hidden, out, cost", COMBOS, ids=COMBO_IDS)
-def test_c_path_matches_reference(hidden, out, cost, kernels, dtype, monkeypatch, assert_close, tol):
+def test_c_path_matches_reference(hidden, out, cost, kernels, dtype, monkeypatch, assert_close, tol,
+                                  ld_trace):
     monkeypatch.setenv("CBACKPROP_KERNELS", kernels)
     for case, (sizes, m) in enumerate(XCHECK_CASES):
         acts = acts_for(sizes, hidden, out)
@@ -442,12 +302,12 @@ def trajectory_pair(hidden, out, cost, dtype, seed=5):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("hidden, out, cost", COMBOS, ids=COMBO_IDS)
-def test_trajectories_match_reference(hidden, out, cost, mode, dtype):
+def test_trajectories_match_reference(hidden, out, cost, mode, dtype, exact_shadow, check_trajectory):
     """20 update_mini_batch steps (n = 60 for the decay), then 2 epochs of sgd on 60 rows in
     mini-batches of 8 (the last one short), same lmbda and mu: C path, reference and the
     long-double shadow."""
     fast, ref = trajectory_pair(hidden, out, cost, dtype)
-    shadow = LDShadow(ref)
+    shadow = exact_shadow(ref)
     noise = nudged(trajectory_pair(hidden, out, cost, dtype)[1])
     hyper = MODES[mode]
     rng = np.random.default_rng(9)
@@ -472,10 +332,10 @@ def test_trajectories_match_reference(hidden, out, cost, mode, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("wrong", [dict(lmbda=3.03, mu=0.6), dict(lmbda=3.0, mu=0.606)], ids=["lmbda", "mu"])
-def test_trajectory_check_can_fail(wrong, dtype):
+def test_trajectory_check_can_fail(wrong, dtype, exact_shadow, check_trajectory):
     """The slack-based comparison catches a C run whose lmbda or mu is off by 1%."""
     fast, ref = trajectory_pair("sigmoid", "softmax", "log-likelihood", dtype)
-    shadow = LDShadow(ref)
+    shadow = exact_shadow(ref)
     rng = np.random.default_rng(9)
     X = rng.standard_normal((60, TRAJ_SIZES[0])).astype(dtype)
     Y = targets(rng, 60, TRAJ_SIZES[-1], "log-likelihood").astype(dtype)
@@ -516,14 +376,14 @@ def test_velocity_is_kept_through_a_step_without_momentum(assert_params_close):
 
 @pytest.mark.parametrize("out, cost", [("sigmoid", "cross-entropy"), ("softmax", "log-likelihood"),
                                        ("softmax", "quadratic"), ("tanh", "quadratic")])
-def test_trajectories_with_plain_kernels(out, cost, monkeypatch):
+def test_trajectories_with_plain_kernels(out, cost, monkeypatch, exact_shadow, check_trajectory):
     """The plain kernels run the step as gradient, then update (not fused): decay and
     momentum there too, float64."""
     monkeypatch.setenv("CBACKPROP_KERNELS", "plain")
     for mode, hyper in MODES.items():
         fast, ref = trajectory_pair("sigmoid", out, cost, np.float64, seed=6)
         assert fast.kernels == "plain"
-        shadow = LDShadow(ref)
+        shadow = exact_shadow(ref)
         rng = np.random.default_rng(10)
         X = rng.standard_normal((60, TRAJ_SIZES[0]))
         Y = targets(rng, 60, TRAJ_SIZES[-1], cost)
@@ -533,7 +393,7 @@ def test_trajectories_with_plain_kernels(out, cost, monkeypatch):
         check_trajectory(fast, ref, shadow, np.float64, mode)
 
 
-def test_threaded_epochs_with_softmax_decay_and_momentum():
+def test_threaded_epochs_with_softmax_decay_and_momentum(exact_shadow, check_trajectory):
     """A network large enough for sgd to use 2 threads (softmax output rows are split
     between them): bitwise the same as 1 thread, and close to the reference.  (On an idle
     machine both threads finish every epoch; under load the engine may finish an epoch on
@@ -545,7 +405,7 @@ def test_threaded_epochs_with_softmax_decay_and_momentum():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((64, 100))
     Y = np.eye(10)[rng.integers(0, 10, 64)]
-    shadow = LDShadow(ref)
+    shadow = exact_shadow(ref)
     for net in (one, two, ref):
         net.sgd(X, Y, 2, 10, 0.3, lmbda=1.0, mu=0.5)
     shadow.sgd(X, Y, 2, 10, 0.3, lmbda=1.0, mu=0.5)

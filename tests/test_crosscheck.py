@@ -32,19 +32,8 @@ BATCHES = [1, 2, 7, 10, 32]
 # OpenBLAS's Haswell kernels and 6.8e-5 with its SkylakeX kernels, while the C path's stayed
 # at 2.4e-4 (1x and 3.5x the reference's).  So the C path may be up to 7x as far from the
 # shadow as the reference is (|fast - ref| <= 8 slack).  On top, the per-dtype base
-# tolerance for entries that did not drift.
-TRAJECTORY_BASE = {np.float64: dict(rtol=1e-12, atol_scale=1e-13),
-                   np.float32: dict(rtol=1e-5, atol_scale=1e-5)}
-
-
-def check_trajectory(fast, ref, shadow, dtype):
-    base = TRAJECTORY_BASE[dtype]
-    for what, a_list, d_list, s_list in (("weights", fast.weights, ref.weights, shadow.weights),
-                                         ("biases", fast.biases, ref.biases, shadow.biases)):
-        for l, (a, d, t) in enumerate(zip(a_list, d_list, s_list), start=1):
-            slack = float(np.abs(d.astype(np.longdouble) - t).max())
-            atol = base["atol_scale"] * float(np.abs(d).max()) + 8 * slack
-            np.testing.assert_allclose(a, d, rtol=base["rtol"], atol=atol, err_msg=f"{what} of layer {l}")
+# tolerance for entries that did not drift (conftest's check_trajectory, shared with
+# test_chapter3.py).
 
 
 def pair(sizes, dtype, seed=0):
@@ -92,7 +81,7 @@ def test_single_sample_is_the_books_per_sample_gradient(dtype, batch, assert_clo
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes", [[5, 9, 3], [784, 30, 10], [17, 33, 15, 9, 5]], ids=str)
-def test_parameters_after_100_update_mini_batch_steps(sizes, dtype, exact_shadow):
+def test_parameters_after_100_update_mini_batch_steps(sizes, dtype, exact_shadow, check_trajectory):
     fast, ref = pair(sizes, dtype, seed=7)
     shadow = exact_shadow(ref)
     rng = np.random.default_rng(1)
@@ -107,7 +96,7 @@ def test_parameters_after_100_update_mini_batch_steps(sizes, dtype, exact_shadow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes, n, mbs", [([5, 9, 3], 50, 7), ([784, 30, 10], 203, 10),
                                            ([13, 11, 9, 7], 40, 40), ([4, 6, 2], 9, 100)], ids=str)
-def test_parameters_and_history_after_2_epochs_of_sgd(sizes, n, mbs, dtype, exact_shadow):
+def test_parameters_and_history_after_2_epochs_of_sgd(sizes, n, mbs, dtype, exact_shadow, check_trajectory):
     fast, ref = pair(sizes, dtype, seed=11)
     shadow = exact_shadow(ref)
     rng = np.random.default_rng(2)
@@ -201,7 +190,7 @@ def test_property_backprop_matches_reference(sizes, m, seed, dtype, scale, asser
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=sizes_strategy, n=st.integers(1, 30), mbs=st.integers(1, 35),
        seed=st.integers(0, 2**32 - 1), eta=st.floats(0.01, 3.0))
-def test_property_sgd_matches_reference(sizes, n, mbs, seed, eta, exact_shadow):
+def test_property_sgd_matches_reference(sizes, n, mbs, seed, eta, exact_shadow, check_trajectory):
     fast, ref = pair(sizes, np.float64, seed=seed)
     shadow = exact_shadow(ref)
     rng = np.random.default_rng(seed)
@@ -213,7 +202,7 @@ def test_property_sgd_matches_reference(sizes, n, mbs, seed, eta, exact_shadow):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_trajectory_check_can_fail(dtype, exact_shadow):
+def test_trajectory_check_can_fail(dtype, exact_shadow, check_trajectory):
     """The slack-based trajectory comparison still catches a step that is slightly wrong."""
     sizes = [784, 30, 10]
     fast, ref = pair(sizes, dtype, seed=11)
