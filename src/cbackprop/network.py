@@ -91,8 +91,9 @@ class Network(NetworkBase):
         [784,100,10] at 10, [784,30,10] at 100), each epoch runs either on two threads or on
         one training thread with a feeder thread on a second core, which gathers the next
         shuffled mini-batches while the current one trains: whichever measured faster in
-        this network's previous epochs of the same size (each way once, then the faster,
-        and the slower again every 16th epoch; `_engine.auto_threads`).  Below 5e5 flops,
+        this network's previous epochs of the same size (each way twice first, then the
+        faster by the better of its last two epochs, and the slower again every 16th
+        epoch; `_engine.auto_threads`).  Below 5e5 flops,
         one training thread with the feeder (for epochs of at least 5e7 flops).
         `_engine.last_epoch_threads`, `last_epoch_fed` and `last_epoch_split` tell how the
         last epoch ran.  A network with one hidden layer and a narrow output layer trains
