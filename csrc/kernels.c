@@ -200,18 +200,23 @@ static void cbp_barrier_wait(cbp_barrier *b, int T)
     double since = 0;
     int counted = 0;
     while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen) {
-        if (++spins <= CBP_SPINS) {
+        /* Count the wait as slow once it has lasted slow_wait seconds (CBP_SLOW_WAIT, far
+         * longer than one phase's imbalance: the partner has most likely lost its core);
+         * the clock is read every 16 spins, so a tiny slow_wait (tests) counts any wait of
+         * more than a fraction of a microsecond. */
+        if (!counted && (++spins & 15) == 0) {
+            const double now = cbp_now();
+            if (since == 0) since = now;
+            else if (now - since > b->slow_wait) {
+                atomic_fetch_add_explicit(&b->slow, 1, memory_order_relaxed);
+                counted = 1;
+            }
+        }
+        if (spins <= CBP_SPINS && !counted) {
             cbp_cpu_relax();
             continue;
         }
-        /* Past the spins: yield the core, and count the wait as slow once it has lasted
-         * CBP_SLOW_WAIT seconds, far longer than one phase's imbalance: the partner has
-         * most likely lost its core. */
-        if (since == 0) since = cbp_now();
-        else if (!counted && cbp_now() - since > b->slow_wait) {
-            atomic_fetch_add_explicit(&b->slow, 1, memory_order_relaxed);
-            counted = 1;
-        }
+        /* Past the spins: yield the core (sleep once the wait counted as slow). */
         if (!counted) {
             sched_yield();
         } else {

@@ -261,12 +261,15 @@ typedef struct {
     F(cbp_hyper) h;
     cbp_team team;
     size_t first;               /* the row of perm the epoch starts at (a multiple of mbs) */
+    atomic_size_t solo_batch;   /* hidden split: 1 + the mini-batch after which thread 0
+                                   finishes alone (0: none) */
 } F(epoch_job);
 
 static void F(epoch_run)(F(epoch_job) *job, int t)
 {
     const F(cbp_net) *net = job->net;
-    int T = job->team.n_threads;
+    /* (solo already set: the hidden split's thread 0 finishing its epoch alone) */
+    int T = atomic_load_explicit(&job->team.solo, memory_order_relaxed) ? 1 : job->team.n_threads;
     const size_t n = job->n, mbs = job->mini_batch_size;
     const size_t n_in = net->sizes[0], n_out = net->sizes[net->n_layers];
     REAL *xb = net->a;                                      /* [mbs, n_0] block a^0 */
@@ -431,11 +434,17 @@ static void F(split_run)(F(epoch_job) *job, int t)
         const size_t next = start + m, m_next = (n - next < mbs) ? n - next : mbs;
         cbp_prefetch_start(&pf, job->perm + next, m_next);
         F(layer_forward)(isa, z1, a1, xb, w1, b1, m, n1, n0, j0, j1, act1, &pf);
-        if (t == 0 &&
-            atomic_load_explicit(&job->team.barrier.slow, memory_order_relaxed) > CBP_SLOW_LIMIT)
+        /* The decision to finish alone names its mini-batch: with one barrier per batch,
+         * thread 0 may already decide at batch b + 1 while a partner has yet to read the
+         * flag after batch b's barrier, and every thread must take the same batch. */
+        if (t == 0 && atomic_load_explicit(&job->solo_batch, memory_order_relaxed) == 0 &&
+            atomic_load_explicit(&job->team.barrier.slow, memory_order_relaxed) > CBP_SLOW_LIMIT) {
+            atomic_store_explicit(&job->solo_batch, b + 1, memory_order_relaxed);
             atomic_store_explicit(&job->team.solo, 1, memory_order_relaxed);
+        }
         cbp_barrier_wait(&job->team.barrier, T);                /* a^1 complete */
-        const int solo = atomic_load_explicit(&job->team.solo, memory_order_relaxed);
+        const size_t sb = atomic_load_explicit(&job->solo_batch, memory_order_relaxed);
+        const int solo = sb != 0 && sb <= b + 1;
         /* the output layer and BP1, whole, on every thread */
         F(layer_forward)(isa, z2, a2, a1, w2, b2, m, n2, n1, 0, n2, act2, &pf);
         if (act2 == CBP_ACT_SOFTMAX) F(softmax_rows)(a2, z2, n2, 0, m);
@@ -451,8 +460,7 @@ static void F(split_run)(F(epoch_job) *job, int t)
             cbp_barrier_wait(&job->team.barrier, T);            /* batch b done everywhere */
             if (t > 0) return;
             job->first = next;
-            job->team.n_threads = 1;
-            F(epoch_run)(job, 0);
+            F(epoch_run)(job, 0);                               /* one thread: solo is set */
             return;
         }
     }
@@ -571,6 +579,7 @@ int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                          cbp_epoch_stats *stats)
 {
     F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, h, {0}, 0};
+    atomic_init(&job.solo_batch, 0);
     int T = (net->isa == CBP_ISA_PLAIN || net->n_threads < 1) ? 1 : net->n_threads;
     if (T > CBP_MAX_THREADS) T = CBP_MAX_THREADS;
     stats->fed = 0;

@@ -375,3 +375,23 @@ def test_automatic_mode_measures_both_ways_and_keeps_the_result():
     assert sorted(measured) == ["feeder", "team"]
     assert all(0 < v < 1 for v in measured.values())
     _assert_bitwise_equal(_params(auto), _params(one), "automatic vs num_threads=1")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, mbs", [([120, 75, 7], 9), ([60, 40, 30, 5], 16)], ids=str)
+def test_an_epoch_whose_barriers_are_slow_finishes_alone_with_the_same_result(dtype, sizes, mbs):
+    # slow_wait 1 ns: any barrier wait of more than about a microsecond counts as slow, and
+    # thread 0 then finishes the epoch alone (the hidden split after the current mini-batch,
+    # the per-phase team at the next one); the result must not change
+    X, Y = _data(1003, seed=9, sizes=sizes)
+    alone = _train(dtype, sizes, X, Y, mbs, threads=1, epochs=3)
+    seen = []
+    for attempt in range(10):
+        net = _train(dtype, sizes, X, Y, mbs, threads=2, waits=(0.2, 1e-9), epochs=3)
+        _assert_bitwise_equal(_params(net), _params(alone), "slow barriers vs 1 thread")
+        seen.append((net._engine.last_epoch_threads, net._engine.last_epoch_split))
+        if net._engine.last_epoch_threads == 1 and (len(sizes) > 3 or net._engine.last_epoch_split):
+            break
+    else:
+        pytest.fail(f"no epoch fell back to one thread after slow barriers in 10 attempts "
+                    f"(threads, split) of each last epoch: {seen}")
