@@ -3,10 +3,12 @@
 Between about 5e5 and 2e7 flops per mini-batch (the book's [784,30,10] and [784,100,10]
 at mini-batch 10 and 100) a mini-batch takes a few to a few hundred microseconds, and
 whether two training threads beat one training thread plus the feeder depends on how
-fast the two cores exchange cache lines.  On the 2-vCPU VM this was tuned on, a
-cross-core round trip took 50-70 ns most of the time, and then [784,100,10] float64
-trained in 0.108 s an epoch on two threads against 0.175 s with the feeder; for minutes
-at a time it took about 420 ns, and the two threads needed about 0.21 s.  So each
+reliably the second core runs and how fast the cores exchange cache lines.  On the 2-vCPU
+VM this was tuned on, a cross-core round trip took 50-70 ns most of the time, and then
+[784,100,10] float64 trained in 0.108 s an epoch on two threads against 0.175 s with the
+feeder; for minutes at a time the second vCPU ran only part of the time (round trips of
+450-2000 ns, barrier waits of 15-40 us per mini-batch), and the two threads needed
+0.20-0.30 s.  So each
 automatic epoch in that range runs the way that measured faster: each way is measured
 twice first (alternating, the feeder first), a way's estimate is the faster of its last
 two epochs (wall time per row; one epoch disturbed by another process does not decide),
