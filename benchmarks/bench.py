@@ -892,6 +892,7 @@ def main(argv=None):
                 c["one_core"] = max(c["one_core"], fma_ceiling(core, dt, kernels, 1, iters, reps=1))
                 c["both_cores"] = max(c["both_cores"], fma_ceiling(core, dt, kernels, 2, iters, reps=1))
             finish_entry(entry, name, dtype, n, ceilings)
+            entry["ceilings_used"] = {dt: dict(c) for dt, c in ceilings.items()}  # (best so far)
             results[dtype][name] = entry
             print()
             print(format_config_table(name, entry, n, data_source, ceilings, dtype), flush=True)

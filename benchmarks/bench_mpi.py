@@ -23,10 +23,11 @@ epoch time: the share the communication alone would take.
 On 1 rank distributed.sgd runs Network.sgd's own C epoch loop (nothing to reduce), so the
 1-rank row is the single-process speed; the script also times Network.sgd with the automatic
 thread count (the feeder, two threads or every core), on 1 thread and on as many threads as
-cores (its "network_sgd" entry), the other way to use the cores of one machine.  The launcher mode runs each worker as `python -m mpi4py` (an uncaught exception
-then aborts the job instead of hanging it) and records in "other_cpu_seconds" how much CPU
-time other processes used during each mpiexec run: on a shared machine, rerun when that is
-more than a small fraction of "wall_seconds".
+cores (its "network_sgd" entry), the other way to use the cores of one machine.  The
+launcher mode runs each worker as `python -m mpi4py` (an uncaught exception then aborts the
+job instead of hanging it) and records in "other_cpu_seconds" how much CPU time other
+processes used during each mpiexec run: on a shared machine, rerun when that is more than a
+small fraction of "wall_seconds".
 
 Each rank generates only its own shard (the data are a deterministic function of the row
 index), so memory per rank is that of its shard.

@@ -164,7 +164,7 @@ void F(cbp_net_sgd_step)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
  * is narrow (cbp_split_len) trains on n_threads >= 2 threads by the hidden split instead
  * when net->split holds cbp_split_len(net, mbs, n_threads) elements (split_rows >= mbs,
  * split_threads >= n_threads): one barrier per mini-batch instead of one per phase.
- * *stats (not NULL) says what the feeder did. */
+ * *stats (not NULL) says what the feeder did and whether the hidden split ran. */
 int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                          const long long *perm, size_t n, size_t mini_batch_size, F(cbp_hyper) h,
                          cbp_epoch_stats *stats);

@@ -199,11 +199,14 @@ static void cbp_barrier_wait(cbp_barrier *b, int T)
     unsigned spins = 0;
     double since = 0;
     int counted = 0;
+    if (b->slow_wait < 1e-6) {          /* (tests: every wait counts as slow) */
+        atomic_fetch_add_explicit(&b->slow, 1, memory_order_relaxed);
+        counted = 1;
+    }
     while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen) {
         /* Count the wait as slow once it has lasted slow_wait seconds (CBP_SLOW_WAIT, far
          * longer than one phase's imbalance: the partner has most likely lost its core);
-         * the clock is read every 16 spins, so a tiny slow_wait (tests) counts any wait of
-         * more than a fraction of a microsecond. */
+         * the clock is read every 16 spins. */
         if (!counted && (++spins & 15) == 0) {
             const double now = cbp_now();
             if (since == 0) since = now;

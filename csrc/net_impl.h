@@ -69,20 +69,19 @@ static void F(layer_backward_delta)(int isa, REAL *delta_prev, const REAL *delta
     else { CBP_DISPATCH(isa, dense_backward_delta, (delta_prev, delta, w, a_prev, m, n_out, n_in, k0, k1, act, pf)) }
 }
 
-/* rows [j0, j1), columns [k0, k1) of BP3/BP4 (the biases with k0 = 0; plain: always the
- * whole layer): op CBP_ADD accumulates nabla_w += delta^T a_prev and
+/* rows [j0, j1) of BP3/BP4: op CBP_ADD accumulates nabla_w += delta^T a_prev and
  * nabla_b += sum delta into (out_w, out_b); ops CBP_SUB_SCALED, CBP_DECAY_SUB and
  * CBP_MOMENTUM apply the same product as the update of h to (out_w, out_b) = (w, b) (with
  * the velocity vel_w, vel_b): the fused step.  The plain variant does the step as gradient
  * (into scratch, the gradient blob) then update. */
 static void F(layer_backward_params)(int isa, REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                     size_t j0, size_t j1, size_t k0, size_t k1, int op,
-                                     const F(cbp_hyper) *h, REAL *vel_w, REAL *vel_b,
-                                     REAL *scratch_w, REAL *scratch_b, cbp_prefetch *pf)
+                                     size_t j0, size_t j1, int op, const F(cbp_hyper) *h,
+                                     REAL *vel_w, REAL *vel_b, REAL *scratch_w, REAL *scratch_b,
+                                     cbp_prefetch *pf)
 {
     if (isa != CBP_ISA_PLAIN) {
-        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, k0, k1, op, h, vel_w, vel_b, pf))
+        CBP_DISPATCH(isa, dense_backward_params, (out_w, out_b, delta, a_prev, m, n_out, n_in, j0, j1, op, h, vel_w, vel_b, pf))
         return;
     }
     if (op == CBP_ADD) {
@@ -210,7 +209,7 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
             REAL *out = (op == CBP_ADD) ? net->grads + off : net->params + off;
             REAL *vel = (op == CBP_MOMENTUM) ? net->velocity + off : NULL;
             F(layer_backward_params)(isa, out, out + n_out * n_in, delta, ap, m, n_out, n_in, j0,
-                                     j1, 0, n_in, op, h, vel, vel ? vel + n_out * n_in : NULL,
+                                     j1, op, h, vel, vel ? vel + n_out * n_in : NULL,
                                      net->grads + off, net->grads + off + n_out * n_in, pf);
         }
         if (l == 1) break;                                  /* no delta for the input layer */
@@ -314,19 +313,21 @@ static void F(epoch_thread)(void *job, int t) { F(epoch_run)((F(epoch_job) *)job
  *   1. gather the batch's rows into the thread's own x, y blocks (all rows);
  *   2. z^1, a^1 columns [j0, j1) from the thread's rows of w^1 (its own, so no wait);
  *   3. barrier: a^1 complete;
- *   4. on every thread, whole: the output layer, BP1, and the update of w^2, b^2 (BP3/BP4),
- *      each thread on its own copy of w^2, b^2 (and of their velocity): the same kernel
- *      calls on the same inputs, so every copy holds the same values (thread 0's is the
- *      parameter blob); the output layer is small (cbp_split_len), and no thread reads
- *      another's w^2;
- *   5. BP2 for delta^1 columns [j0, j1) (from w^2 before step 4's update), BP4 for rows
- *      [j0, j1) of w^1, b^1.
- * A thread may start batch b + 1 while another is still in step 4 or 5 of batch b, so a^1,
+ *   4. on every thread, whole: the output layer and BP1 (the output layer is small:
+ *      cbp_split_len);
+ *   5. BP2 for delta^1 columns [j0, j1), from w^2 before its update;
+ *   6. on every thread, whole: the update of w^2, b^2 (BP3/BP4), each thread on its own
+ *      copy of w^2, b^2 (and of their velocity): the same kernel calls on the same inputs,
+ *      so every copy holds the same values (thread 0's is the parameter blob), and no
+ *      thread reads another's w^2;
+ *   7. BP3/BP4 for rows [j0, j1) of w^1, b^1.
+ * A thread may start batch b + 1 while another is still in steps 4-7 of batch b, so a^1,
  * the one block threads share, alternates between two blocks by the parity of b.  No
  * thread gets two batches ahead: step 3 waits for all.  Every value is computed by the
  * same kernel calls as on one thread (the ranges only move vector windows), so the result
  * is bitwise the same.  If barriers keep waiting (slow), thread 0 finishes the epoch alone
- * after the current batch, as epoch_run does. */
+ * after the current batch (the decision names the batch: see solo_batch), as epoch_run
+ * does. */
 #if CBP_HAVE_THREADS
 static int F(split_applies)(const F(cbp_net) *net, int T)
 {
@@ -440,7 +441,6 @@ static void F(split_run)(F(epoch_job) *job, int t)
         if (t == 0 && atomic_load_explicit(&job->solo_batch, memory_order_relaxed) == 0 &&
             atomic_load_explicit(&job->team.barrier.slow, memory_order_relaxed) > CBP_SLOW_LIMIT) {
             atomic_store_explicit(&job->solo_batch, b + 1, memory_order_relaxed);
-            atomic_store_explicit(&job->team.solo, 1, memory_order_relaxed);
         }
         cbp_barrier_wait(&job->team.barrier, T);                /* a^1 complete */
         const size_t sb = atomic_load_explicit(&job->solo_batch, memory_order_relaxed);
@@ -449,17 +449,19 @@ static void F(split_run)(F(epoch_job) *job, int t)
         F(layer_forward)(isa, z2, a2, a1, w2, b2, m, n2, n1, 0, n2, act2, &pf);
         if (act2 == CBP_ACT_SOFTMAX) F(softmax_rows)(a2, z2, n2, 0, m);
         F(output_delta_part)(d2, a2, yb, n2, act2, net->cost, (REAL)1 / (REAL)m, 0, m, 0, n2);
-        /* BP2 for this thread's columns of delta^1, then this thread's copy of w^2 updated */
+        /* BP2 for this thread's columns of delta^1, then this thread's copy of w^2 updated,
+         * then its rows of w^1 */
         F(layer_backward_delta)(isa, d1, d2, w2, a1, m, n2, n1, j0, j1, act1, &pf);
-        F(layer_backward_params)(isa, w2, b2, d2, a1, m, n2, n1, 0, n2, 0, n1, op, h, v2,
+        F(layer_backward_params)(isa, w2, b2, d2, a1, m, n2, n1, 0, n2, op, h, v2,
                                  v2 ? v2 + n2 * n1 : NULL, NULL, NULL, &pf);
-        F(layer_backward_params)(isa, w1, b1, d1, xb, m, n1, n0, j0, j1, 0, n0, op, h, v1,
+        F(layer_backward_params)(isa, w1, b1, d1, xb, m, n1, n0, j0, j1, op, h, v1,
                                  v1 ? v1 + n1 * n0 : NULL, NULL, NULL, &pf);
         cbp_prefetch_finish(&pf);
         if (solo && next < n) {
             cbp_barrier_wait(&job->team.barrier, T);            /* batch b done everywhere */
             if (t > 0) return;
             job->first = next;
+            atomic_store_explicit(&job->team.solo, 1, memory_order_relaxed);  /* (reported) */
             F(epoch_run)(job, 0);                               /* one thread: solo is set */
             return;
         }

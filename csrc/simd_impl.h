@@ -527,26 +527,22 @@ static void F(dense_backward_delta)(REAL *delta_prev, const REAL *delta, const R
     }
 }
 
-/* BP3/BP4 summed over the batch for rows [j0, j1) and columns [k0, k1) of the layer's w,
- * combined by op:
+/* BP3/BP4 summed over the batch for rows [j0, j1) of the layer, combined by op:
  *   CBP_ADD:           nabla_w[j] += delta[:, j]^T . a_prev,   nabla_b[j] += sum_i delta[i, j]
  *   CBP_SUB_SCALED:    w[j] -= eta delta[:, j]^T . a_prev,     b[j] -= eta sum_i delta[i, j]
  *   CBP_DECAY_SUB:     w[j] = keep w[j] - eta delta[:, j]^T . a_prev, b[j] as above
  *   CBP_MOMENTUM:      v = mu v - eta (.) - decay w, w += v  (biases: no decay term)
  * (the fused SGD steps: the outputs are w and b, no gradient is stored; h holds eta,
  * keep, decay, mu; vel_w, vel_b the velocity of w and b for CBP_MOMENTUM, else NULL).
- * The biases b[j0, j1) belong to the piece with k0 = 0.  Each element is the same sum in
- * the same order whatever the ranges (vector windows at the range edges).
  * out_w: [n_out, n_in]; out_b: [n_out]; delta: [m, n_out]; a_prev: [m, n_in]. */
 static void F(dense_backward_params)(REAL *out_w, REAL *out_b, const REAL *delta,
                                      const REAL *a_prev, size_t m, size_t n_out, size_t n_in,
-                                     size_t j0, size_t j1, size_t k0, size_t k1, int op,
-                                     const HYPER *h, REAL *vel_w, REAL *vel_b, cbp_prefetch *pf)
+                                     size_t j0, size_t j1, int op, const HYPER *h, REAL *vel_w,
+                                     REAL *vel_b, cbp_prefetch *pf)
 {
     /* one copy of the product per op, so that each epilogue is compiled for its op */
-#define CBP_BP4(OP) F(gemm_nn)(out_w + j0 * n_in + k0, n_in, delta + j0, 1, n_out, a_prev + k0, \
-                               n_in, j1 - j0, k1 - k0, m, OP, h,                            \
-                               vel_w ? vel_w + j0 * n_in + k0 : NULL, pf)
+#define CBP_BP4(OP) F(gemm_nn)(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, \
+                               n_in, m, OP, h, vel_w ? vel_w + j0 * n_in : NULL, pf)
     switch (op) {
     case CBP_ADD: CBP_BP4(CBP_ADD); break;
     case CBP_SUB_SCALED: CBP_BP4(CBP_SUB_SCALED); break;
@@ -554,7 +550,6 @@ static void F(dense_backward_params)(REAL *out_w, REAL *out_b, const REAL *delta
     default: CBP_BP4(CBP_MOMENTUM); break;
     }
 #undef CBP_BP4
-    if (k0 != 0) return;
     for (size_t j = j0; j < j1; j++) {
         REAL s = 0;
         for (size_t i = 0; i < m; i++) s += delta[i * n_out + j];

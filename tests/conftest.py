@@ -223,7 +223,10 @@ TRAJECTORY_BASE = {np.float64: dict(rtol=1e-12, atol_scale=1e-13),
 SHADOW_MAX = {np.float64: 1e-10, np.float32: 1e-2}
 
 
-def _check_trajectory(fast, ref, shadow, dtype, what="", noise=()):
+def _check_trajectory(fast, ref, shadow, dtype, what="", noise=(), bound_reference=True):
+    """fast against ref with the slack above; with bound_reference, also the reference (and
+    each noise draw) against the shadow within SHADOW_MAX (measured for the cases of
+    test_chapter3.py and test_crosscheck.py's fixed cases)."""
     base = TRAJECTORY_BASE[dtype]
     for name in ("weights", "biases"):
         arrays = zip(getattr(fast, name), getattr(ref, name), getattr(shadow, name),
@@ -233,7 +236,7 @@ def _check_trajectory(fast, ref, shadow, dtype, what="", noise=()):
             slack = 0.0
             for x in [d] + others:
                 dist = float(np.abs(x.astype(np.longdouble) - t).max())
-                assert dist <= SHADOW_MAX[dtype] * scale, (
+                assert not bound_reference or dist <= SHADOW_MAX[dtype] * scale, (
                     f"{what}: reference {name} of layer {l} is {dist:.3g} from the long-double shadow")
                 slack = max(slack, dist)
             atol = base["atol_scale"] * scale + 8 * slack

@@ -342,7 +342,7 @@ def test_trajectory_check_can_fail(wrong, dtype, exact_shadow, check_trajectory)
     fast.sgd(X, Y, 2, 8, 0.5, **wrong)
     ref.sgd(X, Y, 2, 8, 0.5, **MODES["both"])
     shadow.sgd(X, Y, 2, 8, 0.5, **MODES["both"])
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):   # (C vs reference)
         check_trajectory(fast, ref, shadow, dtype)
 
 

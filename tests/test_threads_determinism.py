@@ -5,7 +5,11 @@
     three others call the read-only methods; the training result equals the serial one
     bitwise, and every read-only result equals the result of the same call on one of the
     parameter states the serial training passes through (so no call saw a torn state);
-(c) two threads training two different networks at once give the serial results.
+(c) two threads training two different networks at once give the serial results;
+(d) the feeder thread gives the one-thread result (also when stopped early);
+(e) the hidden split gives the one-thread result for every activation, cost, update rule and
+    kernel variant; it runs only where it applies; the automatic choice between two threads
+    and the feeder; an epoch whose barriers are slow finishes alone with the same result.
 
 The network is large enough ([64, 48, 10], mini-batch 16: about 2.3e5 flops per mini-batch)
 for an sgd epoch to use num_threads = 2 worker threads.
@@ -342,9 +346,10 @@ def test_hidden_split_gives_the_one_thread_result_bitwise(kernels, dtype, sizes,
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_hidden_split_only_where_it_applies(dtype):
-    # two hidden layers, and a hidden layer narrower than one vector (or register tile) per
-    # thread, run the per-phase team instead (same result, bitwise)
-    for sizes in ([100, 40, 30, 5], [300, 12, 4]):
+    # two hidden layers; a hidden layer of 4 units (on 2 threads a share of at most 1 unit
+    # (tile 5, AVX-512) or 3 and 1 (tile 3), narrower than a vector of every variant); an
+    # output layer wide against the input: the per-phase team instead (same result, bitwise)
+    for sizes in ([100, 40, 30, 5], [300, 4, 3], [20, 64, 40]):
         X, Y = _data(501, seed=7, sizes=sizes)
         nets = []
         for threads in (1, 2):
@@ -380,8 +385,8 @@ def test_automatic_mode_measures_both_ways_and_keeps_the_result():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes, mbs", [([120, 75, 7], 9), ([60, 40, 30, 5], 16)], ids=str)
 def test_an_epoch_whose_barriers_are_slow_finishes_alone_with_the_same_result(dtype, sizes, mbs):
-    # slow_wait 1 ns: any barrier wait of more than about a microsecond counts as slow, and
-    # thread 0 then finishes the epoch alone (the hidden split after the current mini-batch,
+    # slow_wait 1 ns: every barrier wait counts as slow, and thread 0 then finishes the
+    # epoch alone (the hidden split after the current mini-batch,
     # the per-phase team at the next one); the result must not change
     X, Y = _data(1003, seed=9, sizes=sizes)
     alone = _train(dtype, sizes, X, Y, mbs, threads=1, epochs=3)

@@ -6,8 +6,10 @@
  *   - one training thread with the feeder;
  *   - the fallbacks: a partner that does not start in time (start_wait 1 ns) and slow
  *     barriers (slow_wait 1 ns: thread 0 finishes alone).
- * Every run's parameters must equal the one-thread run's bitwise.  Exit status 0 when they
- * do (ThreadSanitizer itself makes the exit status 66 when it reports a race). */
+ * Every run's parameters must equal the one-thread run's bitwise, and each way must have
+ * run as intended (every thread, the split exactly where cbp_split_len says it applies, the
+ * feeder gathering, a fallback to one thread).  Exit status 0 when all hold
+ * (ThreadSanitizer itself makes the exit status 66 when it reports a race). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +30,8 @@
     }                                                                                           \
     /* Train 3 epochs (plain, L2 decay, momentum) of a fresh network; params into out. */     \
     static int run_##SUF(const size_t *sizes, size_t L, int threads, int feeder, double start_wait, \
-                         double slow_wait, REAL *out, size_t np_, int *split_seen, char *how)   \
+                         double slow_wait, REAL *out, size_t np_, int *split_seen, char *how,   \
+                         int *least, int *fed, size_t *split_len)                               \
     {                                                                                           \
         static const int act[4] = {0, 0, 0, 0};                                                 \
         cbp_net_##SUF net;                                                                      \
@@ -53,6 +56,7 @@
         net.start_wait = start_wait;                                                            \
         net.slow_wait = slow_wait;                                                              \
         const size_t len = cbp_split_len_##SUF(&net, MBS, threads);                             \
+        *split_len = len;                                                                       \
         if (len) {                                                                              \
             net.split = zalloc_##SUF(len);                                                      \
             net.split_rows = MBS;                                                               \
@@ -71,11 +75,15 @@
         const cbp_hyper_##SUF hs[3] = {{0.5, 1, 0, 0}, {0.5, (REAL)0.999, (REAL)0.001, 0},      \
                                        {0.5, 1, (REAL)0.001, (REAL)0.6}};                       \
         int most = 0;                                                                           \
+        *least = 1 << 20;                                                                       \
+        *fed = 1;                                                                               \
         how[0] = 0;                                                                             \
         for (int e = 0; e < 3; e++) {                                                           \
             cbp_epoch_stats st;                                                                 \
             const int ran = cbp_net_sgd_epoch_##SUF(&net, x, y, perm, N_ROWS, MBS, hs[e], &st); \
             if (ran > most) most = ran;                                                         \
+            if (ran < *least) *least = ran;                                                     \
+            *fed &= st.fed > 0;                                                                 \
             *split_seen |= st.split;                                                            \
             sprintf(how + strlen(how), "%s%d%s", e ? "," : "", ran,                             \
                     st.fed ? (st.stopped ? "+fed(stopped)" : "+fed") : "");                     \
@@ -97,7 +105,9 @@
             REAL *want = zalloc_##SUF(np_), *got = zalloc_##SUF(np_);                           \
             int split = 0;                                                                      \
             char how[96];                                                                       \
-            run_##SUF(sizes, L, 1, 0, 1.0, 1.0, want, np_, &split, how);                        \
+            int least, fed;                                                                     \
+            size_t len;                                                                         \
+            run_##SUF(sizes, L, 1, 0, 1.0, 1.0, want, np_, &split, how, &least, &fed, &len);    \
             const struct { int threads, feeder; double start_wait, slow_wait; const char *what; } ways[] = { \
                 {2, 0, 1.0, 1.0, "2 threads"}, {3, 0, 1.0, 1.0, "3 threads"},                   \
                 {1, 1, 1.0, 1.0, "feeder"}, {2, 0, 1e-9, 1.0, "late start"},                    \
@@ -105,13 +115,25 @@
             for (size_t w = 0; w < sizeof ways / sizeof ways[0]; w++) {                         \
                 split = 0;                                                                      \
                 const int ran = run_##SUF(sizes, L, ways[w].threads, ways[w].feeder,            \
-                                          ways[w].start_wait, ways[w].slow_wait, got, np_, &split, how); \
+                                          ways[w].start_wait, ways[w].slow_wait, got, np_, &split, how, \
+                                          &least, &fed, &len);                                  \
                 const int same = memcmp(want, got, np_ * sizeof(REAL)) == 0;                    \
                 printf("%s [%zu, %zu, %zu%s]: %-13s epochs finished on %s thread(s)%s: %s\n",   \
                        type, sizes[0], sizes[1], sizes[2], L == 3 ? ", 5" : "", ways[w].what, how, \
                        split ? ", hidden split" : "", same ? "bitwise the one-thread result" : "DIFFERS"); \
-                (void)ran;                                                                      \
                 bad |= !same;                                                                   \
+                /* ran as intended? (a late start may or may not happen: not checked) */        \
+                const int plain = ways[w].start_wait == 1.0 && ways[w].slow_wait == 1.0;        \
+                const char *wrong = NULL;                                                       \
+                if (plain && ways[w].feeder && (ran != 1 || !fed)) wrong = "the feeder did not gather"; \
+                else if (plain && !ways[w].feeder && least != ways[w].threads)                  \
+                    wrong = "an epoch did not finish on all its threads";                       \
+                else if (plain && !ways[w].feeder && split != (len > 0))                        \
+                    wrong = "the hidden split ran where it does not apply, or not where it does"; \
+                else if (ways[w].slow_wait < 1.0 && least != 1)                                 \
+                    wrong = "slow barriers sent no epoch back to one thread";                   \
+                if (wrong) printf("  FAIL: %s\n", wrong);                                      \
+                bad |= wrong != NULL;                                                           \
             }                                                                                   \
             free(want); free(got);                                                              \
         }                                                                                       \

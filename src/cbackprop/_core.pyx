@@ -127,10 +127,10 @@ def best_kernels():
 
 
 #: Flops per mini-batch from which an epoch uses every usable core by default (measured
-#: on a 2-core VM, float32, 2 threads against 1: [784,30,10] at mini-batch 10, 1e6 flops,
-#: 0.58x; [784,100,10] at 10, 3.2e6, 0.76x; [784,30,10] at 100, 9.5e6, 0.96-1.0x;
-#: [784,256,256,10] at 32, 3.4e7, 1.83x (float64 1.34x); [784,1024,1024,10] at 128, 9.5e8,
-#: 1.97x).
+#: on a 2-core VM, float32, 2 threads against 1: [784,256,256,10] at 32, 3.4e7, 1.83x
+#: (float64 1.34x); [784,1024,1024,10] at 128, 9.5e8, 1.97x).  Below, see
+#: AUTO_PROBE_MIN_FLOPS.  (Before the hidden split, the per-phase team of two threads was
+#: 0.58x on [784,30,10] at 10 and 0.76x on [784,100,10] at 10.)
 AUTO_THREADS_MIN_FLOPS = 20_000_000
 
 #: Flops per mini-batch from which an automatic epoch below AUTO_THREADS_MIN_FLOPS runs
@@ -160,7 +160,8 @@ def usable_cores():
 def default_num_threads():
     """Threads an epoch of sgd may use unless set per network: CBACKPROP_NUM_THREADS from
     the environment, else 0, meaning automatic: every usable core for networks of at least
-    AUTO_THREADS_MIN_FLOPS per mini-batch, one thread below that."""
+    AUTO_THREADS_MIN_FLOPS per mini-batch; from AUTO_PROBE_MIN_FLOPS, two threads or one
+    with the feeder, whichever measured faster; one thread (with the feeder) below."""
     import os
     want = os.environ.get("CBACKPROP_NUM_THREADS", "")
     if want:
@@ -316,8 +317,10 @@ cdef class Engine:
         """(start_wait, slow_wait) in seconds for the threads of sgd_epoch: how long an epoch
         waits for its threads to start, and how long one barrier wait (or one wait for the
         feeder thread's mini-batch) may last, before it finishes on one thread (without the
-        feeder); 0 means the default (2% of the epoch's work within 1-20 ms, and 5 ms).  For tests on busy or
-        instrumented machines (sanitizers), where the defaults make every epoch fall back."""
+        feeder); 0 means the default (2% of the epoch's work within 1-20 ms, and 5 ms).  For
+        tests on busy or instrumented machines (sanitizers), where the defaults make every
+        epoch fall back; a slow_wait below 1 us (not 0) counts every barrier wait as slow,
+        which tests the fallback."""
         return self.nd.start_wait, self.nd.slow_wait
 
     @thread_waits.setter
@@ -706,10 +709,11 @@ cdef class Engine:
         if self._split_len(mbs, split_threads) and (
                 self._split is None or self._split_rows < mbs
                 or self._split_threads < split_threads):
-            self._split_rows = max(mbs, self._split_rows)
-            self._split_threads = max(split_threads, self._split_threads)
-            self._split = _aligned_zeros(self._split_len(self._split_rows, self._split_threads),
-                                         self.dtype)
+            # (laid out for this thread count: whether the split applies depends on it and
+            # on the kernels, so a larger count from before may not have a layout)
+            rows = max(mbs, self._split_rows)
+            self._split = _aligned_zeros(self._split_len(rows, split_threads), self.dtype)
+            self._split_rows, self._split_threads = rows, split_threads
             self._set_struct()
         started = time.perf_counter()
         if self.is_double:
