@@ -135,7 +135,10 @@ AUTO_THREADS_MIN_FLOPS = 20_000_000
 
 #: Flops per mini-batch from which an automatic epoch below AUTO_THREADS_MIN_FLOPS runs
 #: either on two threads or on one with the feeder, whichever measured faster
-#: (_autothreads.py); below, one thread (with the feeder).  Measured on a 2-core VM with
+#: (_autothreads.py), when the hidden split applies on two threads; otherwise, and below,
+#: one thread (with the feeder): the per-phase team lost to the feeder in every measurement
+#: in this range (float32 [784,30,10] at 10: 0.080 s against 0.027 s; at 100: 0.044 against
+#: 0.034).  Measured on a 2-core VM with
 #: fast cross-core transfers, two threads against one with the feeder: [784,30,10] at
 #: mini-batch 10 (9.5e5 flops) float32 0.88x, float64 1.15x; [784,100,10] at 10 (3.2e6)
 #: 1.4x and 1.6x; [784,30,10] at 100 (9.5e6) 1.0x and 1.15x.
@@ -686,7 +689,8 @@ cdef class Engine:
             threads = self._num_threads if flops >= 200_000 else 1
         else:
             threads = usable_cores() if flops >= AUTO_THREADS_MIN_FLOPS else 1
-            if threads == 1 and flops >= AUTO_PROBE_MIN_FLOPS and two_cores:
+            if (threads == 1 and flops >= AUTO_PROBE_MIN_FLOPS and two_cores
+                    and self._split_len(mbs, 2)):
                 way = self.auto_threads.choose((mbs, n))
                 threads = 2 if way == TEAM else 1
         self.nd.n_threads = self.ns.n_threads = threads

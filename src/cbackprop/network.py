@@ -88,7 +88,8 @@ class Network(NetworkBase):
         mini-batch (measured on 2 cores: [784,256,256,10] at mini-batch 32 1.83x, and
         [784,1024,1024,10] at 128 1.97x, faster than one thread); it reads as the core
         count.  From 5e5 to 2e7 flops per mini-batch (the book's [784,30,10] and
-        [784,100,10] at 10, [784,30,10] at 100), each epoch runs either on two threads or on
+        [784,100,10] at 10, [784,30,10] at 100), for networks the hidden split (below)
+        applies to on two threads, each epoch runs either on two threads or on
         one training thread with a feeder thread on a second core, which gathers the next
         shuffled mini-batches while the current one trains: whichever measured faster in
         this network's previous epochs of the same size (each way twice first, then the
