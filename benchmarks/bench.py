@@ -539,6 +539,13 @@ def fma_ceiling(core, dtype, kernels, threads, iters, reps=3):
     return best
 
 
+def measure_ceilings(core, kernels, iters, ceilings, reps):
+    """Raise ceilings[dtype]["one_core" / "both_cores"] to the best of reps more tries."""
+    for dt, c in ceilings.items():
+        c["one_core"] = max(c["one_core"], fma_ceiling(core, dt, kernels, 1, iters, reps))
+        c["both_cores"] = max(c["both_cores"], fma_ceiling(core, dt, kernels, 2, iters, reps))
+
+
 # ---------------------------------------------------------------------------------------------
 # Environment
 # ---------------------------------------------------------------------------------------------
@@ -852,14 +859,12 @@ def main(argv=None):
 
     # Multiply-add ceilings for both dtypes (network.py-loop computes in float64).
     iters = int(args.fma_iters if not quick else args.fma_iters / 2)
-    ceilings = {}
-    for dt in DTYPES:
-        one = fma_ceiling(core, dt, kernels, 1, iters)
-        both = fma_ceiling(core, dt, kernels, 2, iters)
-        ceilings[dt] = {"kernels": kernels, "one_core": one, "both_cores": both}
-        print(f"# multiply-add ceiling {dt} ({kernels}): one core {one:.1f} GFLOP/s, "
-              f"both cores {both:.1f} GFLOP/s (measured again after each config; the tables "
-              f"use the best so far)")
+    ceilings = {dt: {"kernels": kernels, "one_core": 0.0, "both_cores": 0.0} for dt in DTYPES}
+    measure_ceilings(core, kernels, iters, ceilings, reps=3)
+    for dt, c in ceilings.items():
+        print(f"# multiply-add ceiling {dt} ({kernels}): one core {c['one_core']:.1f} GFLOP/s, "
+              f"both cores {c['both_cores']:.1f} GFLOP/s (measured again after each config; the "
+              f"tables use the best so far)")
     meta["ceilings"] = ceilings
 
     tpy, torch_reason = (None, "not selected") if "torch" not in impls else torch_python(args)
@@ -887,10 +892,7 @@ def main(argv=None):
                     entry["impls"]["torch"] = {"skipped": torch_reason or "no result"}
             # the ceilings once more (best so far): a shared VM's second core is sometimes
             # busy elsewhere for a moment, and one measurement at the start then reads low
-            for dt in DTYPES:
-                c = ceilings[dt]
-                c["one_core"] = max(c["one_core"], fma_ceiling(core, dt, kernels, 1, iters, reps=1))
-                c["both_cores"] = max(c["both_cores"], fma_ceiling(core, dt, kernels, 2, iters, reps=1))
+            measure_ceilings(core, kernels, iters, ceilings, reps=1)
             finish_entry(entry, name, dtype, n, ceilings)
             entry["ceilings_used"] = {dt: dict(c) for dt, c in ceilings.items()}  # (best so far)
             results[dtype][name] = entry
@@ -995,7 +997,7 @@ def memory_check(cbackprop, sizes, dtype, X, Y, mbs):
     `network` (what Network() allocated: parameters and gradient blob), `epoch_peak` (the
     most the epoch held at once above that), and the parts the epoch is expected to hold:
     `params`, `grads`, `workspace` (engine.workspace_nbytes(), including the feeder's
-    second mini-batch buffers), `permutation` (int64 [n]) and `snapshot` (the copy of the
+    second mini-batch buffers and the hidden split's blocks), `permutation` (int64 [n]) and `snapshot` (the copy of the
     parameters sgd keeps to roll back a divergence).  Untimed; run once per config."""
     import tracemalloc
     was_tracing = tracemalloc.is_tracing()

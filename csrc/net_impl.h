@@ -135,6 +135,12 @@ static void F(apply_update)(const F(cbp_net) *net, const F(cbp_hyper) *h, int t,
     }
 }
 
+/* The fused update op of BP3/BP4 (layer_backward_params) for the step h. */
+static inline int F(step_op)(const F(cbp_hyper) *h)
+{
+    return (h->mu != 0) ? CBP_MOMENTUM : (h->keep != (REAL)1) ? CBP_DECAY_SUB : CBP_SUB_SCALED;
+}
+
 /* One mini-batch through the network, as thread t of T (T = 1: the whole work, no
  * barrier).  Each phase splits a layer between the threads by output columns (forward,
  * BP1, BP2) or by rows of w (BP3/BP4); a barrier separates phases that depend on each
@@ -184,9 +190,7 @@ static void F(run_batch)(const F(cbp_net) *net, const REAL *x, const REAL *y, si
         a_prev = a;
     }
     if (mode == CBP_FORWARD_ONLY) return;
-    int op = CBP_ADD;
-    if (mode == CBP_STEP)
-        op = (h->mu != 0) ? CBP_MOMENTUM : (h->keep != (REAL)1) ? CBP_DECAY_SUB : CBP_SUB_SCALED;
+    const int op = (mode == CBP_STEP) ? F(step_op)(h) : CBP_ADD;
     for (size_t l = L; l >= 1; l--) {
         const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1];
         const size_t off = F(w_offset)(net, l);
@@ -391,7 +395,7 @@ static void F(split_run)(F(epoch_job) *job, int t)
     const size_t n0 = net->sizes[0], n1 = net->sizes[1], n2 = net->sizes[2];
     const int act1 = net->act[1], act2 = net->act[2];
     const F(cbp_hyper) *h = &job->h;
-    const int op = (h->mu != 0) ? CBP_MOMENTUM : (h->keep != (REAL)1) ? CBP_DECAY_SUB : CBP_SUB_SCALED;
+    const int op = F(step_op)(h);
     const size_t len2 = n2 * n1 + n2;                           /* w^2 [n_2, n_1], b^2 [n_2] */
     REAL *w1 = net->params, *b1 = w1 + n1 * n0;                 /* [n_1, n_0], [n_1] */
     REAL *v1 = net->velocity;                                   /* as params (momentum) */
@@ -580,7 +584,8 @@ int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
                          const long long *perm, size_t n, size_t mini_batch_size, F(cbp_hyper) h,
                          cbp_epoch_stats *stats)
 {
-    F(epoch_job) job = {net, x, y, perm, n, mini_batch_size, h, {0}, 0};
+    F(epoch_job) job = {.net = net, .x = x, .y = y, .perm = perm, .n = n,
+                        .mini_batch_size = mini_batch_size, .h = h};
     atomic_init(&job.solo_batch, 0);
     int T = (net->isa == CBP_ISA_PLAIN || net->n_threads < 1) ? 1 : net->n_threads;
     if (T > CBP_MAX_THREADS) T = CBP_MAX_THREADS;
@@ -601,15 +606,14 @@ int F(cbp_net_sgd_epoch)(const F(cbp_net) *net, const REAL *x, const REAL *y,
         start_wait = start_wait < CBP_START_WAIT ? CBP_START_WAIT
                    : start_wait > CBP_START_WAIT_MAX ? CBP_START_WAIT_MAX : start_wait;
     }
+    cbp_task task = F(epoch_thread);                        /* the per-phase team */
 #if CBP_HAVE_THREADS
     if (net->split && net->split_rows >= mini_batch_size && net->split_threads >= T &&
-        F(split_applies)(net, T)) {
-        cbp_team_run(&job.team, T, F(split_thread), &job, start_wait, net->slow_wait);
-        stats->split = job.team.n_threads > 1;
-        return atomic_load(&job.team.solo) ? 1 : job.team.n_threads;
-    }
+        F(split_applies)(net, T))
+        task = F(split_thread);                             /* the hidden split */
 #endif
-    cbp_team_run(&job.team, T, F(epoch_thread), &job, start_wait, net->slow_wait);
+    cbp_team_run(&job.team, T, task, &job, start_wait, net->slow_wait);
+    stats->split = task != F(epoch_thread) && job.team.n_threads > 1;
     return atomic_load(&job.team.solo) ? 1 : job.team.n_threads;
 }
 

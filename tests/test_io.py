@@ -276,7 +276,7 @@ def test_npz_non_finite_parameter_is_refused(saved, tmp_path):
     arrays["biases_1"][1] = np.inf
     net["biases"][1] = arrays["biases_1"]
     arrays["checksum"] = np.array(_io.checksum(**net))   # consistent checksum: the finiteness check speaks
-    with pytest.raises(ValueError, match=r"inf\.npz': biases_1 must hold only finite values, got inf at index \(1,\)"):
+    with pytest.raises(ValueError, match=r"inf\.npz': biases_1 must hold only finite float64 values, got inf at index \(1,\)"):
         _io.load_npz(write_npz(tmp_path / "inf.npz", arrays))
 
 
@@ -568,9 +568,9 @@ W0 = NETWORK2_LITERAL["weights"][0]
     (literal(weights=[W0, [[0.5, True, 1.0]]]), r"weights\[1\]\[0\]\[1\] must be a number, got True"),
     (literal(weights=[W0, [[0.5, None, 1.0]]]), r"weights\[1\]\[0\]\[1\] must be a number, got None"),
     (literal(weights=[W0, [[0.5, float("nan"), 1.0]]]),
-     r"weights\[1\] must hold only finite values, got nan at index \(0, 1\)"),
+     r"weights\[1\] must hold only finite float64 values, got nan at index \(0, 1\)"),
     (literal(weights=[W0, [[0.5, 1.0, float("-inf")]]]),
-     r"weights\[1\] must hold only finite values, got -inf at index \(0, 2\)"),
+     r"weights\[1\] must hold only finite float64 values, got -inf at index \(0, 2\)"),
     (literal(weights=[W0, [[0.5, 1.0, 10**400]]]),
      r"weights\[1\] must hold only finite float64 values, got an integer beyond"),
     (literal(biases=[[[0.5], [-0.5]], [[0.125]]]),
@@ -593,7 +593,7 @@ def test_load_network2_json_refuses_malformed_files(tmp_path, text, match):
 def test_load_network2_json_refuses_huge_literals_and_non_utf8(tmp_path):
     path = tmp_path / "net.json"
     path.write_text(literal().replace("1e-300", "1e999"))
-    with pytest.raises(ValueError, match=r"net\.json': weights\[1\] must hold only finite values, "
+    with pytest.raises(ValueError, match=r"net\.json': weights\[1\] must hold only finite float64 values, "
                                          r"got inf at index \(0, 2\)"):
         _io.load_network2_json(path)
     path.write_bytes(b'{"sizes": "\xff"}')

@@ -248,8 +248,8 @@ def test_two_threads_training_two_networks_of_each_dtype_give_the_serial_results
 
 # ---- (d) the feeder -------------------------------------------------------------------------
 # With the automatic thread count, a one-thread epoch of at least FEEDER_MIN_FLOPS lets a
-# feeder thread gather the next mini-batches on a second core.  Whoever gathers a batch, the data and so the result are the
-# same: bitwise equal to num_threads = 1 (no feeder).
+# feeder thread gather the next mini-batches on a second core.  Whoever gathers a batch,
+# the data and so the result are the same: bitwise equal to num_threads = 1 (no feeder).
 
 def _train(dtype, sizes, X, Y, mbs, threads=None, waits=None, epochs=1):
     net = cbackprop.Network(sizes, dtype=dtype, seed=3)

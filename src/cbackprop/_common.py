@@ -220,14 +220,15 @@ def _cast(arr, dtype, **kw):
         return np.array(arr, dtype=dtype, copy=True, **kw)
 
 
-def _finite_or_raise(arr, name, all_finite, source=None):
-    """ValueError naming the first non-finite entry of arr; source is what the caller passed
-    (same elements in C order, before reshape and cast), whose index and value are reported."""
-    if not all_finite(arr):
+def _finite_or_raise(arr, name, all_finite=None, source=None, error=ValueError):
+    """error (ValueError) naming the first non-finite entry of arr; source is what the caller
+    passed (same elements in C order, before reshape and cast), whose index and value are
+    reported.  all_finite: the fast check to run first (default NumPy's)."""
+    if not (all_finite or np_all_finite)(arr):
         src = arr if source is None else source
         flat = int(np.flatnonzero(~np.isfinite(arr))[0])
         where = tuple(int(i) for i in np.unravel_index(flat, src.shape))
-        raise ValueError(f"{name} must hold only finite {arr.dtype} values, got {src[where]} at index {where}")
+        raise error(f"{name} must hold only finite {arr.dtype} values, got {src[where]} at index {where}")
 
 
 def as_parameter_list(new, name, shapes, dtype, sizes=None):
@@ -248,7 +249,7 @@ def as_parameter_list(new, name, shapes, dtype, sizes=None):
         if arr.shape != tuple(shape):
             raise ValueError(f"{name}[{i}] must have shape {tuple(shape)}{match}, got shape {arr.shape}")
         src, arr = arr, _cast(arr, dtype, order="C")
-        _finite_or_raise(arr, f"{name}[{i}]", np_all_finite, src)
+        _finite_or_raise(arr, f"{name}[{i}]", source=src)
         out.append(arr)
     return out
 

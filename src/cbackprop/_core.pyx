@@ -138,10 +138,10 @@ AUTO_THREADS_MIN_FLOPS = 20_000_000
 #: (_autothreads.py), when the hidden split applies on two threads; otherwise, and below,
 #: one thread (with the feeder): the per-phase team lost to the feeder in every measurement
 #: in this range (float32 [784,30,10] at 10: 0.080 s against 0.027 s; at 100: 0.044 against
-#: 0.034).  Measured on a 2-core VM with
-#: fast cross-core transfers, two threads against one with the feeder: [784,30,10] at
-#: mini-batch 10 (9.5e5 flops) float32 0.88x, float64 1.15x; [784,100,10] at 10 (3.2e6)
-#: 1.4x and 1.6x; [784,30,10] at 100 (9.5e6) 1.0x and 1.15x.
+#: 0.034).  Measured on a 2-core VM while both vCPUs ran, the split's epoch time against the
+#: feeder's: float64 [784,30,10] at 10 (9.5e5 flops) 0.048 s against 0.055 s; [784,100,10]
+#: at 10 (3.2e6) 0.108 against 0.175 (float32 0.060 against 0.085); float64 [784,30,10] at
+#: 100 (9.5e6) 0.046 against 0.055.
 AUTO_PROBE_MIN_FLOPS = 500_000
 
 #: Flops per epoch from which a one-thread epoch (automatic thread count) uses a feeder
@@ -163,8 +163,9 @@ def usable_cores():
 def default_num_threads():
     """Threads an epoch of sgd may use unless set per network: CBACKPROP_NUM_THREADS from
     the environment, else 0, meaning automatic: every usable core for networks of at least
-    AUTO_THREADS_MIN_FLOPS per mini-batch; from AUTO_PROBE_MIN_FLOPS, two threads or one
-    with the feeder, whichever measured faster; one thread (with the feeder) below."""
+    AUTO_THREADS_MIN_FLOPS per mini-batch; from AUTO_PROBE_MIN_FLOPS, where the hidden split
+    applies, two threads or one with the feeder, whichever measured faster; one thread (with
+    the feeder) otherwise."""
     import os
     want = os.environ.get("CBACKPROP_NUM_THREADS", "")
     if want:
@@ -338,8 +339,10 @@ cdef class Engine:
     def num_threads(self):
         """Threads one epoch of sgd may run on (other calls run on the calling thread).
         When not set (automatic), every usable core for networks of at least
-        AUTO_THREADS_MIN_FLOPS per mini-batch and one below (plus the feeder thread on a
-        second core for epochs of at least FEEDER_MIN_FLOPS); when set, that many for
+        AUTO_THREADS_MIN_FLOPS per mini-batch; from AUTO_PROBE_MIN_FLOPS, where the hidden
+        split applies, two threads or one (auto_threads: whichever measured faster); one
+        below (plus the feeder thread on a second core for epochs of at least
+        FEEDER_MIN_FLOPS, whenever one thread trains); when set, that many for
         networks of at least 2e5 flops per mini-batch, and no feeder.  Reads as the number
         of threads a large epoch would use."""
         return self._num_threads if self._num_threads else usable_cores()
@@ -351,7 +354,7 @@ cdef class Engine:
 
     @num_threads.setter
     def num_threads(self, n):
-        n = check_int(n, "num_threads", 1)      # (Network.num_threads validates here too)
+        n = check_int(n, "num_threads", 1)      # (Network.num_threads delegates here)
         if n > 64:
             raise ValueError(f"num_threads must be an integer in [1, 64], got {n}")
         self._num_threads = n

@@ -26,8 +26,8 @@ import zlib
 import numpy as np
 
 from ._atomic import atomic_path
-from ._common import (COSTS, _short, as_parameter_list, check_activations, check_cost, check_dtype,
-                      check_sizes)
+from ._common import (COSTS, _finite_or_raise, _short, as_parameter_list, check_activations,
+                      check_cost, check_dtype, check_sizes)
 
 FORMAT = "cbackprop-network"
 VERSION = 1                     # what save_npz writes
@@ -67,21 +67,6 @@ def _check_config(sizes, activations, cost):
 def _shapes(sizes):
     """The shapes of [w^1, ..., w^L] and of [b^1, ..., b^L] for sizes."""
     return ([(n, n_prev) for n_prev, n in zip(sizes[:-1], sizes[1:])], [(n,) for n in sizes[1:]])
-
-
-def _first_nonfinite(arr):
-    """(index, value) of arr's first inf or NaN in C order, or None."""
-    bad = ~np.isfinite(arr)
-    if not bad.any():
-        return None
-    where = tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(bad)[0]), arr.shape))
-    return where, arr[where]
-
-
-def _require_finite(arr, name, error=ValueError):
-    found = _first_nonfinite(arr)
-    if found is not None:
-        raise error(f"{name} must hold only finite values, got {found[1]} at index {found[0]}")
 
 
 def checksum(*, sizes, activations, cost, dtype, weights, biases):
@@ -269,7 +254,7 @@ def _parameters(npz, sizes, dtype):
 def _network(sizes, activations, cost, dtype, weights, biases):
     """What load_npz returns, once every parameter is checked to be finite."""
     for name, arr in zip(_parameter_names(len(sizes) - 1), weights + biases):
-        _require_finite(arr, name, _Invalid)
+        _finite_or_raise(arr, name, error=_Invalid)
     return {"sizes": sizes, "activations": activations, "cost": cost, "dtype": dtype,
             "weights": weights, "biases": biases}
 
@@ -450,7 +435,7 @@ def _to_float64(values, name):
     except OverflowError:  # an integer literal beyond the float64 range
         raise _Invalid(f"{name} must hold only finite float64 values, got an integer beyond the "
                        f"float64 range") from None
-    _require_finite(arr, name, _Invalid)
+    _finite_or_raise(arr, name, error=_Invalid)
     return arr
 
 
