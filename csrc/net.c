@@ -234,35 +234,48 @@ int cbp_epoch_threads(const cbp_net *net, size_t m)
 #define NET(name) name##_f64
 #include "net_impl.h"
 
+/* Each public function runs with subnormals flushed (parallel.h: cbp_fp_enter). */
 void cbp_net_forward(const cbp_net *net, void *out, const void *x, size_t m)
 {
+    const cbp_fp_mode mode = cbp_fp_enter();
     if (net->dtype == CBP_F64) forward_f64(net, out, x, m);
     else forward_f32(net, out, x, m);
+    cbp_fp_leave(mode);
 }
 
 void cbp_net_backprop(const cbp_net *net, void *grads, const void *x, const void *y, size_t m,
                       double scale)
 {
+    const cbp_fp_mode mode = cbp_fp_enter();
     if (net->dtype == CBP_F64) backprop_f64(net, grads, x, y, m, scale);
     else backprop_f32(net, grads, x, y, m, scale);
+    cbp_fp_leave(mode);
 }
 
 void cbp_net_update(const cbp_net *net, const void *g, const cbp_update *u)
 {
+    const cbp_fp_mode mode = cbp_fp_enter();
     if (net->dtype == CBP_F64) update_f64(net, g, u);
     else update_f32(net, g, u);
+    cbp_fp_leave(mode);
 }
 
 void cbp_net_step(const cbp_net *net, const void *x, const void *y, size_t m,
                   const cbp_update *u)
 {
+    const cbp_fp_mode mode = cbp_fp_enter();
     if (net->dtype == CBP_F64) step_f64(net, x, y, m, u);
     else step_f32(net, x, y, m, u);
+    cbp_fp_leave(mode);
 }
 
 cbp_epoch_result cbp_net_epoch(const cbp_net *net, const cbp_epoch_data *data,
                                const cbp_update *u, cbp_poll_fn poll, void *poll_arg)
 {
-    if (net->dtype == CBP_F64) return epoch_f64(net, data, u, poll, poll_arg);
-    return epoch_f32(net, data, u, poll, poll_arg);
+    const cbp_fp_mode mode = cbp_fp_enter();
+    const cbp_epoch_result r = net->dtype == CBP_F64
+                                   ? epoch_f64(net, data, u, poll, poll_arg, mode)
+                                   : epoch_f32(net, data, u, poll, poll_arg, mode);
+    cbp_fp_leave(mode);
+    return r;
 }

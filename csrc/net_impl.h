@@ -282,6 +282,7 @@ typedef struct {
     cbp_queue q;
     cbp_poll_fn poll;
     void *poll_arg;
+    cbp_fp_mode caller;         /* the caller's floating-point mode (poll runs in it) */
     double polled;              /* when thread 0 last called poll */
     atomic_int active;          /* threads that ran a task */
 } NET(epoch_job);
@@ -294,7 +295,7 @@ static int NET(poll)(NET(epoch_job) *job)
     const double now = cbp_now();
     if (now - job->polled < job->d->poll_seconds) return 0;
     job->polled = now;
-    return job->poll(job->poll_arg) != 0;
+    return cbp_fp_call(job->poll, job->poll_arg, job->caller) != 0;
 }
 
 /* Mini-batch b's rows: the pass's m. */
@@ -355,9 +356,10 @@ static size_t NET(epoch_alone)(NET(epoch_job) *job)
 }
 
 static cbp_epoch_result NET(epoch)(const cbp_net *net, const cbp_epoch_data *d,
-                                   const cbp_update *u, cbp_poll_fn poll, void *poll_arg)
+                                   const cbp_update *u, cbp_poll_fn poll, void *poll_arg,
+                                   cbp_fp_mode caller)
 {
-    NET(epoch_job) job = {.d = d, .poll = poll, .poll_arg = poll_arg,
+    NET(epoch_job) job = {.d = d, .poll = poll, .poll_arg = poll_arg, .caller = caller,
                           .polled = d->poll_seconds > 0 ? cbp_now() : -1};
     NET(pass_init)(&job.pass, net, CBP_PASS_STEP, NET(ws)(net, 1, 0), NET(ws)(net, 3, 0),
                    d->mini_batch_size, 0);

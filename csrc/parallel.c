@@ -32,6 +32,47 @@ static inline void cbp_cpu_relax(void)
 #endif
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define CBP_MXCSR_FTZ_DAZ 0x8040u   /* bit 15 flush to zero, bit 6 denormals are zero */
+#endif
+
+cbp_fp_mode cbp_fp_enter(void)
+{
+    cbp_fp_mode m = {0};
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned csr = _mm_getcsr();
+    m.saved = csr;
+    _mm_setcsr(csr | CBP_MXCSR_FTZ_DAZ);
+#elif defined(__aarch64__)
+    unsigned long long fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+    m.saved = fpcr;
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(fpcr | (1ull << 24)));   /* FZ */
+#endif
+    return m;
+}
+
+void cbp_fp_leave(cbp_fp_mode mode)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr((unsigned)mode.saved);
+#elif defined(__aarch64__)
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(mode.saved));
+#else
+    (void)mode;
+#endif
+}
+
+int cbp_fp_call(int (*fn)(void *), void *arg, cbp_fp_mode caller)
+{
+    const cbp_fp_mode ours = cbp_fp_enter();   /* (the flushing mode, to come back to) */
+    cbp_fp_leave(caller);
+    const int r = fn(arg);
+    cbp_fp_leave(ours);
+    return r;
+}
+
 void cbp_queue_init(cbp_queue *q, size_t total)
 {
     atomic_init(&q->next, 0);
@@ -65,7 +106,9 @@ typedef struct {
 static void *cbp_thread_main(void *p)
 {
     const cbp_thread_arg *a = (const cbp_thread_arg *)p;
+    const cbp_fp_mode mode = cbp_fp_enter();
     a->fn(a->arg, a->t);
+    cbp_fp_leave(mode);
     return NULL;
 }
 #endif

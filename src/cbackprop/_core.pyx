@@ -10,6 +10,7 @@ update_mini_batch, checks its own.
 """
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -183,6 +184,24 @@ cdef int _poll_signals(void *arg) noexcept with gil:
     return 0
 
 
+#: Every live engine, so that a forked child can give each a fresh lock.
+_ENGINES = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    """A child made by fork() has only the thread that forked: a lock another thread held
+    (training, say) stays held forever in the child.  Each engine gets a new lock there.
+    (The epoch's threads are created per call and never outlive it, so no thread state needs
+    rebuilding.)  The child's copy of a network that another thread was training holds the
+    parameters as they were at the fork, possibly in the middle of a mini-batch."""
+    for engine in list(_ENGINES):
+        engine.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 cdef class Engine:
     """Parameter blob, gradient blob, optimizer state and workspace of one network, and the C
     calls on them."""
@@ -194,7 +213,9 @@ cdef class Engine:
     cdef readonly object velocity     # [n_params] momentum velocity (None until first used)
     cdef readonly object accum        # [n_params] accumulated gradient sum (None until used)
     cdef readonly object work         # the workspace (cbp_workspace_len elements), or None
-    cdef readonly object lock         # serialises calls on this engine (threading.Lock)
+    cdef public object lock           # serialises calls on this engine (threading.Lock;
+                                      # a new one in a forked child)
+    cdef object __weakref__
     cdef readonly int last_epoch_threads   # threads that took part in the last sgd epoch
     cdef readonly Py_ssize_t last_epoch_batches  # mini-batches it finished
     cdef public double poll_seconds   # the epoch checks for Ctrl-C at most this often
@@ -232,6 +253,7 @@ cdef class Engine:
         self.poll_seconds = 0.02
         self.kernels = best_kernels()
         self.lock = threading.Lock()
+        _ENGINES.add(self)
         self.n_in, self.n_out = self.sizes[0], self.sizes[L]
         self.eta_min = float(np.finfo(self.dtype).tiny)
         self.eta_max = float(np.finfo(self.dtype).max)

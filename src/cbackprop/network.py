@@ -51,7 +51,6 @@ class Network(NetworkBase):
                                         COSTS.index(self.cost_name))
         except (MemoryError, ValueError) as exc:
             raise allocation_error(self.sizes, self.dtype, exc) from None
-        self._lock = self._engine.lock
         params = self._engine.params
         self._weights, self._biases = [], []
         off = 0
@@ -72,6 +71,11 @@ class Network(NetworkBase):
             off += n * n_prev
             self._nabla_b.append(grads[off:off + n])
             off += n
+
+    @property
+    def _lock(self):
+        # (the engine's: a forked child gives the engine a new one)
+        return self._engine.lock
 
     @property
     def kernels(self):
