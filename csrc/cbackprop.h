@@ -62,17 +62,22 @@ enum { CBP_ACT_SIGMOID = 0, CBP_ACT_TANH = 1, CBP_ACT_RELU = 2, CBP_ACT_IDENTITY
 enum { CBP_COST_QUADRATIC = 0, CBP_COST_CROSS_ENTROPY = 1, CBP_COST_LOG_LIKELIHOOD = 2 };
 
 /* Update rules (update.h states each formula). */
-enum { CBP_OPT_SGD = 0, CBP_OPT_MOMENTUM = 1 };
+enum { CBP_OPT_SGD = 0, CBP_OPT_MOMENTUM = 1, CBP_OPT_NESTEROV = 2, CBP_OPT_ADAM = 3 };
 
-/* One gradient-descent update, applied to a gradient g averaged over the mini-batch:
+/* One gradient-descent update, applied to a gradient g averaged over the mini-batch
+ * (update.h has every formula):
  *   CBP_OPT_SGD       w <- (1 - decay) w - eta g,         b <- b - eta g  (eqs. (20)-(21), (93))
  *   CBP_OPT_MOMENTUM  v <- mu v - eta g - decay w, w <- w + v;  v <- mu v - eta g, b <- b + v
+ *   CBP_OPT_NESTEROV  v as momentum, w <- w + mu v - eta g - decay w  (biases: decay 0)
+ *   CBP_OPT_ADAM      bias-corrected moments of g + (lmbda/n) w, PyTorch's Adam
  * decay = eta lmbda / n (L2 weight decay, n the training-set size; biases are not decayed). */
 typedef struct {
     int kind;        /* CBP_OPT_* */
     double eta;      /* learning rate */
     double decay;    /* eta lmbda / n */
-    double mu;       /* momentum coefficient (CBP_OPT_MOMENTUM) */
+    double mu;       /* momentum coefficient (CBP_OPT_MOMENTUM, CBP_OPT_NESTEROV) */
+    double beta1, beta2, eps;   /* CBP_OPT_ADAM */
+    double t;        /* CBP_OPT_ADAM: steps taken before this call (the first is step t + 1) */
 } cbp_update;
 
 /* A network: its shape, its parameters and the workspace of one mini-batch of up to m_cap
@@ -87,7 +92,9 @@ typedef struct {
     int cost;             /* CBP_COST_*, paired with act[L] as checked at the Python boundary:
                              cross-entropy with sigmoid, log-likelihood with softmax */
     void *params;         /* [n_params] parameter blob: per layer w^l, b^l */
-    void *velocity;       /* [n_params] momentum velocity, same layout (NULL until momentum) */
+    void *velocity;       /* [n_params] momentum velocity, or Adam's first moment, same layout
+                             (NULL until an update rule needs it) */
+    void *moment2;        /* [n_params] Adam's second moment (NULL until Adam) */
     void *work;           /* [cbp_workspace_len(net, m_cap)] z, a, delta and target blocks */
     size_t m_cap;         /* rows the workspace holds */
     int n_threads;        /* threads an epoch may use: 0 automatic (cbp_epoch_threads), else
@@ -120,8 +127,9 @@ void cbp_net_forward(const cbp_net *net, void *out, const void *x, size_t m);
 void cbp_net_backprop(const cbp_net *net, void *grads, const void *x, const void *y, size_t m,
                       double scale);
 
-/* One update u of every parameter from the gradient blob g ([n_params], averaged). */
-void cbp_net_update(const cbp_net *net, const void *g, const cbp_update *u);
+/* One update u of every parameter with the gradient scale * g, g a gradient blob
+ * ([n_params]; scale = 1 / samples for a sum accumulated by cbp_net_backprop). */
+void cbp_net_update(const cbp_net *net, const void *g, double scale, const cbp_update *u);
 
 /* One mini-batch step (network.py's / network2.py's update_mini_batch), m <= m_cap: the
  * gradient of the m rows averaged, folded into BP3/BP4 with the update u: for l = L..1,
@@ -153,7 +161,7 @@ typedef struct {
 } cbp_epoch_result;
 
 /* One epoch of mini-batch SGD: each mini-batch gathered into the workspace's a^0 and y
- * blocks, then one cbp_net_step.  Runs on cbp_epoch_threads(net, mini_batch_size) threads;
+ * blocks, then one cbp_net_step (Adam: mini-batch k is step u->t + k + 1).  Runs on cbp_epoch_threads(net, mini_batch_size) threads;
  * the result does not depend on the thread count (every value is computed by one thread,
  * with the same instructions whichever thread it is).  poll (may be NULL) is called with
  * poll_arg on the calling thread between mini-batches, at most every data->poll_seconds; when

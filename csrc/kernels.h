@@ -37,17 +37,25 @@ enum {
     CBP_EPI_UPDATE = 2   /* C = the update rule (update.h) of C with gradient P */
 };
 
-/* An update rule in one element type (cbp_update converted once per call; update.h): the
- * parameter p with gradient g, its optimizer state s (velocity):
- *   CBP_OPT_SGD       p <- keep p - eta g                      keep = 1 - decay
- *   CBP_OPT_MOMENTUM  s <- mu s - eta g - decay p,  p <- p + s */
-typedef struct { int kind; float eta, keep, decay, mu; } cbp_rule_f32;
-typedef struct { int kind; double eta, keep, decay, mu; } cbp_rule_f64;
+/* An update rule in one element type (a cbp_update converted once per step; update.h has
+ * the formulas): keep = 1 - decay; l2 = decay / eta; Adam's one_minus_beta* = 1 - beta*,
+ * step = eta / (1 - beta1^t), sqrt_bc2 = sqrt(1 - beta2^t) at step t. */
+typedef struct {
+    int kind;
+    float eta, keep, decay, mu, l2, beta1, beta2, one_minus_beta1, one_minus_beta2, eps;
+    float step, sqrt_bc2;
+} cbp_rule_f32;
+typedef struct {
+    int kind;
+    double eta, keep, decay, mu, l2, beta1, beta2, one_minus_beta1, one_minus_beta2, eps;
+    double step, sqrt_bc2;
+} cbp_rule_f64;
 
-/* gemm_nn's epilogue: op, and for CBP_EPI_UPDATE the rule and the state rows (laid out as
- * C: row r at state + r ldc; NULL for CBP_OPT_SGD). */
-typedef struct { int op; cbp_rule_f32 rule; float *state; } cbp_epi_f32;
-typedef struct { int op; cbp_rule_f64 rule; double *state; } cbp_epi_f64;
+/* gemm_nn's epilogue: op, and for CBP_EPI_UPDATE the rule and its state rows, laid out as C
+ * (row r at state1 + r ldc): state1 the velocity or Adam's first moment, state2 Adam's second
+ * moment (NULL where the rule has none). */
+typedef struct { int op; cbp_rule_f32 rule; float *state1, *state2; } cbp_epi_f32;
+typedef struct { int op; cbp_rule_f64 rule; double *state1, *state2; } cbp_epi_f64;
 
 /* One instruction set's kernels for float.  Shapes (row strides ld*):
  *   gemm_nt:   z [M, N] (ldz, overwritten); a [M, K] (lda); w [N, K] (ldw); b [N]

@@ -10,6 +10,7 @@
 #define REAL float
 #define EXP expf
 #define TANH tanhf
+#define SQRT sqrtf
 #define RULE cbp_rule_f32
 #define EPI cbp_epi_f32
 #define PLAIN(name) name##_f32
@@ -21,6 +22,7 @@
 #define REAL double
 #define EXP exp
 #define TANH tanh
+#define SQRT sqrt
 #define RULE cbp_rule_f64
 #define EPI cbp_epi_f64
 #define PLAIN(name) name##_f64

@@ -4,6 +4,7 @@
 
 #define UPDATE_T REAL
 #define UPDATE_RULE RULE
+#define UPDATE_SQRT SQRT
 #define UPDATE_NAME PLAIN(plain_update)
 #include "update.h"
 
@@ -80,9 +81,10 @@ static void PLAIN(gemm_nn)(REAL *c, size_t ldc, const REAL *A, size_t ars, size_
             if (epi->op == CBP_EPI_SET) ci[j] = p;
             else if (epi->op == CBP_EPI_ADD) ci[j] += p;
             else {
-                REAL unused = 0;
-                REAL *s = epi->state ? epi->state + i * ldc + j : &unused;
-                ci[j] = PLAIN(plain_update)(ci[j], p, s, &epi->rule);
+                REAL unused1 = 0, unused2 = 0;
+                REAL *s1 = epi->state1 ? epi->state1 + i * ldc + j : &unused1;
+                REAL *s2 = epi->state2 ? epi->state2 + i * ldc + j : &unused2;
+                ci[j] = PLAIN(plain_update)(ci[j], p, s1, s2, &epi->rule);
             }
         }
     }
@@ -116,6 +118,7 @@ const KERNELS_T KERNELS_PLAIN = {
 #undef REAL
 #undef EXP
 #undef TANH
+#undef SQRT
 #undef RULE
 #undef EPI
 #undef PLAIN

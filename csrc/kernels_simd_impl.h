@@ -21,19 +21,23 @@ typedef long long VECI __attribute__((vector_size(VB)));
 typedef int VECI __attribute__((vector_size(VB)));
 #endif
 
-#define UPDATE_T VEC
-#define UPDATE_RULE RULE
-#define UPDATE_NAME K_(vupdate)
-#include "update.h"
-#define UPDATE_T REAL
-#define UPDATE_RULE RULE
-#define UPDATE_NAME K_(supdate)
-#include "update.h"
-
 /* unaligned vector load/store (memcpy compiles to one vmovups) */
 static inline VEC K_(vload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
 static inline void K_(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
 static inline VEC K_(vsplat)(REAL x) { return (VEC){0} + x; }
+/* lane by lane (compiles to one vector square root) */
+static inline VEC K_(vsqrt)(VEC x)
+{
+    VEC r;
+    for (size_t t = 0; t < V; t++) r[t] = IS_DOUBLE ? __builtin_sqrt(x[t]) : __builtin_sqrtf(x[t]);
+    return r;
+}
+
+#define UPDATE_T VEC
+#define UPDATE_RULE RULE
+#define UPDATE_SQRT K_(vsqrt)
+#define UPDATE_NAME K_(vupdate)
+#include "update.h"
 
 /* Sum of the lanes by halving: log2(V) adds of the two halves of a vector. */
 typedef REAL K_(v2) __attribute__((vector_size(2 * sizeof(REAL))));
@@ -168,24 +172,26 @@ static void K_(gemm_nt)(REAL *z, size_t ldz, const REAL *a, size_t lda, const RE
 
 /* ---- gemm_nn: C (op)= A(., t) B[t, .], register tiles of broadcast multiply-adds -------- */
 
-/* The epilogue on one vector of C at p (state s laid out as C), product P. */
-static inline __attribute__((always_inline)) void K_(epi_vec)(REAL *p, REAL *s, VEC P, int op,
-                                                               const RULE *rule)
+/* The epilogue on one vector of C at p (states s1, s2 laid out as C, NULL where the rule has
+ * none), product P. */
+static inline __attribute__((always_inline)) void K_(epi_vec)(REAL *p, REAL *s1, REAL *s2, VEC P,
+                                                               int op, const RULE *rule)
 {
     if (op == CBP_EPI_SET) {
         K_(vstore)(p, P);
     } else if (op == CBP_EPI_ADD) {
         K_(vstore)(p, K_(vload)(p) + P);
     } else {
-        VEC st = s ? K_(vload)(s) : (VEC){0};
-        K_(vstore)(p, K_(vupdate)(K_(vload)(p), P, &st, rule));
-        if (rule->kind == CBP_OPT_MOMENTUM) K_(vstore)(s, st);
+        VEC a = s1 ? K_(vload)(s1) : (VEC){0}, b = s2 ? K_(vload)(s2) : (VEC){0};
+        K_(vstore)(p, K_(vupdate)(K_(vload)(p), P, &a, &b, rule));
+        if (s1) K_(vstore)(s1, a);
+        if (s2) K_(vstore)(s2, b);
     }
 }
 
 /* The same on the lanes >= c0 - w0 of the window at p (the lanes below keep their values). */
-static inline __attribute__((always_inline)) void K_(epi_win)(REAL *p, REAL *s, VEC P, VECI old,
-                                                               int op, const RULE *rule)
+static inline __attribute__((always_inline)) void K_(epi_win)(REAL *p, REAL *s1, REAL *s2, VEC P,
+                                                               VECI old, int op, const RULE *rule)
 {
     const VEC cur = K_(vload)(p);
     VEC nw;
@@ -194,10 +200,11 @@ static inline __attribute__((always_inline)) void K_(epi_win)(REAL *p, REAL *s, 
     } else if (op == CBP_EPI_ADD) {
         nw = cur + P;
     } else {
-        const VEC s0 = s ? K_(vload)(s) : (VEC){0};
-        VEC st = s0;
-        nw = K_(vupdate)(cur, P, &st, rule);
-        if (rule->kind == CBP_OPT_MOMENTUM) K_(vstore)(s, K_(blend)(old, s0, st));
+        const VEC a0 = s1 ? K_(vload)(s1) : (VEC){0}, b0 = s2 ? K_(vload)(s2) : (VEC){0};
+        VEC a = a0, b = b0;
+        nw = K_(vupdate)(cur, P, &a, &b, rule);
+        if (s1) K_(vstore)(s1, K_(blend)(old, a0, a));
+        if (s2) K_(vstore)(s2, K_(blend)(old, b0, b));
     }
     K_(vstore)(p, K_(blend)(old, cur, nw));
 }
@@ -206,7 +213,7 @@ static inline __attribute__((always_inline)) void K_(epi_win)(REAL *p, REAL *s, 
 #define AXPY_TILE(MR, NV)                                                                    \
     static inline __attribute__((always_inline)) void K_(axpy_##MR##x##NV)(                 \
         REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,           \
-        size_t ldb, size_t T, int op, const RULE *rule, REAL *st)                            \
+        size_t ldb, size_t T, int op, const RULE *rule, REAL *s1, REAL *s2)                  \
     {                                                                                        \
         VEC acc[MR][NV];                                                                     \
         for (int r = 0; r < MR; r++)                                                         \
@@ -221,8 +228,8 @@ static inline __attribute__((always_inline)) void K_(epi_win)(REAL *p, REAL *s, 
         }                                                                                    \
         for (int r = 0; r < MR; r++)                                                         \
             for (int c = 0; c < NV; c++)                                                     \
-                K_(epi_vec)(C + r * ldc + c * V, st ? st + r * ldc + c * V : NULL, acc[r][c], \
-                            op, rule);                                                       \
+                K_(epi_vec)(C + r * ldc + c * V, s1 ? s1 + r * ldc + c * V : NULL,           \
+                            s2 ? s2 + r * ldc + c * V : NULL, acc[r][c], op, rule);          \
     }
 AXPY_TILE(1, 1) AXPY_TILE(2, 1) AXPY_TILE(3, 1) AXPY_TILE(4, 1)
 AXPY_TILE(1, 4) AXPY_TILE(2, 4) AXPY_TILE(3, 4) AXPY_TILE(4, 4)
@@ -236,7 +243,8 @@ AXPY_TILE(5, 1) AXPY_TILE(5, 4)
 #define AXPY_WIN(MR)                                                                         \
     static inline __attribute__((always_inline)) void K_(axpy_win_##MR)(                    \
         REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,           \
-        size_t ldb, size_t T, size_t c0, size_t N, int op, const RULE *rule, REAL *st)       \
+        size_t ldb, size_t T, size_t c0, size_t N, int op, const RULE *rule, REAL *s1,      \
+        REAL *s2)                                                                            \
     {                                                                                        \
         const size_t w0 = N - V;                                                             \
         const VECI old = K_(lane_lt)(c0 - w0);                                               \
@@ -247,7 +255,8 @@ AXPY_TILE(5, 1) AXPY_TILE(5, 4)
             for (int r = 0; r < MR; r++) acc[r] += A[r * ars + t * ats] * bv;                \
         }                                                                                    \
         for (int r = 0; r < MR; r++)                                                         \
-            K_(epi_win)(C + r * ldc + w0, st ? st + r * ldc + w0 : NULL, acc[r], old, op, rule); \
+            K_(epi_win)(C + r * ldc + w0, s1 ? s1 + r * ldc + w0 : NULL,                     \
+                        s2 ? s2 + r * ldc + w0 : NULL, acc[r], old, op, rule);               \
     }
 AXPY_WIN(1) AXPY_WIN(2) AXPY_WIN(3) AXPY_WIN(4)
 #if NN_MR > 4
@@ -259,7 +268,7 @@ AXPY_WIN(5)
  * vector arithmetic of the wider paths. */
 static inline __attribute__((always_inline)) void K_(axpy_narrow)(
     REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B, size_t ldb,
-    size_t T, size_t R, size_t N, int op, const RULE *rule, REAL *st)
+    size_t T, size_t R, size_t N, int op, const RULE *rule, REAL *s1, REAL *s2)
 {
     const size_t bytes = N * sizeof(REAL);
     for (size_t r = 0; r < R; r++) {
@@ -269,12 +278,14 @@ static inline __attribute__((always_inline)) void K_(axpy_narrow)(
             memcpy(buf, B + t * ldb, bytes);
             acc += A[r * ars + t * ats] * K_(vload)(buf);
         }
-        REAL pb[V] = {0}, sb[V] = {0};
+        REAL pb[V] = {0}, ab[V] = {0}, bb[V] = {0};
         memcpy(pb, C + r * ldc, bytes);
-        if (st) memcpy(sb, st + r * ldc, bytes);
-        K_(epi_vec)(pb, st ? sb : NULL, acc, op, rule);
+        if (s1) memcpy(ab, s1 + r * ldc, bytes);
+        if (s2) memcpy(bb, s2 + r * ldc, bytes);
+        K_(epi_vec)(pb, s1 ? ab : NULL, s2 ? bb : NULL, acc, op, rule);
         memcpy(C + r * ldc, pb, bytes);
-        if (st) memcpy(st + r * ldc, sb, bytes);
+        if (s1) memcpy(s1 + r * ldc, ab, bytes);
+        if (s2) memcpy(s2 + r * ldc, bb, bytes);
     }
 }
 
@@ -283,19 +294,19 @@ static inline __attribute__((always_inline)) void K_(axpy_narrow)(
 #define NN_ROWS(MR)                                                                          \
     static inline __attribute__((always_inline)) void K_(nn_rows_##MR)(                     \
         REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B,           \
-        size_t ldb, size_t N, size_t T, int op, const RULE *rule, REAL *st)                  \
+        size_t ldb, size_t N, size_t T, int op, const RULE *rule, REAL *s1, REAL *s2)        \
     {                                                                                        \
         size_t c = 0;                                                                        \
         for (; c + 4 * V <= N; c += 4 * V)                                                   \
             K_(axpy_##MR##x4)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, rule,              \
-                              st ? st + c : NULL);                                           \
+                              s1 ? s1 + c : NULL, s2 ? s2 + c : NULL);                       \
         for (; c + V <= N; c += V)                                                           \
             K_(axpy_##MR##x1)(C + c, ldc, A, ars, ats, B + c, ldb, T, op, rule,              \
-                              st ? st + c : NULL);                                           \
+                              s1 ? s1 + c : NULL, s2 ? s2 + c : NULL);                       \
         if (c < N && N >= V)                                                                 \
-            K_(axpy_win_##MR)(C, ldc, A, ars, ats, B, ldb, T, c, N, op, rule, st);           \
+            K_(axpy_win_##MR)(C, ldc, A, ars, ats, B, ldb, T, c, N, op, rule, s1, s2);       \
         else if (c < N)                                                                      \
-            K_(axpy_narrow)(C, ldc, A, ars, ats, B, ldb, T, MR, N, op, rule, st);            \
+            K_(axpy_narrow)(C, ldc, A, ars, ats, B, ldb, T, MR, N, op, rule, s1, s2);        \
     }
 NN_ROWS(1) NN_ROWS(2) NN_ROWS(3) NN_ROWS(4)
 #if NN_MR > 4
@@ -307,20 +318,21 @@ NN_ROWS(5)
  * 4 vectors = 20 accumulators on AVX-512, 3 x 4 elsewhere). */
 static inline __attribute__((always_inline)) void K_(nn_body)(
     REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B, size_t ldb,
-    size_t M, size_t N, size_t T, int op, const RULE *rule, REAL *st)
+    size_t M, size_t N, size_t T, int op, const RULE *rule, REAL *s1, REAL *s2)
 {
     for (size_t r = 0; r < M; r += NN_MR) {
         const REAL *Ar = A + r * ars;
-        REAL *Cr = C + r * ldc, *sr = st ? st + r * ldc : NULL;
+        REAL *Cr = C + r * ldc;
+        REAL *a = s1 ? s1 + r * ldc : NULL, *b = s2 ? s2 + r * ldc : NULL;
         switch ((M - r < NN_MR) ? M - r : NN_MR) {
-        case 1: K_(nn_rows_1)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, sr); break;
-        case 2: K_(nn_rows_2)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, sr); break;
-        case 3: K_(nn_rows_3)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, sr); break;
+        case 1: K_(nn_rows_1)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, a, b); break;
+        case 2: K_(nn_rows_2)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, a, b); break;
+        case 3: K_(nn_rows_3)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, a, b); break;
 #if NN_MR > 4
-        case 4: K_(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, sr); break;
-        default: K_(nn_rows_5)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, sr); break;
+        case 4: K_(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, a, b); break;
+        default: K_(nn_rows_5)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, a, b); break;
 #else
-        default: K_(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, sr); break;
+        default: K_(nn_rows_4)(Cr, ldc, Ar, ars, ats, B, ldb, N, T, op, rule, a, b); break;
 #endif
         }
     }
@@ -332,17 +344,25 @@ static void K_(gemm_nn)(REAL *c, size_t ldc, const REAL *A, size_t ars, size_t a
                         const REAL *B, size_t ldb, size_t M, size_t N, size_t K, const EPI *epi)
 {
     RULE r = epi->rule;   /* (a local copy: stores through c could alias *epi) */
+#define BODY_(OP, S1, S2) K_(nn_body)(c, ldc, A, ars, ats, B, ldb, M, N, K, OP, &r, S1, S2)
     if (epi->op == CBP_EPI_SET) {
-        K_(nn_body)(c, ldc, A, ars, ats, B, ldb, M, N, K, CBP_EPI_SET, &r, NULL);
+        BODY_(CBP_EPI_SET, NULL, NULL);
     } else if (epi->op == CBP_EPI_ADD) {
-        K_(nn_body)(c, ldc, A, ars, ats, B, ldb, M, N, K, CBP_EPI_ADD, &r, NULL);
+        BODY_(CBP_EPI_ADD, NULL, NULL);
     } else if (r.kind == CBP_OPT_MOMENTUM) {
         r.kind = CBP_OPT_MOMENTUM;
-        K_(nn_body)(c, ldc, A, ars, ats, B, ldb, M, N, K, CBP_EPI_UPDATE, &r, epi->state);
+        BODY_(CBP_EPI_UPDATE, epi->state1, NULL);
+    } else if (r.kind == CBP_OPT_NESTEROV) {
+        r.kind = CBP_OPT_NESTEROV;
+        BODY_(CBP_EPI_UPDATE, epi->state1, NULL);
+    } else if (r.kind == CBP_OPT_ADAM) {
+        r.kind = CBP_OPT_ADAM;
+        BODY_(CBP_EPI_UPDATE, epi->state1, epi->state2);
     } else {
         r.kind = CBP_OPT_SGD;
-        K_(nn_body)(c, ldc, A, ars, ats, B, ldb, M, N, K, CBP_EPI_UPDATE, &r, NULL);
+        BODY_(CBP_EPI_UPDATE, NULL, NULL);
     }
+#undef BODY_
 }
 
 /* ---- activations over vectors --------------------------------------------------------- */

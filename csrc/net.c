@@ -5,6 +5,7 @@
 #if defined(__linux__)
 #define _GNU_SOURCE     /* sched_getaffinity */
 #endif
+#include <math.h>
 #include <string.h>
 
 #include "cbackprop.h"
@@ -219,6 +220,7 @@ int cbp_epoch_threads(const cbp_net *net, size_t m)
 /* ---- the drivers, per element type ---------------------------------------------------------- */
 
 #define REAL float
+#define SQRT sqrtf
 #define KT cbp_kernels_f32
 #define RULE cbp_rule_f32
 #define EPI cbp_epi_f32
@@ -227,6 +229,7 @@ int cbp_epoch_threads(const cbp_net *net, size_t m)
 #include "net_impl.h"
 
 #define REAL double
+#define SQRT sqrt
 #define KT cbp_kernels_f64
 #define RULE cbp_rule_f64
 #define EPI cbp_epi_f64
@@ -252,11 +255,11 @@ void cbp_net_backprop(const cbp_net *net, void *grads, const void *x, const void
     cbp_fp_leave(mode);
 }
 
-void cbp_net_update(const cbp_net *net, const void *g, const cbp_update *u)
+void cbp_net_update(const cbp_net *net, const void *g, double scale, const cbp_update *u)
 {
     const cbp_fp_mode mode = cbp_fp_enter();
-    if (net->dtype == CBP_F64) update_f64(net, g, u);
-    else update_f32(net, g, u);
+    if (net->dtype == CBP_F64) update_f64(net, g, scale, u);
+    else update_f32(net, g, scale, u);
     cbp_fp_leave(mode);
 }
 

@@ -16,6 +16,7 @@
  * step of network.py's update_mini_batch, folded into the product). */
 #define UPDATE_T REAL
 #define UPDATE_RULE RULE
+#define UPDATE_SQRT SQRT
 #define UPDATE_NAME NET(update_one)
 #include "update.h"
 
@@ -129,13 +130,11 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
     const int step = p->mode == CBP_PASS_STEP;
     REAL *out_w = NET(weights)(net, step ? (REAL *)net->params : p->grads, l); /* [n_out, n_in] */
     REAL *out_b = out_w + n_out * n_in;                                       /* [n_out] */
-    REAL *vel_w = NULL, *vel_b = NULL;
-    if (step && p->rule_w.kind == CBP_OPT_MOMENTUM) {
-        vel_w = NET(weights)(net, (REAL *)net->velocity, l);
-        vel_b = vel_w + n_out * n_in;
-    }
+    REAL *s1 = NULL, *s2 = NULL;            /* the rule's state of layer l: w^l's, then b^l's */
+    if (step && p->rule_w.kind != CBP_OPT_SGD) s1 = NET(weights)(net, (REAL *)net->velocity, l);
+    if (step && p->rule_w.kind == CBP_OPT_ADAM) s2 = NET(weights)(net, (REAL *)net->moment2, l);
     const EPI epi = {.op = step ? CBP_EPI_UPDATE : CBP_EPI_ADD, .rule = p->rule_w,
-                     .state = vel_w ? vel_w + j0 * n_in : NULL};
+                     .state1 = s1 ? s1 + j0 * n_in : NULL, .state2 = s2 ? s2 + j0 * n_in : NULL};
     p->k->gemm_nn(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m,
                   &epi);
     for (size_t j = j0; j < j1; j++) {
@@ -144,8 +143,9 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
         if (!step) {
             out_b[j] += s;
         } else {
-            REAL unused = 0;
-            out_b[j] = NET(update_one)(out_b[j], s, vel_b ? &vel_b[j] : &unused, &p->rule_b);
+            REAL u1 = 0, u2 = 0;
+            REAL *b1 = s1 ? s1 + n_out * n_in + j : &u1, *b2 = s2 ? s2 + n_out * n_in + j : &u2;
+            out_b[j] = NET(update_one)(out_b[j], s, b1, b2, &p->rule_b);
         }
     }
 }
@@ -209,14 +209,23 @@ static void NET(pass_init)(NET(pass) *p, const cbp_net *net, int mode, const voi
                               .nn_mr = (size_t)k->nn_mr, .split = 1}};
 }
 
-/* The update u as the rules for weights and biases (biases: no decay). */
-static void NET(rules)(NET(pass) *p, const cbp_update *u)
+/* The update u as the rules for weights and biases (biases: no decay) at step t (1, 2, ...:
+ * Adam's bias correction). */
+static void NET(rules)(NET(pass) *p, const cbp_update *u, double t)
 {
+    const double bc1 = 1 - pow(u->beta1, t), bc2 = 1 - pow(u->beta2, t);
     p->rule_w = (RULE){.kind = u->kind, .eta = (REAL)u->eta, .keep = (REAL)(1.0 - u->decay),
-                       .decay = (REAL)u->decay, .mu = (REAL)u->mu};
+                       .decay = (REAL)u->decay, .mu = (REAL)u->mu,
+                       .l2 = (REAL)(u->eta > 0 ? u->decay / u->eta : 0),
+                       .beta1 = (REAL)u->beta1, .beta2 = (REAL)u->beta2,
+                       .one_minus_beta1 = (REAL)(1 - u->beta1),
+                       .one_minus_beta2 = (REAL)(1 - u->beta2), .eps = (REAL)u->eps,
+                       .step = (REAL)(u->kind == CBP_OPT_ADAM ? u->eta / bc1 : 0),
+                       .sqrt_bc2 = (REAL)(u->kind == CBP_OPT_ADAM ? sqrt(bc2) : 1)};
     p->rule_b = p->rule_w;
     p->rule_b.keep = 1;
     p->rule_b.decay = 0;
+    p->rule_b.l2 = 0;
 }
 
 static void NET(forward)(const cbp_net *net, void *out, const void *x, size_t m)
@@ -246,27 +255,29 @@ static void NET(step)(const cbp_net *net, const void *x, const void *y, size_t m
 {
     NET(pass) p;
     NET(pass_init)(&p, net, CBP_PASS_STEP, x, y, m, 1.0 / (double)m);
-    NET(rules)(&p, u);
+    NET(rules)(&p, u, u->t + 1);
     NET(run_pass)(&p, 0, NULL, NULL);
 }
 
-/* One update from a gradient blob, layer by layer (weights decayed, biases not). */
-static void NET(update)(const cbp_net *net, const void *g, const cbp_update *u)
+/* One update with the gradient scale * g, layer by layer (weights decayed, biases not). */
+static void NET(update)(const cbp_net *net, const void *g, double scale, const cbp_update *u)
 {
+    const REAL sc = (REAL)scale;
     NET(pass) p;
     NET(pass_init)(&p, net, CBP_PASS_STEP, NULL, NULL, 0, 0);
-    NET(rules)(&p, u);
-    REAL *params = (REAL *)net->params, *vel = (REAL *)net->velocity;
+    NET(rules)(&p, u, u->t + 1);
+    REAL *params = (REAL *)net->params;
+    REAL *s1 = u->kind != CBP_OPT_SGD ? (REAL *)net->velocity : NULL;
+    REAL *s2 = u->kind == CBP_OPT_ADAM ? (REAL *)net->moment2 : NULL;
     const REAL *grad = (const REAL *)g;
-    const int momentum = u->kind == CBP_OPT_MOMENTUM;
     for (size_t l = 1; l <= net->n_layers; l++) {
         const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1];
         const size_t off = cbp_layer_offset(net->sizes, l), nw = n_out * n_in;
-        for (size_t i = 0; i < nw + n_out; i++) {
-            REAL unused = 0;
-            params[off + i] = NET(update_one)(params[off + i], grad[off + i],
-                                              momentum ? &vel[off + i] : &unused,
-                                              i < nw ? &p.rule_w : &p.rule_b);
+        for (size_t i = off; i < off + nw + n_out; i++) {
+            REAL u1 = 0, u2 = 0;
+            params[i] = NET(update_one)(params[i], sc == 1 ? grad[i] : sc * grad[i],
+                                        s1 ? &s1[i] : &u1, s2 ? &s2[i] : &u2,
+                                        i < off + nw ? &p.rule_w : &p.rule_b);
         }
     }
 }
@@ -276,6 +287,7 @@ static void NET(update)(const cbp_net *net, const void *g, const cbp_update *u)
 typedef struct {
     NET(pass) pass;             /* mode STEP; x, y: the workspace's a^0 and y blocks */
     const cbp_epoch_data *d;
+    const cbp_update *u;
     size_t n_batches, per_batch;
     const size_t *first;        /* [phases + 1]: a batch's first task of each phase */
     size_t phases;
@@ -324,6 +336,7 @@ static void NET(epoch_worker)(void *arg, int t)
         if (!cbp_queue_wait(&job->q, b * job->per_batch + job->first[ph], id)) break;
         p.m = NET(batch_rows)(job, b);
         p.scale = (REAL)1 / (REAL)p.m;
+        if (job->u->kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
         const int64_t *perm = job->d->perm + b * job->d->mini_batch_size;
         const cbp_phase at = cbp_phase_at(p.net, 1, ph, job->d->mini_batch_size, &p.cuts);
         size_t k = local - job->first[ph];
@@ -350,6 +363,7 @@ static size_t NET(epoch_alone)(NET(epoch_job) *job)
         if (NET(poll)(job)) return b;
         p.m = NET(batch_rows)(job, b);
         p.scale = (REAL)1 / (REAL)p.m;
+        if (job->u->kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
         NET(run_pass)(&p, 1, job->d, job->d->perm + b * job->d->mini_batch_size);
     }
     return job->n_batches;
@@ -359,11 +373,11 @@ static cbp_epoch_result NET(epoch)(const cbp_net *net, const cbp_epoch_data *d,
                                    const cbp_update *u, cbp_poll_fn poll, void *poll_arg,
                                    cbp_fp_mode caller)
 {
-    NET(epoch_job) job = {.d = d, .poll = poll, .poll_arg = poll_arg, .caller = caller,
+    NET(epoch_job) job = {.d = d, .u = u, .poll = poll, .poll_arg = poll_arg, .caller = caller,
                           .polled = d->poll_seconds > 0 ? cbp_now() : -1};
     NET(pass_init)(&job.pass, net, CBP_PASS_STEP, NET(ws)(net, 1, 0), NET(ws)(net, 3, 0),
                    d->mini_batch_size, 0);
-    NET(rules)(&job.pass, u);
+    NET(rules)(&job.pass, u, u->t + 1);
     job.n_batches = d->n / d->mini_batch_size + (d->n % d->mini_batch_size != 0);
     const int T = cbp_epoch_threads(net, d->mini_batch_size);
     cbp_epoch_result res = {.batches = 0, .threads = 1};
@@ -391,6 +405,7 @@ static cbp_epoch_result NET(epoch)(const cbp_net *net, const cbp_epoch_data *d,
 }
 
 #undef REAL
+#undef SQRT
 #undef KT
 #undef RULE
 #undef EPI

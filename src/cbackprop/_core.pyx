@@ -28,11 +28,17 @@ cdef extern from "cbackprop.h" nogil:
         CBP_F64
         CBP_OPT_SGD
         CBP_OPT_MOMENTUM
+        CBP_OPT_NESTEROV
+        CBP_OPT_ADAM
     ctypedef struct cbp_update:
         int kind
         double eta
         double decay
         double mu
+        double beta1
+        double beta2
+        double eps
+        double t
     ctypedef struct cbp_net:
         int dtype
         int isa
@@ -42,6 +48,7 @@ cdef extern from "cbackprop.h" nogil:
         int cost
         void *params
         void *velocity
+        void *moment2
         void *work
         size_t m_cap
         int n_threads
@@ -66,7 +73,7 @@ cdef extern from "cbackprop.h" nogil:
     void cbp_net_forward(const cbp_net *net, void *out, const void *x, size_t m)
     void cbp_net_backprop(const cbp_net *net, void *grads, const void *x, const void *y,
                           size_t m, double scale)
-    void cbp_net_update(const cbp_net *net, const void *g, const cbp_update *u)
+    void cbp_net_update(const cbp_net *net, const void *g, double scale, const cbp_update *u)
     void cbp_net_step(const cbp_net *net, const void *x, const void *y, size_t m,
                       const cbp_update *u)
     cbp_epoch_result cbp_net_epoch(const cbp_net *net, const cbp_epoch_data *data,
@@ -160,15 +167,11 @@ def _aligned_zeros(n, dtype):
     return raw[start:start + n * dtype.itemsize].view(dtype)
 
 
-cdef cbp_update _update(double eta, double keep, double decay, double mu) noexcept:
-    """The C update of one step's hyper-parameters h = (eta, keep, decay, mu) (keep = 1 -
-    decay is implied)."""
-    cdef cbp_update u
-    u.kind = CBP_OPT_MOMENTUM if mu != 0 else CBP_OPT_SGD
-    u.eta = eta
-    u.decay = decay
-    u.mu = mu
-    return u
+#: Update rules (the C enum CBP_OPT_*); `opt` arguments name one of them with its
+#: parameters: None (plain SGD, or momentum when mu != 0), ("nesterov",) (needs mu),
+#: ("adam", beta1, beta2, eps).
+RULES = {"sgd": CBP_OPT_SGD, "momentum": CBP_OPT_MOMENTUM, "nesterov": CBP_OPT_NESTEROV,
+         "adam": CBP_OPT_ADAM}
 
 
 cdef int _poll_signals(void *arg) noexcept with gil:
@@ -210,7 +213,10 @@ cdef class Engine:
     cdef readonly object sizes
     cdef readonly object params       # [n_params] parameter blob
     cdef readonly object grads        # [n_params] gradient blob, same layout
-    cdef readonly object velocity     # [n_params] momentum velocity (None until first used)
+    cdef readonly object velocity     # [n_params] momentum velocity or Adam's first moment
+                                      # (None until an update rule needs it)
+    cdef readonly object moment2      # [n_params] Adam's second moment (None until Adam)
+    cdef public double adam_steps     # Adam steps taken (its bias correction's t)
     cdef readonly object accum        # [n_params] accumulated gradient sum (None until used)
     cdef readonly object work         # the workspace (cbp_workspace_len elements), or None
     cdef public object lock           # serialises calls on this engine (threading.Lock;
@@ -246,10 +252,12 @@ cdef class Engine:
         self.grads = _aligned_zeros(self.n_params, self.dtype)
         self.net.params = _data(self.params)
         self.net.velocity = NULL
+        self.net.moment2 = NULL
+        self.adam_steps = 0
         self.net.work = NULL
         self.net.m_cap = 0
         self.net.n_threads = default_num_threads()
-        self.velocity = self.accum = self.work = None
+        self.velocity = self.moment2 = self.accum = self.work = None
         self.poll_seconds = 0.02
         self.kernels = best_kernels()
         self.lock = threading.Lock()
@@ -320,6 +328,31 @@ cdef class Engine:
             self.velocity = velocity
             self.net.velocity = _data(velocity)
 
+    def ensure_moment2(self):
+        """Allocate Adam's second moment (zeros) if not yet there."""
+        if self.moment2 is None:
+            moment2 = _aligned_zeros(self.n_params, self.dtype)
+            self.moment2 = moment2
+            self.net.moment2 = _data(moment2)
+
+    cdef cbp_update _rule(self, double eta, double decay, double mu, opt) except *:
+        """The C update for h = (eta, keep, decay, mu) (keep = 1 - decay is implied) and opt
+        (RULES), with the state it needs allocated."""
+        cdef cbp_update u
+        u.eta, u.decay, u.mu = eta, decay, mu
+        u.beta1 = u.beta2 = u.eps = 0
+        u.t = self.adam_steps
+        if opt is None:
+            u.kind = CBP_OPT_MOMENTUM if mu != 0 else CBP_OPT_SGD
+        else:
+            u.kind = RULES[opt[0]]
+            if u.kind == CBP_OPT_ADAM:
+                u.beta1, u.beta2, u.eps = opt[1], opt[2], opt[3]
+                self.ensure_moment2()
+        if u.kind != CBP_OPT_SGD:
+            self.ensure_velocity()
+        return u
+
     def accumulate_alloc(self):
         """Allocate accum (zeros) if not yet there."""
         if self.accum is None:
@@ -374,33 +407,35 @@ cdef class Engine:
         self.backprop(x, y, 1.0, accumulate=True, into=self.accum)
 
     def apply_gradient(self, double eta, double keep=1.0, double decay=0.0, double mu=0.0,
-                       cnp.ndarray gradient=None):
-        """One update from the gradient blob (or `gradient`), see cbp_update."""
+                       opt=None, cnp.ndarray gradient=None, double scale=1.0):
+        """One update with the gradient scale * the gradient blob (or `gradient`), see
+        cbp_update; opt: RULES."""
         if gradient is None:
             gradient = self.grads
-        if mu != 0:
-            self.ensure_velocity()
-        cdef cbp_update u = _update(eta, keep, decay, mu)
+        cdef cbp_update u = self._rule(eta, decay, mu, opt)
         cdef const void *pg = _data(gradient)
         with nogil:
-            cbp_net_update(&self.net, pg, &u)
+            cbp_net_update(&self.net, pg, scale, &u)
+        if u.kind == CBP_OPT_ADAM:
+            self.adam_steps += 1
 
-    def apply_accumulated(self, double eta, double keep=1.0, double decay=0.0, double mu=0.0):
-        """One update with g = accum (eta already divided by the sample count)."""
+    def apply_accumulated(self, Py_ssize_t samples, double eta, double keep=1.0,
+                          double decay=0.0, double mu=0.0, opt=None):
+        """One update with the average gradient accum / samples."""
         self.accumulate_alloc()
-        self.apply_gradient(eta, keep, decay, mu, gradient=self.accum)
+        self.apply_gradient(eta, keep, decay, mu, opt, gradient=self.accum, scale=1.0 / samples)
 
     def sgd_step(self, cnp.ndarray x, cnp.ndarray y, double eta, double keep=1.0,
-                 double decay=0.0, double mu=0.0):
-        """One update_mini_batch on the m rows of x, y (m <= m_cap)."""
-        if mu != 0:
-            self.ensure_velocity()
-        cdef cbp_update u = _update(eta, keep, decay, mu)
+                 double decay=0.0, double mu=0.0, opt=None):
+        """One update_mini_batch on the m rows of x, y (m <= m_cap); opt: RULES."""
+        cdef cbp_update u = self._rule(eta, decay, mu, opt)
         cdef size_t m = x.shape[0]
         cdef const void *px = _data(x)
         cdef const void *py = _data(y)
         with nogil:
             cbp_net_step(&self.net, px, py, m, &u)
+        if u.kind == CBP_OPT_ADAM:
+            self.adam_steps += 1
 
     cdef bint _fits(self, object a, Py_ssize_t cols):
         """a is a C-contiguous, aligned 2-D ndarray of the engine dtype with cols columns,
@@ -438,7 +473,7 @@ cdef class Engine:
         return True
 
     def sgd_epoch(self, cnp.ndarray x, targets, cnp.ndarray perm, Py_ssize_t mini_batch_size,
-                  double eta, double keep=1.0, double decay=0.0, double mu=0.0):
+                  double eta, double keep=1.0, double decay=0.0, double mu=0.0, opt=None):
         """One epoch of mini-batch SGD over the rows of x in the order perm (int64, [n]);
         targets: rows [*, n_L] of the engine dtype, or int64 labels [*] (one-hot rows built
         per mini-batch); 1 <= mini_batch_size <= m_cap.  Ctrl-C (a Python signal handler's
@@ -458,15 +493,15 @@ cdef class Engine:
         self.last_epoch_batches = 0
         if d.n == 0:
             return
-        if mu != 0:
-            self.ensure_velocity()
-        cdef cbp_update u = _update(eta, keep, decay, mu)
+        cdef cbp_update u = self._rule(eta, decay, mu, opt)
         cdef cbp_epoch_result r
         self._pending = None
         with nogil:
             r = cbp_net_epoch(&self.net, &d, &u, _poll_signals, <void *>self)
         self.last_epoch_threads = r.threads
         self.last_epoch_batches = r.batches
+        if u.kind == CBP_OPT_ADAM:
+            self.adam_steps += r.batches
         if self._pending is not None:
             exc, self._pending = self._pending, None
             raise exc

@@ -168,7 +168,7 @@ class Network(NetworkBase):
     def _apply(self, h, count):
         eta, keep, decay, mu = h
         with self._lock:
-            self._engine.apply_accumulated(eta / count, keep, decay, mu)
+            self._engine.apply_accumulated(count, eta, keep, decay, mu)
             self._engine.accum.fill(0)
 
     @property
