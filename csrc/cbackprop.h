@@ -78,7 +78,26 @@ typedef struct {
     double mu;       /* momentum coefficient (CBP_OPT_MOMENTUM, CBP_OPT_NESTEROV) */
     double beta1, beta2, eps;   /* CBP_OPT_ADAM */
     double t;        /* CBP_OPT_ADAM: steps taken before this call (the first is step t + 1) */
+    uint64_t round;  /* dropout: this call's round (a step, or an epoch: its mini-batch k draws
+                        the masks of (round, k)) */
 } cbp_update;
+
+/* Dropout (chapter 3, "Dropout"; network3.py's dropout_layer), inverted: in a training step
+ * each unit j of hidden layer l is dropped for sample i with probability p_l, and the kept
+ * ones are scaled by 1/(1 - p_l), so that nothing changes at inference:
+ *   a^l <- a^l (.) keep^l,  keep^l_ij = 0 (dropped) or 1 / (1 - p_l)
+ * and backpropagation goes through the mask, BP2 with keep^l in the Hadamard product:
+ *   delta^l = (delta^{l+1} . w^{l+1}) (.) keep^l (.) f'(z^l)          (BP2 with dropout)
+ * Unit j of layer l for sample (row) i of mini-batch k of round r is dropped when
+ *   (cbp_dropout_bits(seed, r, k, l, i, j) >> 8) < floor(p_l 2^24),
+ * the first word of Philox4x32-10 (Salmon et al., 2011) with key (seed mod 2^32, seed >> 32)
+ * and counter (j, i, k 2^8 + l, r): a counter-based generator, so the masks are the same
+ * for any thread count and in cbackprop.reference, which computes the same words. */
+uint32_t cbp_dropout_bits(uint64_t seed, uint64_t round, uint64_t batch, uint64_t layer,
+                          uint64_t row, uint64_t unit);
+
+/* Philox4x32-10 of the 4-word counter ctr under the 2-word key: out = 4 words. */
+void cbp_philox4x32(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);
 
 /* A network: its shape, its parameters and the workspace of one mini-batch of up to m_cap
  * rows, all allocated by the caller. */
@@ -97,6 +116,10 @@ typedef struct {
     void *moment2;        /* [n_params] Adam's second moment (NULL until Adam) */
     void *work;           /* [cbp_workspace_len(net, m_cap)] z, a, delta and target blocks */
     size_t m_cap;         /* rows the workspace holds */
+    const double *dropout;  /* [L+1]: the probability p_l that a unit of hidden layer l
+                             (1 <= l < L) is dropped in a training step (dropout[0], [L]
+                             unused; NULL: no dropout) */
+    uint64_t seed;        /* the dropout masks' key (cbp_dropout_bits) */
     int n_threads;        /* threads an epoch may use: 0 automatic (cbp_epoch_threads), else
                              that many */
 } cbp_net;
@@ -104,13 +127,22 @@ typedef struct {
 /* Number of parameters: sum_l n_l n_{l-1} + n_l. */
 size_t cbp_n_params(const size_t *sizes, size_t n_layers);
 
-/* Elements of the workspace for mini-batches of up to m_cap rows:
- * z^l, delta^l [m_cap, n_l] for l = 1..L, a^l [m_cap, n_l] for l = 0..L (a^0: the gathered
- * input of an epoch), y [m_cap, n_L] (gathered targets), each block starting on 64 bytes. */
+/* The workspace's blocks, each [m_cap, n_l] (y: [m_cap, n_L]) and starting on 64 bytes. */
+enum {
+    CBP_WS_A = 0,        /* a^l, l = 0..L (a^0: the gathered input of an epoch) */
+    CBP_WS_Z = 1,        /* z^l, l = 1..L */
+    CBP_WS_DELTA = 2,    /* delta^l, l = 1..L */
+    CBP_WS_KEEP = 3,     /* dropout, 1 <= l < L: 0 for a dropped unit, 1 / (1 - p_l) for a kept one */
+    CBP_WS_DROPPED = 4,  /* dropout, 1 <= l < L: a^l (.) keep^l, what layer l + 1 sees */
+    CBP_WS_Y = 5,        /* y: the gathered targets of an epoch (l ignored) */
+    CBP_WS_END = 6       /* (the workspace's length) */
+};
+
+/* Elements of the workspace for mini-batches of up to m_cap rows (its blocks depend on
+ * net->sizes and on whether net->dropout is set). */
 size_t cbp_workspace_len(const cbp_net *net, size_t m_cap);
 
-/* Where block `which` of layer l starts in the workspace (elements), for views:
- * which 0: z^l (l >= 1), 1: a^l (l >= 0), 2: delta^l (l >= 1), 3: y (l ignored). */
+/* Where block `which` (CBP_WS_*) of layer l starts in the workspace (elements). */
 size_t cbp_workspace_offset(const cbp_net *net, int which, size_t l);
 
 /* Feedforward of m rows (any m), m_cap rows at a time through the workspace, eq. (25) for
@@ -118,7 +150,8 @@ size_t cbp_workspace_offset(const cbp_net *net, int which, size_t l);
  * z^l, a^l of the last m_cap-row chunk. */
 void cbp_net_forward(const cbp_net *net, void *out, const void *x, size_t m);
 
-/* Backpropagation over an m-row batch (matrix form of BP1-BP4), m <= m_cap: feedforward,
+/* Backpropagation over an m-row batch (matrix form of BP1-BP4), m <= m_cap: feedforward
+ * (without dropout),
  * BP1 at layer L, BP2 for l = L-1 .. 1, BP3/BP4 for every layer.  ACCUMULATES the gradient
  * of C = scale sum_x C_x (scale = 1/m: the batch average; 1: the sum, for accumulating
  * micro-batches) into grads ([n_params], parameter layout; zero it first for a plain
@@ -133,8 +166,8 @@ void cbp_net_update(const cbp_net *net, const void *g, double scale, const cbp_u
 
 /* One mini-batch step (network.py's / network2.py's update_mini_batch), m <= m_cap: the
  * gradient of the m rows averaged, folded into BP3/BP4 with the update u: for l = L..1,
- * BP2 for delta^{l-1} from the old w^l, then u on w^l, b^l; no gradient is stored.
- * x: [m, n_0]; y: [m, n_L]. */
+ * BP2 for delta^{l-1} from the old w^l, then u on w^l, b^l; no gradient is stored.  With
+ * dropout, the masks of (u->round, 0).  x: [m, n_0]; y: [m, n_L]. */
 void cbp_net_step(const cbp_net *net, const void *x, const void *y, size_t m,
                   const cbp_update *u);
 

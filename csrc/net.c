@@ -51,36 +51,36 @@ static inline size_t cbp_block_len(const cbp_net *net, size_t rows, size_t n)
     return (rows * n + per_line - 1) / per_line * per_line;
 }
 
-/* Blocks in order: z^1..z^L, delta^1..delta^L, a^0..a^L, y; m_cap rows each. */
+/* The workspace's blocks, m_cap rows each, in order: for l = 0..L the blocks of layer l
+ * (a^l; for l >= 1 also z^l and delta^l; with dropout for 1 <= l < L also keep^l and the
+ * dropped a^l), then y.  Returns where block `which` of layer l starts (CBP_WS_END: the
+ * length of the whole workspace). */
 static size_t cbp_offset(const cbp_net *net, size_t m_cap, int which, size_t l)
 {
     const size_t L = net->n_layers;
-    size_t off = 0, sum_out = 0, sum_all = 0;
-    for (size_t k = 1; k <= L; k++) sum_out += cbp_block_len(net, m_cap, net->sizes[k]);
-    for (size_t k = 0; k <= L; k++) sum_all += cbp_block_len(net, m_cap, net->sizes[k]);
-    switch (which) {
-    case 0:                                               /* z^l */
-        for (size_t k = 1; k < l; k++) off += cbp_block_len(net, m_cap, net->sizes[k]);
-        return off;
-    case 2:                                               /* delta^l */
-        for (size_t k = 1; k < l; k++) off += cbp_block_len(net, m_cap, net->sizes[k]);
-        return sum_out + off;
-    case 1:                                               /* a^l */
-        for (size_t k = 0; k < l; k++) off += cbp_block_len(net, m_cap, net->sizes[k]);
-        return 2 * sum_out + off;
-    default:                                              /* y, then the end */
-        return 2 * sum_out + sum_all + (l ? cbp_block_len(net, m_cap, net->sizes[L]) : 0);
+    size_t off = 0;
+    for (size_t k = 0; k <= L; k++) {
+        const size_t len = cbp_block_len(net, m_cap, net->sizes[k]);
+        const int drop = net->dropout && k >= 1 && k < L;
+        const int blocks[] = {CBP_WS_A, CBP_WS_Z, CBP_WS_DELTA, CBP_WS_KEEP, CBP_WS_DROPPED};
+        const int n_blocks = k == 0 ? 1 : drop ? 5 : 3;
+        for (int i = 0; i < n_blocks; i++) {
+            if (k == l && blocks[i] == which) return off;
+            off += len;
+        }
     }
+    if (which == CBP_WS_Y) return off;
+    return off + cbp_block_len(net, m_cap, net->sizes[L]);   /* CBP_WS_END */
 }
 
 size_t cbp_workspace_len(const cbp_net *net, size_t m_cap)
 {
-    return cbp_offset(net, m_cap, 3, 1);
+    return cbp_offset(net, m_cap, CBP_WS_END, 0);
 }
 
 size_t cbp_workspace_offset(const cbp_net *net, int which, size_t l)
 {
-    return cbp_offset(net, net->m_cap, which, which == 3 ? 0 : l);
+    return cbp_offset(net, net->m_cap, which, l);
 }
 
 /* ---- phases and tasks ----------------------------------------------------------------------- */
@@ -184,6 +184,40 @@ static inline cbp_group cbp_group_rows(const cbp_group *g, size_t m)
     cbp_group r = *g;
     if (g->kind == CBP_TASK_GATHER || g->kind == CBP_TASK_SOFTMAX) r.dim = m;
     return r;
+}
+
+/* ---- dropout's generator ------------------------------------------------------------------ */
+
+void cbp_philox4x32(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2])
+{
+    uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3], k0 = key[0], k1 = key[1];
+    for (int r = 0; r < 10; r++) {
+        if (r) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        const uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+        const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+        c0 = n0;
+        c1 = (uint32_t)p1;
+        c2 = n2;
+        c3 = (uint32_t)p0;
+    }
+    out[0] = c0;
+    out[1] = c1;
+    out[2] = c2;
+    out[3] = c3;
+}
+
+uint32_t cbp_dropout_bits(uint64_t seed, uint64_t round, uint64_t batch, uint64_t layer,
+                          uint64_t row, uint64_t unit)
+{
+    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    const uint32_t ctr[4] = {(uint32_t)unit, (uint32_t)row, (uint32_t)((batch << 8) | layer),
+                             (uint32_t)round};
+    uint32_t out[4];
+    cbp_philox4x32(out, ctr, key);
+    return out[0];
 }
 
 /* ---- thread policy -------------------------------------------------------------------------- */

@@ -31,6 +31,8 @@ typedef struct {
     REAL scale;             /* the cost's scale (BP1): 1/m for the batch average */
     REAL *grads;            /* [n_params] GRADIENT: accumulated into */
     RULE rule_w, rule_b;    /* STEP: the update of weights and of biases (no decay) */
+    int dropout;            /* STEP with net->dropout: the masks of (round, batch) */
+    uint64_t round, batch;
     cbp_cuts cuts;          /* how layers are cut into tasks (net.c) */
 } NET(pass);
 
@@ -42,6 +44,39 @@ static inline REAL *NET(ws)(const cbp_net *net, int which, size_t l)
 static inline REAL *NET(weights)(const cbp_net *net, REAL *blob, size_t l)
 {
     return blob + cbp_layer_offset(net->sizes, l);
+}
+
+/* 1 when this pass drops units of layer l. */
+static inline int NET(dropping)(const NET(pass) *p, size_t l)
+{
+    return p->dropout && l >= 1 && l < p->net->n_layers && p->net->dropout[l] > 0;
+}
+
+/* What layer l + 1 reads: the input rows (l = 0), a^l, or a^l (.) keep^l with dropout. */
+static inline const REAL *NET(input)(const NET(pass) *p, size_t l)
+{
+    if (l == 0) return p->x;
+    return NET(ws)(p->net, NET(dropping)(p, l) ? CBP_WS_DROPPED : CBP_WS_A, l);
+}
+
+/* Dropout of layer l, columns [j0, j1): keep^l = 0 (dropped) or 1 / (1 - p_l), and the
+ * dropped activations a^l (.) keep^l (cbackprop.h: cbp_dropout_bits). */
+static void NET(drop)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
+{
+    const cbp_net *net = p->net;
+    const size_t n = net->sizes[l];
+    const double rate = net->dropout[l];
+    const uint32_t below = (uint32_t)(rate * 16777216.0);          /* floor(p 2^24) */
+    const REAL kept = (REAL)(1.0 / (1.0 - rate));
+    const REAL *a = NET(ws)(net, CBP_WS_A, l);                        /* [m, n] */
+    REAL *keep = NET(ws)(net, CBP_WS_KEEP, l), *out = NET(ws)(net, CBP_WS_DROPPED, l);
+    for (size_t i = 0; i < p->m; i++)
+        for (size_t j = j0; j < j1; j++) {
+            const uint32_t bits = cbp_dropout_bits(net->seed, p->round, p->batch, l, i, j);
+            const REAL k = (bits >> 8) < below ? (REAL)0 : kept;
+            keep[i * n + j] = k;
+            out[i * n + j] = a[i * n + j] * k;
+        }
 }
 
 /* BP1 on rows [i0, i1) and columns [j0, j1) of delta^L (softmax: whole rows only):
@@ -80,14 +115,15 @@ static void NET(task_forward)(const NET(pass) *p, size_t l, size_t j0, size_t j1
     const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1], m = p->m;
     const REAL *w = NET(weights)(net, (REAL *)net->params, l);        /* [n_out, n_in] */
     const REAL *b = w + n_out * n_in;                                  /* [n_out] */
-    const REAL *a_prev = (l == 1) ? p->x : NET(ws)(net, 1, l - 1);     /* [m, n_in] */
-    REAL *z = NET(ws)(net, 0, l), *a = NET(ws)(net, 1, l);             /* [m, n_out] */
+    const REAL *a_prev = NET(input)(p, l - 1);                         /* [m, n_in] */
+    REAL *z = NET(ws)(net, CBP_WS_Z, l), *a = NET(ws)(net, CBP_WS_A, l);             /* [m, n_out] */
     const int act = net->act[l];
     p->k->gemm_nt(z + j0, n_out, a_prev, n_in, w + j0 * n_in, n_in, b + j0, m, j1 - j0, n_in);
     if (act == CBP_ACT_SOFTMAX) return;                 /* (the softmax phase) */
     p->k->activate(a + j0, z + j0, n_out, m, j1 - j0, act);
+    if (NET(dropping)(p, l)) NET(drop)(p, l, j0, j1);
     if (l == net->n_layers && p->mode != CBP_PASS_FORWARD)
-        NET(output_delta)(NET(ws)(net, 2, l), a, p->y, n_out, act, net->cost, p->scale, 0, m,
+        NET(output_delta)(NET(ws)(net, CBP_WS_DELTA, l), a, p->y, n_out, act, net->cost, p->scale, 0, m,
                           j0, j1);
 }
 
@@ -96,25 +132,31 @@ static void NET(task_softmax)(const NET(pass) *p, size_t i0, size_t i1)
 {
     const cbp_net *net = p->net;
     const size_t L = net->n_layers, n = net->sizes[L];
-    REAL *z = NET(ws)(net, 0, L), *a = NET(ws)(net, 1, L);
+    REAL *z = NET(ws)(net, CBP_WS_Z, L), *a = NET(ws)(net, CBP_WS_A, L);
     NET(cbp_softmax_rows)(a, z, n, i0, i1);
     if (p->mode != CBP_PASS_FORWARD)
-        NET(output_delta)(NET(ws)(net, 2, L), a, p->y, n, CBP_ACT_SOFTMAX, net->cost, p->scale,
+        NET(output_delta)(NET(ws)(net, CBP_WS_DELTA, L), a, p->y, n, CBP_ACT_SOFTMAX, net->cost, p->scale,
                           i0, i1, 0, n);
 }
 
 /* BP2 from layer l, columns [k0, k1) of delta^{l-1}:
- *   delta^{l-1} = (delta^l . w^l) (.) f'(z^{l-1}),  f' from a^{l-1}. */
+ *   delta^{l-1} = (delta^l . w^l) (.) f'(z^{l-1}),  f' from a^{l-1}
+ * (with dropout: (delta^l . w^l) (.) keep^{l-1} (.) f'(z^{l-1})). */
 static void NET(task_bp2)(const NET(pass) *p, size_t l, size_t k0, size_t k1)
 {
     const cbp_net *net = p->net;
     const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1], m = p->m;
     const REAL *w = NET(weights)(net, (REAL *)net->params, l);        /* [n_out, n_in] */
-    const REAL *delta = NET(ws)(net, 2, l);                            /* [m, n_out] */
-    REAL *delta_prev = NET(ws)(net, 2, l - 1);                         /* [m, n_in] */
-    const REAL *a_prev = NET(ws)(net, 1, l - 1);                       /* [m, n_in] */
+    const REAL *delta = NET(ws)(net, CBP_WS_DELTA, l);                            /* [m, n_out] */
+    REAL *delta_prev = NET(ws)(net, CBP_WS_DELTA, l - 1);                         /* [m, n_in] */
+    const REAL *a_prev = NET(ws)(net, CBP_WS_A, l - 1);                       /* [m, n_in] */
     const EPI set = {.op = CBP_EPI_SET};
     p->k->gemm_nn(delta_prev + k0, n_in, delta, n_out, 1, w + k0, n_in, m, k1 - k0, n_out, &set);
+    if (NET(dropping)(p, l - 1)) {
+        const REAL *keep = NET(ws)(net, CBP_WS_KEEP, l - 1);             /* [m, n_in] */
+        for (size_t i = 0; i < m; i++)
+            for (size_t k = k0; k < k1; k++) delta_prev[i * n_in + k] *= keep[i * n_in + k];
+    }
     p->k->mul_prime(delta_prev + k0, a_prev + k0, n_in, m, k1 - k0, net->act[l - 1]);
 }
 
@@ -125,8 +167,8 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
 {
     const cbp_net *net = p->net;
     const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1], m = p->m;
-    const REAL *delta = NET(ws)(net, 2, l);                            /* [m, n_out] */
-    const REAL *a_prev = (l == 1) ? p->x : NET(ws)(net, 1, l - 1);     /* [m, n_in] */
+    const REAL *delta = NET(ws)(net, CBP_WS_DELTA, l);                            /* [m, n_out] */
+    const REAL *a_prev = NET(input)(p, l - 1);                         /* [m, n_in] */
     const int step = p->mode == CBP_PASS_STEP;
     REAL *out_w = NET(weights)(net, step ? (REAL *)net->params : p->grads, l); /* [n_out, n_in] */
     REAL *out_b = out_w + n_out * n_in;                                       /* [n_out] */
@@ -231,7 +273,7 @@ static void NET(rules)(NET(pass) *p, const cbp_update *u, double t)
 static void NET(forward)(const cbp_net *net, void *out, const void *x, size_t m)
 {
     const size_t n_in = net->sizes[0], n_out = net->sizes[net->n_layers];
-    const REAL *a_last = NET(ws)(net, 1, net->n_layers);   /* [m_cap, n_L] */
+    const REAL *a_last = NET(ws)(net, CBP_WS_A, net->n_layers);   /* [m_cap, n_L] */
     for (size_t start = 0; start < m; start += net->m_cap) {
         const size_t rows = (m - start < net->m_cap) ? m - start : net->m_cap;
         NET(pass) p;
@@ -256,6 +298,8 @@ static void NET(step)(const cbp_net *net, const void *x, const void *y, size_t m
     NET(pass) p;
     NET(pass_init)(&p, net, CBP_PASS_STEP, x, y, m, 1.0 / (double)m);
     NET(rules)(&p, u, u->t + 1);
+    p.dropout = net->dropout != NULL;
+    p.round = u->round;
     NET(run_pass)(&p, 0, NULL, NULL);
 }
 
@@ -336,6 +380,7 @@ static void NET(epoch_worker)(void *arg, int t)
         if (!cbp_queue_wait(&job->q, b * job->per_batch + job->first[ph], id)) break;
         p.m = NET(batch_rows)(job, b);
         p.scale = (REAL)1 / (REAL)p.m;
+        p.batch = b;
         if (job->u->kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
         const int64_t *perm = job->d->perm + b * job->d->mini_batch_size;
         const cbp_phase at = cbp_phase_at(p.net, 1, ph, job->d->mini_batch_size, &p.cuts);
@@ -363,6 +408,7 @@ static size_t NET(epoch_alone)(NET(epoch_job) *job)
         if (NET(poll)(job)) return b;
         p.m = NET(batch_rows)(job, b);
         p.scale = (REAL)1 / (REAL)p.m;
+        p.batch = b;
         if (job->u->kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
         NET(run_pass)(&p, 1, job->d, job->d->perm + b * job->d->mini_batch_size);
     }
@@ -375,9 +421,11 @@ static cbp_epoch_result NET(epoch)(const cbp_net *net, const cbp_epoch_data *d,
 {
     NET(epoch_job) job = {.d = d, .u = u, .poll = poll, .poll_arg = poll_arg, .caller = caller,
                           .polled = d->poll_seconds > 0 ? cbp_now() : -1};
-    NET(pass_init)(&job.pass, net, CBP_PASS_STEP, NET(ws)(net, 1, 0), NET(ws)(net, 3, 0),
+    NET(pass_init)(&job.pass, net, CBP_PASS_STEP, NET(ws)(net, CBP_WS_A, 0), NET(ws)(net, CBP_WS_Y, 0),
                    d->mini_batch_size, 0);
     NET(rules)(&job.pass, u, u->t + 1);
+    job.pass.dropout = net->dropout != NULL;
+    job.pass.round = u->round;
     job.n_batches = d->n / d->mini_batch_size + (d->n % d->mini_batch_size != 0);
     const int T = cbp_epoch_threads(net, d->mini_batch_size);
     cbp_epoch_result res = {.batches = 0, .threads = 1};

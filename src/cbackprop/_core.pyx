@@ -15,7 +15,7 @@ import weakref
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from cpython.exc cimport PyErr_CheckSignals
 
 from ._common import check_int
@@ -39,6 +39,7 @@ cdef extern from "cbackprop.h" nogil:
         double beta2
         double eps
         double t
+        uint64_t round
     ctypedef struct cbp_net:
         int dtype
         int isa
@@ -52,6 +53,8 @@ cdef extern from "cbackprop.h" nogil:
         void *work
         size_t m_cap
         int n_threads
+        const double *dropout
+        uint64_t seed
     ctypedef int (*cbp_poll_fn)(void *arg) noexcept
     ctypedef struct cbp_epoch_data:
         const void *x
@@ -65,6 +68,15 @@ cdef extern from "cbackprop.h" nogil:
         size_t batches
         int threads
 
+    enum:
+        CBP_WS_A
+        CBP_WS_Z
+        CBP_WS_DELTA
+        CBP_WS_KEEP
+        CBP_WS_DROPPED
+    uint32_t cbp_dropout_bits(uint64_t seed, uint64_t round, uint64_t batch, uint64_t layer,
+                              uint64_t row, uint64_t unit)
+    void cbp_philox4x32(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2])
     int cbp_isa_supported(int isa)
     int cbp_isa_best()
     size_t cbp_n_params(const size_t *sizes, size_t n_layers)
@@ -142,6 +154,24 @@ def fma_loop(dtype, kernels, size_t iters):
 
 cdef inline void *_data(cnp.ndarray a) noexcept:
     return cnp.PyArray_DATA(a)
+
+
+def philox4x32(ctr, key):
+    """Philox4x32-10 of the counter (4 words) under the key (2 words): 4 words (for tests)."""
+    cdef uint32_t c[4]
+    cdef uint32_t k[2]
+    cdef uint32_t out[4]
+    for i in range(4):
+        c[i] = ctr[i]
+    k[0], k[1] = key[0], key[1]
+    cbp_philox4x32(out, c, k)
+    return [out[0], out[1], out[2], out[3]]
+
+
+def dropout_bits(uint64_t seed, uint64_t round, uint64_t batch, uint64_t layer, uint64_t row,
+                 uint64_t unit):
+    """The 32 random bits that decide whether a unit is dropped (cbp_dropout_bits)."""
+    return cbp_dropout_bits(seed, round, batch, layer, row, unit)
 
 
 def all_finite(cnp.ndarray arr):
@@ -227,14 +257,18 @@ cdef class Engine:
     cdef public double poll_seconds   # the epoch checks for Ctrl-C at most this often
     cdef object _sizes_arr            # [L+1] size_t copy of sizes for C
     cdef object _act_arr              # [L+1] C int activation codes (index 0 unused)
+    cdef readonly object dropout      # [L+1] float64 dropout rates (None: no dropout)
+    cdef public uint64_t dropout_round  # the next training call's dropout round
     cdef object _pending              # an exception raised in the epoch's poll
     cdef size_t n_params, elem        # parameters; bytes per element
     cdef int type_num                 # NumPy's number of the dtype
     cdef Py_ssize_t n_in, n_out
     cdef double eta_min, eta_max      # normal range of eta in the engine dtype
 
-    def __cinit__(self, sizes, dtype, act=None, int cost=0):
-        """act: the CBP_ACT_* code of layers 1..L (default sigmoid); cost: CBP_COST_*."""
+    def __cinit__(self, sizes, dtype, act=None, int cost=0, dropout=None, uint64_t seed=0):
+        """act: the CBP_ACT_* code of layers 1..L (default sigmoid); cost: CBP_COST_*;
+        dropout: None or the rate of each layer [0, p_1, ..., p_{L-1}, 0] (hidden layers);
+        seed: the dropout masks' key."""
         self.dtype = np.dtype(dtype)
         self.elem = self.dtype.itemsize
         self.type_num = self.dtype.num
@@ -247,6 +281,13 @@ cdef class Engine:
         self.net.sizes = <const size_t *>_data(self._sizes_arr)
         self.net.act = <const int *>_data(self._act_arr)
         self.net.cost = cost
+        self.dropout = None
+        self.net.dropout = NULL
+        if dropout is not None:
+            self.dropout = np.array(dropout, dtype=np.float64)
+            self.net.dropout = <const double *>_data(self.dropout)
+        self.net.seed = seed
+        self.dropout_round = 0
         self.n_params = cbp_n_params(self.net.sizes, L)
         self.params = _aligned_zeros(self.n_params, self.dtype)
         self.grads = _aligned_zeros(self.n_params, self.dtype)
@@ -342,6 +383,7 @@ cdef class Engine:
         u.eta, u.decay, u.mu = eta, decay, mu
         u.beta1 = u.beta2 = u.eps = 0
         u.t = self.adam_steps
+        u.round = self.dropout_round
         if opt is None:
             u.kind = CBP_OPT_MOMENTUM if mu != 0 else CBP_OPT_SGD
         else:
@@ -364,14 +406,24 @@ cdef class Engine:
         s = self.sizes
         zs, as_, ds = [], [], []
         for l in range(len(s)):
-            o = cbp_workspace_offset(&self.net, 1, l)
-            as_.append(self.work[o:o + m * s[l]].reshape(m, s[l]))
+            as_.append(self._block(CBP_WS_A, l, m))
             if l:
-                o = cbp_workspace_offset(&self.net, 0, l)
-                zs.append(self.work[o:o + m * s[l]].reshape(m, s[l]))
-                o = cbp_workspace_offset(&self.net, 2, l)
-                ds.append(self.work[o:o + m * s[l]].reshape(m, s[l]))
+                zs.append(self._block(CBP_WS_Z, l, m))
+                ds.append(self._block(CBP_WS_DELTA, l, m))
         return zs, as_, ds
+
+    def _block(self, int which, Py_ssize_t l, Py_ssize_t m):
+        cdef size_t o = cbp_workspace_offset(&self.net, which, l)
+        n = self.sizes[l]
+        return self.work[o:o + m * n].reshape(m, n)
+
+    def dropout_keep(self, Py_ssize_t m):
+        """keep^l of the last training step's first m rows, l = 1..L-1 (None where layer l
+        has no dropout): 0 for a dropped unit, 1 / (1 - p_l) for a kept one."""
+        if self.dropout is None:
+            return [None] * (len(self.sizes) - 2)
+        return [self._block(CBP_WS_KEEP, l, m) if self.dropout[l] > 0 else None
+                for l in range(1, len(self.sizes) - 1)]
 
     # ---- the C calls (arrays validated by the caller) ---------------------------------------
     def predict(self, cnp.ndarray x):
@@ -436,6 +488,7 @@ cdef class Engine:
             cbp_net_step(&self.net, px, py, m, &u)
         if u.kind == CBP_OPT_ADAM:
             self.adam_steps += 1
+        self.dropout_round += 1
 
     cdef bint _fits(self, object a, Py_ssize_t cols):
         """a is a C-contiguous, aligned 2-D ndarray of the engine dtype with cols columns,
@@ -502,6 +555,7 @@ cdef class Engine:
         self.last_epoch_batches = r.batches
         if u.kind == CBP_OPT_ADAM:
             self.adam_steps += r.batches
+        self.dropout_round += 1
         if self._pending is not None:
             exc, self._pending = self._pending, None
             raise exc
