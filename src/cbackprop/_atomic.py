@@ -86,10 +86,18 @@ def _target(path):
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a file to write", path)
     if not stat.S_ISREG(st.st_mode):
-        kind = next((what for test, what in _KINDS if test(st.st_mode)), "not a regular file")
-        raise shutil.SpecialFileError(f"{path!r} is {kind}; only a regular file is written (or "
-                                      f"replaced) there")
+        raise shutil.SpecialFileError(f"{path!r} is {file_kind(st.st_mode)}; only a regular file is "
+                                      f"written (or replaced) there")
     return target, stat.S_IMODE(st.st_mode)
+
+
+def file_kind(mode):
+    """What st_mode describes: "a regular file", "a directory", "a FIFO (named pipe)" ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
 
 
 def _cut(name):
