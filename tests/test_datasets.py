@@ -338,13 +338,14 @@ def _bad_pickles():
         ((tr, va, (te[0], te[1] + 10)), r"test_y must lie in \[0, 10\)"),
         (((tr[0], tr[1].astype(np.float64)), va, te), "train_y must hold integer class labels"),
         (((tr[0][:, :700], tr[1]), va, te), r"train_x must have shape \(n, 784\)"),
-        (((np.ones((1, 784), dtype=object), tr[1][:1]), va, te), "train_x must be uint8 pixels .* or floats"),
+        (((np.ones((1, 784), dtype=object), tr[1][:1]), va, te), "refusing dtype object"),
+        (((tr[0].astype(np.int16), tr[1]), va, te), "train_x must be uint8 pixels .* or floats"),
         (((tr[0], tr[1][:-1]), va, te), r"train_y must have shape \(20,\)"),
         (((np.full((1, 784), np.nan, np.float32), tr[1][:1]), va, te), "train_x must hold only finite values"),
     ]
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(12))
 def test_book_pickle_rejects_bad_content(tmp_path, index):
     obj, needle = _bad_pickles()[index]
     path = write_pickle(tmp_path / "bad.pkl.gz", obj, 4)
@@ -356,10 +357,11 @@ def test_book_pickle_rejects_bad_content(tmp_path, index):
 def test_book_pickle_refuses_arrays_that_are_not_what_they_seem(tmp_path):
     obj, _ = book_pickle_data()
     strided = write_pickle(tmp_path / "strided.pkl.gz", ((Strided(), obj[0][1]), obj[1], obj[2]), 4)
-    with pytest.raises(ValueError, match=r"train_x is not a contiguous array \(strides \(0, 0\)"):
+    # numpy pickles arrays through _reconstruct or _frombuffer, never by calling ndarray
+    with pytest.raises(ValueError, match=r"strided\.pkl\.gz: refusing to call numpy\.ndarray"):
         datasets.load_mnist(strided)
     huge = write_pickle(tmp_path / "huge.pkl.gz", ((Huge(), obj[0][1]), obj[1], obj[2]), 4)
-    with pytest.raises(ValueError, match="huge.pkl.gz: not enough memory to unpickle it"):
+    with pytest.raises(ValueError, match=r"huge\.pkl\.gz: refusing to call numpy\.ndarray"):
         datasets.load_mnist(huge)
 
 
@@ -648,3 +650,76 @@ def test_fetch_mnist_from_a_file_url(tmp_path):
     assert val is None
     assert_part(train, x, y)
     assert_part(test, xt, yt)
+
+
+# ---- limits: max_images, what is not a regular file, values as given -----------------------------
+def test_max_images_is_checked_from_the_headers(tmp_path):
+    x, y, xt, yt = make_u8()                                       # 40 + 15 images
+    d = write_idx_dir(tmp_path / "idx", idx_contents(x, y, xt, yt), gz=True)
+    assert datasets.load_mnist(d, max_images=55)[0][0].shape == (40, 784)
+    with pytest.raises(ValueError, match=r"the headers declare 55 images, more than this loader accepts "
+                                         r"\(max_images=54 in all\)"):
+        datasets.load_mnist(d, max_images=54)
+    with pytest.raises(ValueError, match=rf"{TRAIN_IMAGES}\.gz: the header declares 40 images, more than"):
+        datasets.load_mnist(d, max_images=39)
+    npz = tmp_path / "m.npz"
+    np.savez_compressed(npz, train_x=x, train_y=y, test_x=xt, test_y=yt)
+    with pytest.raises(ValueError, match=r"m\.npz: the file declares 55 images in all, more than this loader"):
+        datasets.load_npz(npz, max_images=54)
+    assert datasets.load_npz(npz, max_images=55)[1][0].shape == (15, 784)
+    pkl = write_pickle(tmp_path / "m.pkl.gz", book_pickle_data()[0], 4)   # 20 + 10 + 12
+    with pytest.raises(ValueError, match=r"m\.pkl\.gz: the pickle holds 42 images in all"):
+        datasets.load_mnist(pkl, max_images=41)
+    for bad in (-1, 1.5, "9", True, None):
+        with pytest.raises(ValueError, match="max_images must be an integer >= 0"):
+            datasets.load_mnist(d, max_images=bad)
+    assert datasets.MAX_IMAGES == 100_000 and "MAX_IMAGES" in datasets.__all__
+
+
+def test_a_label_file_is_read_before_the_images(tmp_path, monkeypatch):
+    """A refused label file costs no image data: the labels are read (and checked) first."""
+    x, y, xt, yt = make_u8()
+    bad = yt.copy()
+    bad[0] = 11
+    contents = idx_contents(x, y, xt, bad)
+    d = write_idx_dir(tmp_path / "idx", contents)
+    read = []
+    real = datasets._idx_data
+    monkeypatch.setattr(datasets, "_idx_data", lambda header: read.append(os.path.basename(header.path))
+                        or real(header))
+    with pytest.raises(ValueError, match="labels must lie in 0..9, got 11 at item 0"):
+        datasets.load_mnist(d)
+    assert read == [TRAIN_LABELS, TEST_LABELS]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "data.npz"
+    os.mkfifo(fifo)
+    for load in (datasets.load_mnist, datasets.load_npz):
+        with pytest.raises(ValueError, match=r"data\.npz: it is a FIFO \(named pipe\), not a regular file"):
+            load(fifo)
+
+
+def test_float_images_beyond_float32_are_reported_as_given(tmp_path):
+    x, y, xt, yt = make_u8()
+    images = np.zeros((40, 784), dtype=np.longdouble)
+    images[2, 5] = np.longdouble("1e4000")
+    path = tmp_path / "ld.npz"
+    np.savez(path, train_x=images, train_y=y, test_x=xt, test_y=yt)
+    with pytest.raises(ValueError, match=r"ld\.npz: train_x must hold only finite values, got 1e\+4000 at "
+                                         r"index \(2, 5\)"):
+        datasets.load_npz(path)
+
+
+def test_fetch_mnist_refuses_a_download_bigger_than_max_images_allows(tmp_path):
+    x, y, xt, yt = make_u8()
+    contents = idx_contents(x, y, xt, yt)
+    mirror = write_idx_dir(tmp_path / "mirror", contents, gz=True)
+    checksums = {name: hashlib.md5(data).hexdigest() for name, data in contents.items()}
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=rf"{TRAIN_IMAGES}\.gz downloaded from .* holds more than 7856 bytes, "
+                                         r"more than an IDX file of max_images images; not an MNIST file; "
+                                         r"it was not saved"):
+        datasets.fetch_mnist(cache, mirror.as_uri(), checksums=checksums, max_images=10)
+    assert cache_listing(cache) == []

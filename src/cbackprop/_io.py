@@ -3,7 +3,7 @@
 * ``.npz``, this project's own: the configuration (sizes, activations, cost, dtype) and the
   parameters bit for bit in the network's dtype, with a SHA-256 checksum over both, so that
   silent corruption is detected on load.  Plain arrays only: nothing is pickled when writing
-  and the loader uses ``allow_pickle=False`` and refuses object arrays before reading them.
+  and the loader refuses object arrays before reading them.
 * JSON in the layout of ``Network.save`` in Michael Nielsen's ``network2.py``, to exchange
   sigmoid networks with that code: values as float64 (``repr`` floats, so they round-trip).
 
@@ -15,16 +15,16 @@ a file the loaders cannot accept raises ValueError naming the file, the rule and
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
 import os
-import struct
-import zipfile
-import zlib
 
 import numpy as np
 
+from . import _npz
 from ._atomic import atomic_path
 from ._common import (COSTS, _finite_or_raise, _short, as_parameter_list, check_activations,
                       check_cost, check_dtype, check_sizes)
@@ -36,21 +36,22 @@ SUPPORTED_VERSIONS = (1,)       # what load_npz reads
 NETWORK2_COSTS = {"quadratic": "QuadraticCost", "cross-entropy": "CrossEntropyCost"}
 _NETWORK2_KEYS = ("sizes", "weights", "biases", "cost")
 _CONFIG_MEMBERS = ("format", "version", "sizes", "activations", "cost", "dtype", "checksum")
-
-# What reading a damaged archive can raise, from zipfile, zlib and numpy.lib.format: a
-# truncated or corrupt file (EOF, bad CRC, bad headers, absurd offsets -> OSError, struct.error,
-# OverflowError), flipped flag bits (encryption -> RuntimeError, unknown compression or zip
-# version -> NotImplementedError), a damaged directory (KeyError).
-_UNREADABLE = (zipfile.BadZipFile, zlib.error, struct.error, EOFError, OSError, ValueError,
-               KeyError, NotImplementedError, RuntimeError, OverflowError)
+# The longest string each text member may declare, in characters ("sha256:" and 64 hex
+# digits is 71; the longest name is 14).  activations' entries have the limit of "name".
+_MAX_CHARS = {"format": 64, "cost": 64, "dtype": 64, "checksum": 128, "name": 64}
+_Invalid = _npz.Invalid
 
 
-class _Invalid(ValueError):
-    """A loader's complaint about the file's contents; the public function adds the path."""
+def _as_given(value, limit=60):
+    """str(value), shortened: a NumPy scalar as it prints (np.longdouble 1e4000 as 1e+4000, not as
+    the inf that formatting it as a Python float gives)."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _names(items):
-    return ", ".join(repr(x) for x in items)
+def _names(items, limit=200):
+    """'a', 'b', ... (shortened to about limit characters)."""
+    return _as_given(", ".join(repr(x) for x in items), limit)
 
 
 # ---- validation shared by saving and loading ------------------------------------------------
@@ -69,17 +70,22 @@ def _shapes(sizes):
     return ([(n, n_prev) for n_prev, n in zip(sizes[:-1], sizes[1:])], [(n,) for n in sizes[1:]])
 
 
+def _config_hash(sizes, activations, cost, dtype):
+    """SHA-256 over the configuration as compact, key-sorted JSON: what checksum() starts with."""
+    config = {"format": FORMAT, "version": VERSION, "sizes": [int(n) for n in sizes],
+              "activations": [str(a) for a in activations], "cost": str(cost), "dtype": dtype.name}
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+
+
 def checksum(*, sizes, activations, cost, dtype, weights, biases):
     """``"sha256:<hex>"`` over the configuration (as compact, key-sorted JSON) followed by
     every weight then every bias array as little-endian bytes in C order.  The arrays'
     shapes follow from sizes, so the byte stream determines the network."""
     dtype = np.dtype(dtype)
-    config = {"format": FORMAT, "version": VERSION, "sizes": [int(n) for n in sizes],
-              "activations": [str(a) for a in activations], "cost": str(cost), "dtype": dtype.name}
-    h = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    h = _config_hash(sizes, activations, cost, dtype)
     little = dtype.newbyteorder("<")
     for arr in [*weights, *biases]:
-        h.update(np.ascontiguousarray(arr, dtype=little).tobytes())
+        h.update(np.ascontiguousarray(arr, dtype=little))
     return "sha256:" + h.hexdigest()
 
 
@@ -118,203 +124,291 @@ def save_npz(path, *, sizes, activations, cost, dtype, weights, biases):
         np.savez(f, **members)
 
 
-def load_npz(path):
+def load_npz(path, *, into=None):
     """Read a network written by :func:`save_npz`.
 
     Returns a dict with sizes (tuple of int), activations (tuple of str), cost (str), dtype
-    (np.dtype), weights and biases (lists of new C-contiguous arrays of dtype).  Opens with
-    ``allow_pickle=False``; raises ValueError naming path for a file that is not a readable
-    .npz archive (empty, truncated, corrupt), is not a cbackprop network, has an unsupported
-    version, misses or has unexpected members, has members of the wrong kind or shape,
-    unknown names, softmax before the last layer, a cost that does not fit the output
-    activation, a checksum that does not match or non-finite parameters.  A missing file
-    raises FileNotFoundError.
+    (np.dtype), weights and biases (lists of new C-contiguous arrays of dtype).
+
+    Raises ValueError naming path for a file that is not a readable .npz archive (empty,
+    truncated, corrupt), is not a cbackprop network, has an unsupported version, misses or
+    has unexpected members, has members of the wrong kind or shape, unknown names, softmax
+    before the last layer, a cost that does not fit the output activation, a checksum that
+    does not match or non-finite parameters.  A missing file raises FileNotFoundError.
+
+    Limits, checked before anything the file declares is allocated: the archive's members
+    are stored or deflated (what np.savez and np.savez_compressed write), their compressed
+    sizes add up to no more than the file, each member's .npy header is at most 10,000
+    bytes and its data exactly what the header declares; ``format``, ``cost`` and ``dtype``
+    are strings of at most 64 characters, ``checksum`` of at most 128, ``sizes`` and
+    ``activations`` have at most as many entries as the archive has members, activation
+    names at most 64 characters; every parameter has exactly the shape sizes implies, in C
+    order.  The parameters are then read twice, in chunks: once through the checksum and
+    the finiteness check (nothing is allocated for them), and only if the file passes, into
+    the arrays returned.  So refusing a file takes memory in proportion to its member
+    directory, never to what it declares, and loading a valid one takes its parameters'
+    size and a chunk of 1 MiB.
+
+    into, if given, is called with the checked configuration (a dict of sizes, activations,
+    cost and dtype) once the whole file has passed, and returns (weights, biases): lists of
+    writable C-contiguous float arrays of the shapes sizes implies (their dtype may differ
+    from the file's), which the parameters are read into and which the result holds.  A
+    value that becomes non-finite in that dtype raises ValueError naming it.
     """
     p = os.fspath(path)
-    with open(p, "rb") as f:
-        try:
-            return _read_npz(f)
-        except _Invalid as exc:
-            raise ValueError(f"{p!r}: {exc}") from None
-        except _UNREADABLE as exc:
-            raise ValueError(f"{p!r} is not a readable .npz archive (truncated or corrupt?): "
-                             f"{type(exc).__name__}: {exc}") from exc
+    with _regular(p) as f:
+        with _refusing(p):
+            archive = _archive(f)
+            config, headers = _verified(archive)
+        with archive:
+            L = len(headers) // 2
+            if into is None:
+                dest = ([np.empty(h.shape, dtype=config["dtype"]) for _, h in headers[:L]],
+                        [np.empty(h.shape, dtype=config["dtype"]) for _, h in headers[L:]])
+            else:
+                dest = _destinations(into(dict(config)), config["sizes"])
+            with _refusing(p):
+                for (key, header), out in zip(headers, dest[0] + dest[1]):
+                    _fill(archive, key, header, out)
+    return dict(config, weights=dest[0], biases=dest[1])
 
 
-def _read_npz(f):
+def _regular(p):
+    """p opened for binary reading if it is a regular file (FileNotFoundError if missing)."""
+    try:
+        return _npz.open_regular(p)
+    except _Invalid as exc:
+        raise ValueError(f"{p!r}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _refusing(p):
+    """What reading the archive raises, as ValueError naming the file p."""
+    try:
+        yield
+    except _Invalid as exc:
+        raise ValueError(f"{p!r}: {exc}") from None
+    except _npz.UNREADABLE as exc:
+        raise ValueError(f"{p!r} is not a readable .npz archive (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {_as_given(exc, 200)}") from exc
+
+
+def _archive(f):
     head = f.read(4)
     if not head:
         raise _Invalid("not a readable .npz archive: the file is empty")
-    if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip's first member, or an empty zip
+    if not _npz.is_zip(head):
         raise _Invalid(f"not a readable .npz archive: it starts with {head!r}, not with a zip header")
     f.seek(0)
-    with np.load(f, allow_pickle=False) as npz:
-        keys = _member_keys(npz)
-        if "format" not in keys and "sizes" in keys and all(
-                k == "sizes" or k.startswith(("weights_", "biases_")) for k in keys):
-            return _read_legacy(npz, keys)
-        if "format" not in keys:
-            raise _Invalid(f"not a cbackprop network file: it has no 'format' member "
-                           f"(members: {_names(sorted(keys))})")
-        fmt = _text(npz, "format")
-        if fmt != FORMAT:
-            raise _Invalid(f"not a cbackprop network file: format is {fmt!r}, expected {FORMAT!r}")
-        if "version" not in keys:
-            raise _Invalid("missing member 'version'")
-        version = _integer(npz, "version")
-        if version not in SUPPORTED_VERSIONS:
-            supported = f"supported versions: {', '.join(map(str, SUPPORTED_VERSIONS))}"
-            if version > max(SUPPORTED_VERSIONS):
-                raise _Invalid(f"file format version {version} is newer than this cbackprop supports "
-                               f"({supported}); a newer cbackprop is needed to load it")
-            raise _Invalid(f"file format version {version} is not supported ({supported})")
-        missing = [k for k in _CONFIG_MEMBERS if k not in keys]
-        if missing:
-            raise _Invalid(f"missing member(s) {_names(missing)} (a version {version} file has "
-                           f"{_names(_CONFIG_MEMBERS)}, weights_<i> and biases_<i>)")
-
-        sizes = _sizes_member(npz)
-        activations = _member(npz, "activations")
-        if activations.dtype.kind != "U" or activations.ndim != 1:
-            raise _Invalid(f"activations must be a 1-D unicode array, got dtype {activations.dtype} "
-                           f"and shape {activations.shape}")
-        cost, dtype_name, recorded = _text(npz, "cost"), _text(npz, "dtype"), _text(npz, "checksum")
-        try:
-            sizes, activations, cost = _check_config(sizes.tolist(), activations.tolist(), cost)
-        except (TypeError, ValueError) as exc:
-            raise _Invalid(str(exc)) from None
-        if dtype_name not in ("float32", "float64"):
-            raise _Invalid(f"dtype must be 'float32' or 'float64', got {dtype_name!r}")
-        dtype = np.dtype(dtype_name)
-
-        L = len(sizes) - 1
-        params = _parameter_names(L)
-        missing = [k for k in params if k not in keys]
-        if missing:
-            raise _Invalid(f"missing member(s) {_names(missing)} (sizes {list(sizes)} has {L} layers)")
-        extra = sorted(keys - set(params) - set(_CONFIG_MEMBERS))
-        if extra:
-            raise _Invalid(f"unexpected member(s) {_names(extra)} (sizes {list(sizes)} has {L} layers)")
-        weights, biases = _parameters(npz, sizes, dtype)
-
-    actual = checksum(sizes=sizes, activations=activations, cost=cost, dtype=dtype,
-                      weights=weights, biases=biases)
-    if recorded != actual:
-        raise _Invalid(f"checksum mismatch: the file records {recorded!r} but its contents hash to "
-                       f"{actual!r}; the file is corrupt or was modified")
-    return _network(sizes, activations, cost, dtype, weights, biases)
+    return _npz.Archive(f, os.fstat(f.fileno()).st_size)
 
 
-def _read_legacy(npz, keys):
+def _verified(archive):
+    """(configuration, [(key, Header)] of weights_<i> then biases_<i>) once every rule is
+    met: members, their headers, and the parameters streamed through the finiteness check
+    and (versioned files) the checksum."""
+    keys = archive.keys
+    legacy = "format" not in keys and "sizes" in keys and all(
+        k == "sizes" or k.startswith(("weights_", "biases_")) for k in keys)
+    config, recorded = _legacy_config(archive) if legacy else _versioned_config(archive)
+    headers = _parameter_headers(archive, config)
+    actual = _stream_check(archive, config, headers, hashing=not legacy)
+    if not legacy and recorded != actual:
+        raise _Invalid(f"checksum mismatch: the file records {_short(recorded, 80)} but its contents "
+                       f"hash to {actual!r}; the file is corrupt or was modified")
+    return config, headers
+
+
+def _versioned_config(archive):
+    keys = archive.keys
+    if "format" not in keys:
+        raise _Invalid(f"not a cbackprop network file: it has no 'format' member "
+                       f"(members: {_names(sorted(keys))})")
+    fmt = _text(archive, "format")
+    if fmt != FORMAT:
+        raise _Invalid(f"not a cbackprop network file: format is {_short(fmt)}, expected {FORMAT!r}")
+    if "version" not in keys:
+        raise _Invalid("missing member 'version'")
+    version = _integer(archive, "version")
+    if version not in SUPPORTED_VERSIONS:
+        supported = f"supported versions: {', '.join(map(str, SUPPORTED_VERSIONS))}"
+        if version > max(SUPPORTED_VERSIONS):
+            raise _Invalid(f"file format version {version} is newer than this cbackprop supports "
+                           f"({supported}); a newer cbackprop is needed to load it")
+        raise _Invalid(f"file format version {version} is not supported ({supported})")
+    missing = [k for k in _CONFIG_MEMBERS if k not in keys]
+    if missing:
+        raise _Invalid(f"missing member(s) {_names(missing)} (a version {version} file has "
+                       f"{_names(_CONFIG_MEMBERS)}, weights_<i> and biases_<i>)")
+    sizes = _sizes_member(archive)
+    activations = _vector(archive, "activations", "U", "a 1-D unicode array")
+    cost, dtype_name, recorded = _text(archive, "cost"), _text(archive, "dtype"), _text(archive, "checksum")
+    try:
+        sizes, activations, cost = _check_config(sizes.tolist(), activations.tolist(), cost)
+    except (TypeError, ValueError) as exc:
+        raise _Invalid(str(exc)) from None
+    if dtype_name not in ("float32", "float64"):
+        raise _Invalid(f"dtype must be 'float32' or 'float64', got {dtype_name!r}")
+    _members_match(keys, sizes, set(_CONFIG_MEMBERS))
+    return _config(sizes, activations, cost, np.dtype(dtype_name)), recorded
+
+
+def _legacy_config(archive):
     """A file from `cbackprop train --save` before the versioned format (call it version 0):
     only sizes, weights_<i> and biases_<i>, of sigmoid layers trained with the quadratic cost
     (the only kind there was), in the dtype of its arrays, without a checksum."""
-    sizes = _sizes_member(npz)
+    sizes = _sizes_member(archive)
     try:
         sizes, activations, cost = _check_config(sizes.tolist(), "sigmoid", "quadratic")
     except (TypeError, ValueError) as exc:
         raise _Invalid(str(exc)) from None
     L = len(sizes) - 1
     params = _parameter_names(L)
-    missing = [k for k in params if k not in keys]
-    extra = sorted(keys - set(params) - {"sizes"})
+    missing = [k for k in params if k not in archive.keys]
+    extra = sorted(archive.keys - set(params) - {"sizes"})
     if missing or extra:
         raise _Invalid(f"an unversioned network file (sizes, weights_<i>, biases_<i>) with "
                        f"{'missing member(s) ' + _names(missing) if missing else ''}"
                        f"{' and ' if missing and extra else ''}"
-                       f"{'unexpected member(s) ' + _names(extra) if extra else ''} (sizes {list(sizes)})")
-    dtype = _member(npz, "weights_0").dtype
+                       f"{'unexpected member(s) ' + _names(extra) if extra else ''} "
+                       f"(sizes {_short(list(sizes), 200)})")
+    stored = archive.header("weights_0").dtype
+    dtype = stored.newbyteorder("=")
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise _Invalid(f"weights_0 must be float32 or float64, got {dtype}")
-    weights, biases = _parameters(npz, sizes, dtype)
-    return _network(sizes, activations, cost, dtype, weights, biases)
+        raise _Invalid(f"weights_0 must be float32 or float64, got {stored}")
+    return _config(sizes, activations, cost, dtype), None
+
+
+def _config(sizes, activations, cost, dtype):
+    return {"sizes": sizes, "activations": activations, "cost": cost, "dtype": dtype}
+
+
+def _members_match(keys, sizes, config_members):
+    L = len(sizes) - 1
+    params = _parameter_names(L)
+    missing = [k for k in params if k not in keys]
+    described = f"sizes {_short(list(sizes), 200)} has {L} layers"
+    if missing:
+        raise _Invalid(f"missing member(s) {_names(missing)} ({described})")
+    extra = sorted(keys - set(params) - config_members)
+    if extra:
+        raise _Invalid(f"unexpected member(s) {_names(extra)} ({described})")
 
 
 # ---- pieces of both .npz readers -----------------------------------------------------------
-def _sizes_member(npz):
-    sizes = _member(npz, "sizes")
-    if sizes.dtype.kind not in "iu" or sizes.ndim != 1:
-        raise _Invalid(f"sizes must be a 1-D integer array, got dtype {sizes.dtype} and shape {sizes.shape}")
-    return sizes
-
-
 def _parameter_names(L):
     """The members of an L-layer network's parameters: weights_<i>, then biases_<i>."""
     return [f"weights_{i}" for i in range(L)] + [f"biases_{i}" for i in range(L)]
 
 
-def _parameters(npz, sizes, dtype):
-    """([w^1, ..., w^L], [b^1, ..., b^L]) read from the members, shapes checked."""
+def _small(archive, key, kinds, ndim, what):
+    """A configuration member after checking its header: dtype kind in kinds, ndim
+    dimensions, and no more than its limit (characters per string, entries per vector: at
+    most one per member of the archive)."""
+    header = archive.header(key)
+    dt, shape = header.dtype, header.shape
+    if dt.kind not in kinds or len(shape) != ndim:
+        raise _Invalid(f"{key} must be {what}, got dtype {dt} and shape {shape}")
+    if ndim == 1 and shape[0] > len(archive.keys):
+        raise _Invalid(f"{key} declares {shape[0]} entries, more than the archive's {len(archive.keys)} "
+                       f"members allow (two per layer)")
+    limit = _MAX_CHARS.get(key if ndim == 0 else "name")
+    if dt.kind == "U" and dt.itemsize // 4 > limit:
+        raise _Invalid(f"{key} must hold strings of at most {limit} characters, got dtype {dt}")
+    return archive.read(key, header)
+
+
+def _text(archive, key):
+    return str(_small(archive, key, "U", 0, "a 0-d unicode string")[()])
+
+
+def _integer(archive, key):
+    return int(_small(archive, key, "iu", 0, "a 0-d integer")[()])
+
+
+def _vector(archive, key, kinds, what):
+    return _small(archive, key, kinds, 1, what)
+
+
+def _sizes_member(archive):
+    return _vector(archive, "sizes", "iu", "a 1-D integer array")
+
+
+def _parameter_headers(archive, config):
+    """[(key, Header)] of weights_<i> then biases_<i>, each of the shape sizes implies, in
+    the file's float dtype, in C order."""
+    sizes, dtype = config["sizes"], config["dtype"]
     w_shapes, b_shapes = _shapes(sizes)
-    weights = [_parameter(npz, f"weights_{i}", sh, dtype, sizes) for i, sh in enumerate(w_shapes)]
-    biases = [_parameter(npz, f"biases_{i}", sh, dtype, sizes) for i, sh in enumerate(b_shapes)]
+    out = []
+    for key, shape in zip(_parameter_names(len(sizes) - 1), w_shapes + b_shapes):
+        header = archive.header(key)
+        if header.shape != shape:
+            raise _Invalid(f"{key} must have shape {shape} to match sizes {_short(list(sizes), 200)}, "
+                           f"got shape {header.shape}")
+        if header.dtype.kind != "f" or header.dtype.itemsize != dtype.itemsize:
+            raise _Invalid(f"{key} must hold {dtype} values (the file's dtype), got dtype {header.dtype}")
+        if header.fortran_order and sum(d > 1 for d in shape) > 1:
+            raise _Invalid(f"{key} is stored in Fortran order; cbackprop reads parameters in C order "
+                           f"(as np.save writes a C-contiguous array)")
+        out.append((key, header))
+    return out
+
+
+def _stream_check(archive, config, headers, hashing):
+    """The checksum of the file's configuration and parameters (None unless hashing), after
+    checking every parameter is finite; the parameters pass in chunks, nothing is kept."""
+    dtype = config["dtype"]
+    little = dtype.newbyteorder("<")
+    h = _config_hash(config["sizes"], config["activations"], config["cost"], dtype) if hashing else None
+    for key, header in headers:
+        done = 0
+        for part in archive.chunks(key, header):
+            _finite_part(part, done, key, header.shape, dtype)
+            if h is not None:
+                h.update(part.astype(little, copy=False))
+            done += part.size
+    return None if h is None else "sha256:" + h.hexdigest()
+
+
+def _finite_part(part, done, key, shape, dtype, source=None):
+    """_Invalid naming the first non-finite value of part, the chunk of key's values from
+    flat index done on; source is what is reported (the value as the file holds it)."""
+    if not np.isfinite(part).all():
+        i = int(np.flatnonzero(~np.isfinite(part))[0])
+        where = tuple(int(j) for j in np.unravel_index(done + i, shape))
+        value = (part if source is None else source)[i]
+        raise _Invalid(f"{key} must hold only finite {dtype} values, got {_as_given(value)} at index {where}")
+
+
+def _fill(archive, key, header, out):
+    """Read key's values into out (C-contiguous, its own dtype), chunk by chunk."""
+    flat = out.reshape(-1)
+    done = 0
+    for part in archive.chunks(key, header):
+        with np.errstate(over="ignore"):
+            values = part.astype(out.dtype, copy=False)
+        if values.dtype.itemsize < part.dtype.itemsize:       # narrowed: may overflow
+            _finite_part(values, done, key, header.shape, out.dtype, source=part)
+        flat[done:done + part.size] = values
+        done += part.size
+
+
+def _destinations(dest, sizes):
+    """load_npz's into() result, checked: (weights, biases), writable C-contiguous float
+    arrays of the shapes sizes implies."""
+    if not isinstance(dest, (tuple, list)) or len(dest) != 2:
+        raise TypeError(f"into must return (weights, biases), got {_short(dest)}")
+    weights, biases = (list(d) for d in dest)
+    w_shapes, b_shapes = _shapes(sizes)
+    for name, arrays, shapes in (("weights", weights, w_shapes), ("biases", biases, b_shapes)):
+        if len(arrays) != len(shapes):
+            raise ValueError(f"into must return {len(shapes)} {name} arrays, got {len(arrays)}")
+        for i, (arr, shape) in enumerate(zip(arrays, shapes)):
+            if (not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype.kind != "f"
+                    or not arr.flags.c_contiguous or not arr.flags.writeable):
+                raise ValueError(f"into's {name}[{i}] must be a writable C-contiguous float array of shape "
+                                 f"{shape}, got {_short(arr)}")
     return weights, biases
-
-
-def _network(sizes, activations, cost, dtype, weights, biases):
-    """What load_npz returns, once every parameter is checked to be finite."""
-    for name, arr in zip(_parameter_names(len(sizes) - 1), weights + biases):
-        _finite_or_raise(arr, name, error=_Invalid)
-    return {"sizes": sizes, "activations": activations, "cost": cost, "dtype": dtype,
-            "weights": weights, "biases": biases}
-
-
-def _member_keys(npz):
-    """The set of member names without ".npy"; every member must be a .npy array."""
-    keys = set()
-    for zname in npz.zip.namelist():
-        if not zname.endswith(".npy"):
-            raise _Invalid(f"unexpected member {zname!r}: every member must be a .npy array")
-        keys.add(zname[:-4])
-    return keys
-
-
-def _member(npz, key, shape=None, sizes=None):
-    """npz[key], after checking the member's .npy header: no object dtype (its data would be
-    unpickled), no more data declared than the member holds, and shape (that sizes implies)
-    if given, so that a damaged header cannot make it allocate an arbitrary amount of memory."""
-    info = npz.zip.getinfo(key + ".npy")
-    with npz.zip.open(info) as m:
-        version = np.lib.format.read_magic(m)
-        if version == (1, 0):
-            declared, _, dt = np.lib.format.read_array_header_1_0(m)
-        elif version == (2, 0):
-            declared, _, dt = np.lib.format.read_array_header_2_0(m)
-        else:
-            raise _Invalid(f"member {key} uses .npy format version {version[0]}.{version[1]}, "
-                           f"which is not supported here (1.0 and 2.0 are)")
-    if dt.hasobject:
-        raise _Invalid(f"member {key} holds Python objects (dtype {dt}); loading it would unpickle "
-                       f"data, which is refused")
-    if shape is not None and declared != shape:
-        raise _Invalid(f"{key} must have shape {shape} to match sizes {list(sizes)}, got shape {declared}")
-    if math.prod(declared) * dt.itemsize > info.file_size:
-        raise _Invalid(f"member {key} declares shape {declared} of {dt}, more data than its "
-                       f"{info.file_size} bytes (truncated or corrupt?)")
-    return npz[key]
-
-
-def _text(npz, key):
-    arr = _member(npz, key)
-    if arr.dtype.kind != "U" or arr.ndim != 0:
-        raise _Invalid(f"{key} must be a 0-d unicode string, got dtype {arr.dtype} and shape {arr.shape}")
-    return str(arr[()])
-
-
-def _integer(npz, key):
-    arr = _member(npz, key)
-    if arr.dtype.kind not in "iu" or arr.ndim != 0:
-        raise _Invalid(f"{key} must be a 0-d integer, got dtype {arr.dtype} and shape {arr.shape}")
-    return int(arr[()])
-
-
-def _parameter(npz, key, shape, dtype, sizes):
-    """A weight or bias member of the shape sizes implies, stored in the file's dtype, as a
-    C-contiguous array of dtype in native byte order."""
-    arr = _member(npz, key, shape, sizes)
-    if arr.dtype.kind != "f" or arr.dtype.itemsize != dtype.itemsize:
-        raise _Invalid(f"{key} must hold {dtype} values (the file's dtype), got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 # ---- network2.py JSON -------------------------------------------------------------------------
@@ -363,9 +457,10 @@ def load_network2_json(path):
     FileNotFoundError.
     """
     p = os.fspath(path)
-    with open(p, encoding="utf-8") as f:
+    with io.TextIOWrapper(_regular(p), encoding="utf-8") as f:
         try:
-            data = json.load(f)
+            data = json.load(f, parse_int=_json_int, parse_float=_json_float)
+            return _from_network2(data)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{p!r} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
                              f"(char {exc.pos})") from None
@@ -374,10 +469,48 @@ def load_network2_json(path):
         except RecursionError:
             raise ValueError(f"{p!r} is not a network2.py network: its JSON is nested too "
                              f"deeply") from None
-    try:
-        return _from_network2(data)
-    except _Invalid as exc:
-        raise ValueError(f"{p!r}: {exc}") from None
+        except _Invalid as exc:
+            raise ValueError(f"{p!r}: {exc}") from None
+
+
+# An integer literal of more digits than this is beyond the float64 range (about 1.8e308).
+_MAX_INT_DIGITS = 309
+
+
+def _json_int(text):
+    """json's parse_int: int(text), or _Invalid for a literal too long to be a layer size or a
+    float64 value (before Python's limit on int conversion speaks, without the file's name)."""
+    digits = len(text) - text.startswith("-")
+    if digits > _MAX_INT_DIGITS:
+        raise _Invalid(f"every number must be a layer size or a finite float64 value, got an integer "
+                       f"literal of {digits} digits ({_as_given(text, 40)})")
+    return int(text)
+
+
+class _Literal(float):
+    """A JSON number beyond the float64 range: inf, but printed as the file wrote it."""
+
+    def __new__(cls, text):
+        self = super().__new__(cls, text)
+        self.text = text
+        return self
+
+    def __repr__(self):
+        return _as_given(self.text, 40)
+
+    __str__ = __repr__
+
+    def __format__(self, spec):
+        return repr(self)
+
+
+_Literal.__name__ = "float"     # what it is to the reader: "got 1e999 of type float"
+
+
+def _json_float(text):
+    """json's parse_float: float(text), kept as written (_Literal) if it overflows."""
+    value = float(text)
+    return value if math.isfinite(value) else _Literal(text)
 
 
 def _json_kind(value):
@@ -424,19 +557,29 @@ def _from_network2(data):
 def _check_numbers(values, name, suffix=""):
     """Every entry of the list values a JSON number (int or float, not true/false/null/string);
     entry j is called name[j]suffix in the message."""
-    if not {int, float}.issuperset(map(type, values)):
-        j = next(j for j, x in enumerate(values) if type(x) not in (int, float))
+    if not {int, float, _Literal}.issuperset(map(type, values)):
+        j = next(j for j, x in enumerate(values) if type(x) not in (int, float, _Literal))
         raise _Invalid(f"{name}[{j}]{suffix} must be a number, got {_json_kind(values[j])}")
 
 
 def _to_float64(values, name):
+    """values (a list, or a list of equal-length lists, of JSON numbers) as a float64 array;
+    _Invalid naming the first value that is not finite in float64, as the file wrote it."""
     try:
         arr = np.array(values, dtype=np.float64)
-    except OverflowError:  # an integer literal beyond the float64 range
-        raise _Invalid(f"{name} must hold only finite float64 values, got an integer beyond the "
-                       f"float64 range") from None
-    _finite_or_raise(arr, name, error=_Invalid)
+    except OverflowError:                       # an integer literal beyond the float64 range
+        values = [[_to_float(x) for x in row] if isinstance(row, list) else _to_float(row) for row in values]
+        arr = np.array(values, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        _finite_or_raise(arr, name, source=np.array(values, dtype=object), error=_Invalid)
     return arr
+
+
+def _to_float(x):
+    try:
+        return float(x)
+    except OverflowError:
+        return _Literal(str(x))
 
 
 def _json_matrix(value, name, shape, sizes):
