@@ -51,3 +51,9 @@ def test_slow_marker_is_registered_once():
 def test_readme_starts_with_install_and_run():
     first = readme_commands()[0]
     assert "pip install ." in first and first.endswith("cbackprop train")
+
+
+def test_ci_builds_the_docs_with_warnings_as_errors():
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    builds = [line for line in lines if line.startswith("python -m sphinx")]
+    assert len(builds) == 1 and " -W " in builds[0] and " docs " in builds[0], builds
