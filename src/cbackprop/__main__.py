@@ -564,7 +564,7 @@ def _predictions(net, X):
     return (np.argmax(proba, axis=1) if proba.shape[0] else np.zeros(0, np.intp)), proba
 
 
-def _write_predictions(path, names, labels, proba, lines):
+def _write_predictions(path, labels, proba, lines):
     import numpy as np
 
     from ._atomic import atomic_path
@@ -598,7 +598,7 @@ def predict(args):
             print(line)
         return 0
     try:
-        _write_predictions(args.output, names, labels, proba if args.proba else None, lines)
+        _write_predictions(args.output, labels, proba if args.proba else None, lines)
     except OSError as exc:
         print(f"cbackprop: error: cannot write {args.output!r}: {exc}", file=sys.stderr)
         return 1
