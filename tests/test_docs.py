@@ -1,6 +1,6 @@
 """The documentation's code runs: every ```python block of the README (each in a fresh
 interpreter) and of each page in docs/ (a page's blocks in order, in one fresh interpreter),
-and every script in examples/ at a small scale (with its figure).
+and every script in examples/ at a small scale, with its figure (marked slow).
 
 Blocks fenced as ```python are run; blocks meant to be shown only (MPI scripts, downloads)
 are fenced as ```py.  All run in a temporary directory: the files they write stay there.
@@ -60,6 +60,8 @@ def test_the_pages_with_code_are_found():
 
 
 # ---- examples, at a small scale ------------------------------------------------------------
+# Marked slow (a few seconds each, mostly starting Python with matplotlib): the README's test
+# command skips them; .ci/run runs them, and its documentation build runs them at full scale.
 def run_example(name, tmp_path, *args):
     pytest.importorskip("matplotlib")
     png = tmp_path / f"{name}.png"
@@ -68,6 +70,7 @@ def run_example(name, tmp_path, *args):
     return out
 
 
+@pytest.mark.slow
 def test_example_network_py(tmp_path):
     out = run_example("network_py", tmp_path, "--epochs", "3", "--n-train", "2000")
     epochs = re.findall(r"^Epoch (\d+): (\d+) / 2000$", out, re.M)
@@ -77,6 +80,7 @@ def test_example_network_py(tmp_path):
     assert re.search(r"^best: \d+\.\d\d % after epoch \d of 3; 2000 training images, float64", out, re.M), out
 
 
+@pytest.mark.slow
 def test_example_overfitting(tmp_path):
     out = run_example("overfitting", tmp_path, "--epochs", "30", "--n-train", "200")
     runs = re.findall(r"^lmbda (\S+): test accuracy best (\d+\.\d\d) % .* training cost (\d+\.\d+) -> (\d+\.\d+);",
@@ -86,6 +90,7 @@ def test_example_overfitting(tmp_path):
         assert float(last) < float(first), out            # the training cost falls
 
 
+@pytest.mark.slow
 def test_example_gradient_check(tmp_path):
     out = run_example("gradient_check", tmp_path, "--sizes", "784,8,10", "--m", "4",
                       "--max-per-layer", "40", "--sweep-per-layer", "5")
