@@ -131,21 +131,20 @@ def worker(args):
         single = None
         if size == 1:
             single = {}
-            # the automatic thread count (what users get: the feeder, two threads or every
-            # core, see Network.num_threads), then fixed counts
+            # the automatic thread count (what users get, see Network.num_threads), then
+            # fixed counts
             cores = len(os.sched_getaffinity(0))
             for label, threads in [("automatic", None)] + [(f"{t}thread", t) for t in sorted({1, cores})]:
                 ref = Network(sizes, dtype=dtype, seed=SEED)
                 if threads is not None:
                     ref.num_threads = threads
-                times, used, fed = [], [], []
+                times, used = [], []
                 for _ in range(1 + args.repeats):
                     times.append(ref.sgd(X, Y, 1, mbs, eta)[0]["seconds"])
                     used.append(ref._engine.last_epoch_threads)
-                    fed.append(ref._engine.last_epoch_fed)
-                times, used, fed = times[1:], used[1:], fed[1:]
+                times, used = times[1:], used[1:]
                 single[label] = {"median": statistics.median(times), "times": times,
-                                 "threads_used": used, "fed_batches": fed}
+                                 "threads_used": used}
         if rank == 0:
             epochs = list(zip(*per_rank))   # epochs[e][r] = (seconds, allreduce seconds)
             slowest = [max(e, key=lambda sr: sr[0]) for e in epochs]

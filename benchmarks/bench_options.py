@@ -72,7 +72,6 @@ class VariantRunner:
         self.X, self.Y, self.mbs = X, Y, mbs
         self.inner = self.inner_cpu = None
         self.threads_used = []
-        self.fed = []
         self.error = None
         epoch = self.net._epoch                     # the bound method sgd calls
 
@@ -92,7 +91,6 @@ class VariantRunner:
         finally:
             gc.enable()
         self.threads_used.append(getattr(self.net._engine, "last_epoch_threads", None))
-        self.fed.append(getattr(self.net._engine, "last_epoch_fed", None))
         return hist[0]["seconds"], self.inner, self.inner_cpu
 
     def finite(self):
@@ -135,7 +133,7 @@ def run_config(cbackprop, name, dtype, X, Y, n, variants, repeats, settle, threa
     entry = {"sizes": list(sizes), "mini_batch_size": mbs, "n_batches": -(-n // mbs),
              "threads_used": sorted({u for r in runners.values() for u in r.threads_used[1:]
                                      if u is not None}),
-             "fed_fraction": _fed_fraction(runners, -(-n // mbs)), "variants": {}}
+             "variants": {}}
     base = times.get(DEFAULT_VARIANT)
     for v in variants:
         r = runners[v]
@@ -159,12 +157,6 @@ def run_config(cbackprop, name, dtype, X, Y, n, variants, repeats, settle, threa
     return entry
 
 
-def _fed_fraction(runners, n_batches):
-    """Mini-batches the feeder thread gathered over every timed epoch of every variant."""
-    fed = [f for r in runners.values() for f in r.fed[1:] if f is not None]
-    return sum(fed) / (len(fed) * n_batches) if fed else None
-
-
 def unit_label(n):
     return "s/epoch of 50,000 samples" if n == N_FULL else f"s per {n:,} samples [quick]"
 
@@ -172,10 +164,7 @@ def unit_label(n):
 def format_table(name, dtype, entry, n, data_source):
     lines = [f"{name} {entry['sizes']} mini-batch {entry['mini_batch_size']}, {dtype}, {data_source} data, "
              f"{n:,} samples = {entry['n_batches']:,} mini-batches, sgd epochs finished on "
-             f"{entry['threads_used']} thread(s)"
-             + (f" + a feeder thread ({100 * entry['fed_fraction']:.1f}% of the mini-batches)"
-                if entry.get("fed_fraction") else "") + "; "
-             f"{unit_label(n)}",
+             f"{entry['threads_used']} thread(s); {unit_label(n)}",
              f"  {'variant':18} {'eta':>4} {'wall median':>11} {'(min - max)':>19} {'noise':>6} {'ratio':>6} "
              f"{'paired min-max':>15} | {'cpu median':>10} {'noise':>6} {'ratio':>6} {'wall/cpu':>8} "
              f"| {'sgd-_epoch':>10}"]

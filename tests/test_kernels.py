@@ -109,8 +109,6 @@ def test_environment_selects_kernels():
 
 @pytest.mark.parametrize("kernels", FAST)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-# (each network has at least 2e5 flops per mini-batch, the least for which an explicit
-# num_threads runs more than one thread)
 @pytest.mark.parametrize("sizes, n, mbs", [([784, 30, 10], 203, 10), ([120, 45, 7], 50, 9),
                                            ([40, 70, 33, 17, 1], 77, 16), ([9, 130, 4], 64, 64)],
                          ids=str)
@@ -161,14 +159,16 @@ def test_two_threads_training_two_networks_give_the_serial_results():
             np.testing.assert_array_equal(p, q)
 
 
-def test_thread_waits_are_validated_and_used():
-    net = cbackprop.Network([3, 2])
-    assert net._engine.thread_waits == (0.0, 0.0)   # the defaults: 2% of the epoch in 1-20 ms, 5 ms
-    for bad in ((-1, 0), (0, 11), (float("nan"), 0)):
-        with pytest.raises(ValueError, match="thread_waits must be two numbers of seconds"):
-            net._engine.thread_waits = bad
-    net._engine.thread_waits = (0.25, 0.125)
-    assert net._engine.thread_waits == (0.25, 0.125)
+def test_thread_policy():
+    """An explicit num_threads is what every epoch uses; automatic: every usable core from
+    2e7 flops per mini-batch (forward, BP2, BP4), one thread below."""
+    small, big = cbackprop.Network([30, 20, 4]), cbackprop.Network([784, 256, 256, 10])
+    if small._engine.num_threads_automatic:
+        assert small._engine.epoch_threads(10) == 1
+        assert big._engine.epoch_threads(32) == _core.usable_cores()   # 3.4e7 flops
+        assert big._engine.epoch_threads(16) == 1                      # 1.7e7 flops
+    small.num_threads = 3
+    assert small._engine.epoch_threads(1) == 3
 
 
 def test_automatic_thread_count(monkeypatch):

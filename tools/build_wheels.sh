@@ -70,7 +70,7 @@ names = tarfile.open(sys.argv[1]).getnames()
 bad = [n for n in names if any(p in n.split("/") for p in
        ("build", "dist", ".venv", ".git", ".hypothesis", ".pytest_cache", "__pycache__"))
        or n.endswith((".so", ".pyc", ".o"))]
-need = ["csrc/kernels.c", "src/cbackprop/_core.pyx", "CMakeLists.txt", "pyproject.toml",
+need = ["csrc/net.c", "csrc/kernels_simd_impl.h", "src/cbackprop/_core.pyx", "CMakeLists.txt", "pyproject.toml",
         "src/cbackprop/data/mnist_sample.npz", "tests/conftest.py"]
 missing = [n for n in need if not any(x.endswith("/" + n) for x in names)]
 print(f"sdist: {len(names)} entries; unwanted: {bad or 'none'}; missing: {missing or 'none'}")

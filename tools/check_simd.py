@@ -4,7 +4,7 @@ instruction beyond the baseline must sit in a run-time-dispatched kernel.
     python tools/check_simd.py path/to/_core....so
 
 The dispatched kernels are the functions compiled under `#pragma GCC target(...)` in
-csrc/kernels_type.h; their names end in _avx2 / _avx512 (GCC may add .constprop.N, .part.N,
+csrc/kernels_simd.c; their names end in _avx2 / _avx512 (GCC may add .constprop.N, .part.N,
 .isra.N).  Needs the symbol table: run it on the unstripped extension of the CMake build tree
 (tools/build_wheels.sh checks that its .text equals the wheel's).  Flags:
 

@@ -55,8 +55,8 @@ CFLAGS="$SAN -g" LDFLAGS="-fsanitize=address,undefined" \
     -Cbuild-dir="$WORK/build" -Ccmake.build-type=RelWithDebInfo -Cinstall.strip=false \
     -Cbuild.verbose=true > "$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; die "sanitized build"; }
 
-# Both translation units must be instrumented (ASan and UBSan calls in their objects).
-for obj in kernels.c.o _core.c.o; do
+# Every translation unit must be instrumented (ASan and UBSan calls in their objects).
+for obj in kernels_plain.c.o kernels_simd.c.o net.c.o parallel.c.o dispatch.c.o _core.c.o; do
   f=$(find "$WORK/build" -name "$obj" | head -1)
   [ -n "$f" ] || die "object $obj not found in $WORK/build"
   asan=$(nm "$f" | grep -c ' U __asan_' || true)

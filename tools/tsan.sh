@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# ThreadSanitizer over every threaded sgd epoch of the C kernels (tools/tsan_epochs.c): the
-# hidden split, the per-phase team, the feeder and the one-thread fallbacks, in both types,
-# each checked bitwise against the one-thread epoch.  See tools/README.md.
+# ThreadSanitizer over the threaded sgd epochs of the C engine (tools/tsan_epochs.c): 2, 3
+# and 5 threads, both element types, every update rule, target rows and labels, and an epoch
+# stopped by its poll, each checked bitwise against one thread.  See tools/README.md.
 #
 #   tools/tsan.sh [--keep]
 #
@@ -16,7 +16,7 @@ trap 'if [ $ok = 1 ] && [ $KEEP = 0 ]; then rm -rf "$WORK"; else echo "== work d
 CC=${CC:-gcc}
 echo "== building with -fsanitize=thread ($CC)"
 "$CC" -O1 -g -fsanitize=thread -pthread -I"$ROOT/csrc" "$ROOT/tools/tsan_epochs.c" \
-      "$ROOT/csrc/kernels.c" -o "$WORK/tsan_epochs" -lm
+      "$ROOT"/csrc/*.c -o "$WORK/tsan_epochs" -lm
 echo "== running"
 TSAN_OPTIONS="halt_on_error=1 exitcode=66 ${TSAN_OPTIONS:-}" "$WORK/tsan_epochs"
 ok=1

@@ -1,15 +1,12 @@
 /* ThreadSanitizer harness for the threaded sgd epochs (tools/tsan.sh builds it with the C
- * kernels and -fsanitize=thread): every way an epoch runs on more than one thread, in both
- * types, with each update rule (plain, L2 decay, momentum):
- *   - the hidden split (L = 2): 2 and 3 threads;
- *   - the per-phase team (L = 3, and L = 2 when the split does not apply): 2 and 3 threads;
- *   - one training thread with the feeder;
- *   - the fallbacks: a partner that does not start in time (start_wait 1 ns) and slow
- *     barriers (slow_wait 1 ns: thread 0 finishes alone).
- * Every run's parameters must equal the one-thread run's bitwise, and each way must have
- * run as intended (every thread, the split exactly where cbp_split_len says it applies, the
- * feeder gathering, a fallback to one thread).  Exit status 0 when all hold
+ * engine and -fsanitize=thread): epochs on 2, 3 and 5 threads (more than this machine's
+ * cores), in both element types, with each update rule (plain, L2 decay, momentum), on a
+ * network of two layers and one of three with a softmax output, with target rows and with
+ * integer labels; and an epoch on 2 threads stopped by its poll.
+ * Every run's parameters must equal the one-thread run's bitwise (the stopped one: those of
+ * a one-thread epoch over the mini-batches it finished).  Exit status 0 when all hold
  * (ThreadSanitizer itself makes the exit status 66 when it reports a race). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,133 +16,114 @@
 #define N_ROWS 403
 #define MBS 9
 
-#define DEFINE_CASE(REAL, SUF)                                                                  \
-    static REAL *zalloc_##SUF(size_t n)                                                         \
-    {                                                                                           \
-        const size_t bytes = ((n * sizeof(REAL) + 63) / 64 + 1) * 64;                           \
-        REAL *p = aligned_alloc(64, bytes);                                                     \
-        if (!p) { perror("aligned_alloc"); exit(2); }                                           \
-        memset(p, 0, bytes);                                                                    \
-        return p;                                                                               \
-    }                                                                                           \
-    /* Train 3 epochs (plain, L2 decay, momentum) of a fresh network; params into out. */     \
-    static int run_##SUF(const size_t *sizes, size_t L, int threads, int feeder, double start_wait, \
-                         double slow_wait, REAL *out, size_t np_, int *split_seen, char *how,   \
-                         int *least, int *fed, size_t *split_len)                               \
-    {                                                                                           \
-        static const int act[4] = {0, 0, 0, 0};                                                 \
-        cbp_net_##SUF net;                                                                      \
-        memset(&net, 0, sizeof net);                                                            \
-        net.n_layers = L;                                                                       \
-        net.sizes = sizes;                                                                      \
-        net.act = act;                                                                          \
-        net.isa = cbp_isa_best();                                                               \
-        net.params = zalloc_##SUF(np_);                                                         \
-        net.grads = zalloc_##SUF(np_);                                                          \
-        net.velocity = zalloc_##SUF(np_);                                                       \
-        srand(7);                                                                               \
-        for (size_t i = 0; i < np_; i++) net.params[i] = (REAL)((double)rand() / RAND_MAX - 0.5); \
-        size_t sum_out = 0, sum_all = sizes[0];                                                 \
-        for (size_t l = 1; l <= L; l++) { sum_out += sizes[l]; sum_all += sizes[l]; }           \
-        net.z = zalloc_##SUF(MBS * sum_out);                                                    \
-        net.delta = zalloc_##SUF(MBS * sum_out);                                                \
-        net.a = zalloc_##SUF(MBS * sum_all);                                                    \
-        net.y = zalloc_##SUF(MBS * sizes[L]);                                                   \
-        net.m_cap = MBS;                                                                        \
-        net.n_threads = threads;                                                                \
-        net.start_wait = start_wait;                                                            \
-        net.slow_wait = slow_wait;                                                              \
-        const size_t len = cbp_split_len_##SUF(&net, MBS, threads);                             \
-        *split_len = len;                                                                       \
-        if (len) {                                                                              \
-            net.split = zalloc_##SUF(len);                                                      \
-            net.split_rows = MBS;                                                               \
-            net.split_threads = threads;                                                        \
-        }                                                                                       \
-        if (feeder) {                                                                           \
-            net.feed = zalloc_##SUF(MBS * (sizes[0] + sizes[L]));                               \
-            net.feed_rows = MBS;                                                                \
-            net.feeder = 1;                                                                     \
-        }                                                                                       \
-        REAL *x = zalloc_##SUF(N_ROWS * sizes[0]), *y = zalloc_##SUF(N_ROWS * sizes[L]);        \
-        for (size_t i = 0; i < N_ROWS * sizes[0]; i++) x[i] = (REAL)((double)rand() / RAND_MAX); \
-        for (size_t i = 0; i < N_ROWS * sizes[L]; i++) y[i] = (REAL)((double)rand() / RAND_MAX); \
-        long long perm[N_ROWS];                                                                 \
-        for (size_t i = 0; i < N_ROWS; i++) perm[i] = (long long)((i * 7919) % N_ROWS);         \
-        const cbp_hyper_##SUF hs[3] = {{0.5, 1, 0, 0}, {0.5, (REAL)0.999, (REAL)0.001, 0},      \
-                                       {0.5, 1, (REAL)0.001, (REAL)0.6}};                       \
-        int most = 0;                                                                           \
-        *least = 1 << 20;                                                                       \
-        *fed = 1;                                                                               \
-        how[0] = 0;                                                                             \
-        for (int e = 0; e < 3; e++) {                                                           \
-            cbp_epoch_stats st;                                                                 \
-            const int ran = cbp_net_sgd_epoch_##SUF(&net, x, y, perm, N_ROWS, MBS, hs[e], &st); \
-            if (ran > most) most = ran;                                                         \
-            if (ran < *least) *least = ran;                                                     \
-            *fed &= st.fed > 0;                                                                 \
-            *split_seen |= st.split;                                                            \
-            sprintf(how + strlen(how), "%s%d%s", e ? "," : "", ran,                             \
-                    st.fed ? (st.stopped ? "+fed(stopped)" : "+fed") : "");                     \
-        }                                                                                       \
-        memcpy(out, net.params, np_ * sizeof(REAL));                                            \
-        free(net.params); free(net.grads); free(net.velocity); free(net.z); free(net.delta);    \
-        free(net.a); free(net.y); free(net.split); free(net.feed); free(x); free(y);            \
-        return most;                                                                            \
-    }                                                                                           \
-    static int check_##SUF(const char *type)                                                    \
-    {                                                                                           \
-        static const size_t shapes[3][4] = {{120, 45, 7, 0}, {120, 12, 7, 0}, {60, 40, 30, 5}}; \
-        static const size_t depth[3] = {2, 2, 3};                                               \
-        int bad = 0;                                                                            \
-        for (int s = 0; s < 3; s++) {                                                           \
-            const size_t *sizes = shapes[s], L = depth[s];                                      \
-            size_t np_ = 0;                                                                     \
-            for (size_t l = 1; l <= L; l++) np_ += sizes[l] * (sizes[l - 1] + 1);               \
-            REAL *want = zalloc_##SUF(np_), *got = zalloc_##SUF(np_);                           \
-            int split = 0;                                                                      \
-            char how[96];                                                                       \
-            int least, fed;                                                                     \
-            size_t len;                                                                         \
-            run_##SUF(sizes, L, 1, 0, 1.0, 1.0, want, np_, &split, how, &least, &fed, &len);    \
-            const struct { int threads, feeder; double start_wait, slow_wait; const char *what; } ways[] = { \
-                {2, 0, 1.0, 1.0, "2 threads"}, {3, 0, 1.0, 1.0, "3 threads"},                   \
-                {1, 1, 1.0, 1.0, "feeder"}, {2, 0, 1e-9, 1.0, "late start"},                    \
-                {2, 0, 1.0, 1e-9, "slow barriers"}};                                            \
-            for (size_t w = 0; w < sizeof ways / sizeof ways[0]; w++) {                         \
-                split = 0;                                                                      \
-                const int ran = run_##SUF(sizes, L, ways[w].threads, ways[w].feeder,            \
-                                          ways[w].start_wait, ways[w].slow_wait, got, np_, &split, how, \
-                                          &least, &fed, &len);                                  \
-                const int same = memcmp(want, got, np_ * sizeof(REAL)) == 0;                    \
-                printf("%s [%zu, %zu, %zu%s]: %-13s epochs finished on %s thread(s)%s: %s\n",   \
-                       type, sizes[0], sizes[1], sizes[2], L == 3 ? ", 5" : "", ways[w].what, how, \
-                       split ? ", hidden split" : "", same ? "bitwise the one-thread result" : "DIFFERS"); \
-                bad |= !same;                                                                   \
-                /* ran as intended? (a late start may or may not happen: not checked) */        \
-                const int plain = ways[w].start_wait == 1.0 && ways[w].slow_wait == 1.0;        \
-                const char *wrong = NULL;                                                       \
-                if (plain && ways[w].feeder && (ran != 1 || !fed)) wrong = "the feeder did not gather"; \
-                else if (plain && !ways[w].feeder && least != ways[w].threads)                  \
-                    wrong = "an epoch did not finish on all its threads";                       \
-                else if (plain && !ways[w].feeder && split != (len > 0))                        \
-                    wrong = "the hidden split ran where it does not apply, or not where it does"; \
-                else if (ways[w].slow_wait < 1.0 && least != 1)                                 \
-                    wrong = "slow barriers sent no epoch back to one thread";                   \
-                if (wrong) printf("  FAIL: %s\n", wrong);                                      \
-                bad |= wrong != NULL;                                                           \
-            }                                                                                   \
-            free(want); free(got);                                                              \
-        }                                                                                       \
-        return bad;                                                                             \
-    }
+static void *zalloc(size_t bytes)
+{
+    bytes = (bytes + 63) / 64 * 64 + 64;
+    void *p = aligned_alloc(64, bytes);
+    if (!p) { perror("aligned_alloc"); exit(2); }
+    memset(p, 0, bytes);
+    return p;
+}
 
-DEFINE_CASE(float, s)
-DEFINE_CASE(double, d)
+typedef struct {
+    const size_t *sizes;
+    size_t L;
+    const int *act;
+    int cost;
+} shape;
+
+/* polls until it has answered `left` times, then asks to stop */
+static int stop_after(void *arg)
+{
+    int *left = (int *)arg;
+    return (*left)-- <= 0;
+}
+
+/* Two epochs of a fresh network (dtype, rule, threads, targets: labels or rows) from fixed
+ * parameters, over N_ROWS rows and then the first n2 of them; the parameters into out.
+ * stop_polls >= 0: the second epoch is stopped after that many polls; returns the
+ * mini-batches the second epoch finished. */
+static size_t run(const shape *s, int dtype, int rule, int threads, int labels, size_t n2,
+                  int stop_polls, unsigned char *out)
+{
+    const size_t esz = dtype == CBP_F64 ? 8 : 4, np_ = cbp_n_params(s->sizes, s->L);
+    const size_t n0 = s->sizes[0], nL = s->sizes[s->L];
+    cbp_net net = {.dtype = dtype, .isa = cbp_isa_best(), .n_layers = s->L, .sizes = s->sizes,
+                   .act = s->act, .cost = s->cost, .m_cap = MBS, .n_threads = threads};
+    net.params = zalloc(np_ * esz);
+    net.velocity = zalloc(np_ * esz);
+    net.work = zalloc(cbp_workspace_len(&net, MBS) * esz);
+    void *x = zalloc(N_ROWS * n0 * esz), *y = zalloc(N_ROWS * nL * esz);
+    int64_t *lab = zalloc(N_ROWS * sizeof(int64_t)), *perm = zalloc(N_ROWS * sizeof(int64_t));
+    srand(7);
+    for (size_t i = 0; i < np_; i++) {
+        const double v = (double)rand() / RAND_MAX - 0.5;
+        if (dtype == CBP_F64) ((double *)net.params)[i] = v; else ((float *)net.params)[i] = (float)v;
+    }
+    for (size_t i = 0; i < N_ROWS; i++) {
+        lab[i] = (int64_t)(i % nL);
+        perm[i] = (int64_t)((i * 37) % N_ROWS);
+        for (size_t j = 0; j < n0; j++) {
+            const double v = (double)((i * 13 + j * 7) % 17) / 17.0;
+            if (dtype == CBP_F64) ((double *)x)[i * n0 + j] = v; else ((float *)x)[i * n0 + j] = (float)v;
+        }
+        for (size_t j = 0; j < nL; j++) {
+            const double v = (j == (size_t)lab[i]) ? 1.0 : 0.0;
+            if (dtype == CBP_F64) ((double *)y)[i * nL + j] = v; else ((float *)y)[i * nL + j] = (float)v;
+        }
+    }
+    const cbp_update u = {.kind = rule == 2 ? CBP_OPT_MOMENTUM : CBP_OPT_SGD, .eta = 0.3,
+                          .decay = rule >= 1 ? 0.01 : 0.0, .mu = 0.5};
+    cbp_epoch_data d = {.x = x, .y = labels ? NULL : y, .labels = labels ? lab : NULL,
+                        .perm = perm, .n = N_ROWS, .mini_batch_size = MBS, .poll_seconds = 0};
+    cbp_net_epoch(&net, &d, &u, NULL, NULL);
+    d.n = n2;
+    int left = stop_polls;
+    const cbp_epoch_result r = cbp_net_epoch(&net, &d, &u, stop_polls >= 0 ? stop_after : NULL, &left);
+    memcpy(out, net.params, np_ * esz);
+    free(net.params); free(net.velocity); free(net.work); free(x); free(y); free(lab); free(perm);
+    return r.batches;
+}
 
 int main(void)
 {
-    const int bad = check_s("float32") | check_d("float64");
-    puts(bad ? "FAIL: a threaded epoch differs from the one-thread epoch" : "ok");
-    return bad;
+    static const size_t s2[] = {40, 33, 7}, s3[] = {30, 25, 20, 6};
+    static const int a2[] = {0, 0, 0}, a3[] = {0, 1, 2, 4};
+    const shape shapes[2] = {{s2, 2, a2, CBP_COST_QUADRATIC}, {s3, 3, a3, CBP_COST_LOG_LIKELIHOOD}};
+    const int tcounts[] = {2, 3, 5};
+    int failures = 0, checks = 0;
+    for (int si = 0; si < 2; si++)
+        for (int dtype = CBP_F32; dtype <= CBP_F64; dtype++)
+            for (int rule = 0; rule < 3; rule++)
+                for (int labels = 0; labels < 2; labels++) {
+                    const shape *s = &shapes[si];
+                    const size_t bytes = cbp_n_params(s->sizes, s->L) * 8;
+                    unsigned char *one = zalloc(bytes), *many = zalloc(bytes);
+                    run(s, dtype, rule, 1, labels, N_ROWS, -1, one);
+                    for (int k = 0; k < 3; k++) {
+                        run(s, dtype, rule, tcounts[k], labels, N_ROWS, -1, many);
+                        checks++;
+                        if (memcmp(one, many, bytes)) {
+                            failures++;
+                            printf("DIFFERS: L=%zu dtype=%d rule=%d labels=%d threads=%d\n", s->L,
+                                   dtype, rule, labels, tcounts[k]);
+                        }
+                    }
+                    /* stopped at its 4th poll (thread 0 polls before the mini-batches whose
+                     * first task it takes): at least 3 mini-batches done, and the parameters
+                     * those of a one-thread epoch over them */
+                    const size_t done = run(s, dtype, rule, 2, labels, N_ROWS, 3, many);
+                    run(s, dtype, rule, 1, labels, done * MBS < N_ROWS ? done * MBS : N_ROWS, -1, one);
+                    if (done < 3 || memcmp(one, many, bytes)) {
+                        failures++;
+                        printf("STOP: %zu mini-batches done (want >= 3), %s; L=%zu dtype=%d "
+                               "rule=%d labels=%d\n", done, memcmp(one, many, bytes) ? "differs"
+                               : "same", s->L, dtype, rule, labels);
+                    }
+                    free(one);
+                    free(many);
+                    checks++;
+                }
+    printf("%d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
 }

@@ -97,7 +97,7 @@ for path in glob.glob(f"{sys.argv[1]}/memcheck.*.log"):
             continue
         kind = re.sub(r" of size \d+", "", head)
         kinds[kind] += 1
-        if any(re.search(r"cbp_|_core\.c|cbackprop/_core|kernels\.c|net_impl\.h|simd_impl\.h|kernels_plain\.h", l)
+        if any(re.search(r"cbp_|_core\.c|cbackprop/_core|csrc/", l)
                for l in lines):
             ours[kind] += 1
             blocks.append("\n".join(lines[:30]))

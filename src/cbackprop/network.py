@@ -51,7 +51,6 @@ class Network(NetworkBase):
                                         COSTS.index(self.cost_name))
         except (MemoryError, ValueError) as exc:
             raise allocation_error(self.sizes, self.dtype, exc) from None
-        self._lock = self._engine.lock
         params = self._engine.params
         self._weights, self._biases = [], []
         off = 0
@@ -74,6 +73,11 @@ class Network(NetworkBase):
             off += n
 
     @property
+    def _lock(self):
+        # (the engine's: a forked child gives the engine a new one)
+        return self._engine.lock
+
+    @property
     def kernels(self):
         """The C kernel variant this network runs: "avx512", "avx2", "generic" (baseline
         SIMD) or "plain" (the oracle loops), picked at run time for this CPU; the
@@ -85,25 +89,10 @@ class Network(NetworkBase):
         """Threads each epoch of sgd may run on; other calls run on the calling thread.  The
         result is bitwise the same for any value.  By default (unless CBACKPROP_NUM_THREADS
         is set) it is automatic: every usable core for networks of at least 2e7 flops per
-        mini-batch (measured on 2 cores: [784,256,256,10] at mini-batch 32 1.83x, and
-        [784,1024,1024,10] at 128 1.97x, faster than one thread); it reads as the core
-        count.  From 5e5 to 2e7 flops per mini-batch (the book's [784,30,10] and
-        [784,100,10] at 10, [784,30,10] at 100), for networks the hidden split (below)
-        applies to on two threads, each epoch runs either on two threads or on
-        one training thread with a feeder thread on a second core, which gathers the next
-        shuffled mini-batches while the current one trains: whichever measured faster in
-        this network's previous epochs of the same size (each way twice first, then the
-        faster by the better of its last two epochs, and the slower again every 16th
-        epoch; `_engine.auto_threads`).  Below 5e5 flops,
-        one training thread with the feeder (for epochs of at least 5e7 flops).
-        `_engine.last_epoch_threads`, `last_epoch_fed` and `last_epoch_split` tell how the
-        last epoch ran.  A network with one hidden layer and a narrow output layer trains
-        on several threads by the hidden split: each thread owns a range of hidden units,
-        one barrier per mini-batch.  Setting num_threads (any value, or
-        CBACKPROP_NUM_THREADS) uses exactly that many threads from 2e5 flops per
-        mini-batch, and never the feeder; note that `net.num_threads = net.num_threads`
-        therefore leaves the automatic mode (`_engine.num_threads_automatic` tells which
-        mode is on)."""
+        mini-batch (forward, BP2 and BP4: e.g. [784, 256, 256, 10] at mini-batch 32), one
+        thread below, where a mini-batch takes microseconds and handing work between cores
+        costs more than it brings; it then reads as the core count.  Setting it (any value,
+        or CBACKPROP_NUM_THREADS) uses exactly that many threads for every epoch."""
         return self._engine.num_threads
 
     @num_threads.setter
@@ -179,7 +168,7 @@ class Network(NetworkBase):
     def _apply(self, h, count):
         eta, keep, decay, mu = h
         with self._lock:
-            self._engine.apply_accumulated(eta / count, keep, decay, mu)
+            self._engine.apply_accumulated(count, eta, keep, decay, mu)
             self._engine.accum.fill(0)
 
     @property

@@ -1,0 +1,284 @@
+/* The network driver: the public functions of cbackprop.h.  A pass over a mini-batch is a
+ * sequence of phases of tasks (net_impl.h, instantiated here for float and double); this
+ * file says what the phases are, how a layer is cut into tasks, where the workspace blocks
+ * lie, and how many threads an epoch uses (the thread policy: cbp_epoch_threads). */
+#if defined(__linux__)
+#define _GNU_SOURCE     /* sched_getaffinity */
+#endif
+#include <math.h>
+#include <string.h>
+
+#include "cbackprop.h"
+#include "kernels.h"
+#include "parallel.h"
+
+#if !defined(_WIN32)
+#include <sched.h>
+#include <unistd.h>
+#endif
+
+/* An automatic epoch uses every usable core from this many flops per mini-batch
+ * (cbp_batch_flops), one thread below. */
+#define CBP_AUTO_THREADS_MIN_FLOPS 2e7
+/* A task of a threaded epoch gets at least this many flops (a task claim and the wait for
+ * its phase cost a few hundred nanoseconds between cores). */
+#define CBP_TASK_MIN_FLOPS 1e5
+
+enum { CBP_PASS_FORWARD = 0, CBP_PASS_GRADIENT = 1, CBP_PASS_STEP = 2 };
+enum { CBP_TASK_GATHER, CBP_TASK_FORWARD, CBP_TASK_SOFTMAX, CBP_TASK_BP2, CBP_TASK_BP4 };
+
+/* ---- shapes and offsets ------------------------------------------------------------------- */
+
+size_t cbp_n_params(const size_t *sizes, size_t n_layers)
+{
+    size_t total = 0;
+    for (size_t l = 1; l <= n_layers; l++) total += sizes[l] * (sizes[l - 1] + 1);
+    return total;
+}
+
+/* Where w^l starts in the parameter blob (b^l follows it). */
+static inline size_t cbp_layer_offset(const size_t *sizes, size_t l)
+{
+    return cbp_n_params(sizes, l - 1);
+}
+
+static inline size_t cbp_elem_bytes(const cbp_net *net) { return net->dtype == CBP_F64 ? 8 : 4; }
+
+/* rows x n elements rounded up to whole 64-byte lines */
+static inline size_t cbp_block_len(const cbp_net *net, size_t rows, size_t n)
+{
+    const size_t per_line = 64 / cbp_elem_bytes(net);
+    return (rows * n + per_line - 1) / per_line * per_line;
+}
+
+/* Blocks in order: z^1..z^L, delta^1..delta^L, a^0..a^L, y; m_cap rows each. */
+static size_t cbp_offset(const cbp_net *net, size_t m_cap, int which, size_t l)
+{
+    const size_t L = net->n_layers;
+    size_t off = 0, sum_out = 0, sum_all = 0;
+    for (size_t k = 1; k <= L; k++) sum_out += cbp_block_len(net, m_cap, net->sizes[k]);
+    for (size_t k = 0; k <= L; k++) sum_all += cbp_block_len(net, m_cap, net->sizes[k]);
+    switch (which) {
+    case 0:                                               /* z^l */
+        for (size_t k = 1; k < l; k++) off += cbp_block_len(net, m_cap, net->sizes[k]);
+        return off;
+    case 2:                                               /* delta^l */
+        for (size_t k = 1; k < l; k++) off += cbp_block_len(net, m_cap, net->sizes[k]);
+        return sum_out + off;
+    case 1:                                               /* a^l */
+        for (size_t k = 0; k < l; k++) off += cbp_block_len(net, m_cap, net->sizes[k]);
+        return 2 * sum_out + off;
+    default:                                              /* y, then the end */
+        return 2 * sum_out + sum_all + (l ? cbp_block_len(net, m_cap, net->sizes[L]) : 0);
+    }
+}
+
+size_t cbp_workspace_len(const cbp_net *net, size_t m_cap)
+{
+    return cbp_offset(net, m_cap, 3, 1);
+}
+
+size_t cbp_workspace_offset(const cbp_net *net, int which, size_t l)
+{
+    return cbp_offset(net, net->m_cap, which, which == 3 ? 0 : l);
+}
+
+/* ---- phases and tasks ----------------------------------------------------------------------- */
+
+/* How the layers are cut into tasks: the kernels' preferred multiples, and the threads. */
+typedef struct {
+    size_t lanes, nt_mc, nn_mr;
+    size_t split;               /* threads the tasks are cut for (1: one task per group) */
+} cbp_cuts;
+
+/* A group of tasks in a phase: `dim` (columns, rows of w, or samples) cut at multiples of
+ * `align`; flops of the whole group. */
+typedef struct {
+    int kind;                   /* CBP_TASK_* */
+    size_t layer, dim, align;
+    double flops;
+} cbp_group;
+
+typedef struct {
+    cbp_group g[2];
+    int n;
+} cbp_phase;
+
+/* [lo, hi): task k of `tasks` over [0, dim) cut at multiples of align (the last piece takes
+ * the remainder; a piece may be empty). */
+static inline void cbp_range(size_t dim, size_t align, size_t k, size_t tasks, size_t *lo,
+                             size_t *hi)
+{
+    const size_t chunks = (dim + align - 1) / align;
+    const size_t c0 = k * chunks / tasks, c1 = (k + 1) * chunks / tasks;
+    *lo = c0 * align < dim ? c0 * align : dim;
+    *hi = c1 * align < dim ? c1 * align : dim;
+}
+
+static size_t cbp_phase_count(const cbp_net *net, int back, int gather)
+{
+    const size_t L = net->n_layers;
+    return (size_t)gather + L + (net->act[L] == CBP_ACT_SOFTMAX) + (back ? L : 0);
+}
+
+static void cbp_phase_add(cbp_phase *ph, int kind, size_t layer, size_t dim, size_t align,
+                          double flops)
+{
+    ph->g[ph->n++] = (cbp_group){.kind = kind, .layer = layer, .dim = dim, .align = align,
+                                 .flops = flops};
+}
+
+/* Phase p (< cbp_phase_count) of a pass over m rows (net_impl.h lists the phases). */
+static cbp_phase cbp_phase_at(const cbp_net *net, int gather, size_t p, size_t m,
+                              const cbp_cuts *c)
+{
+    const size_t L = net->n_layers, *n = net->sizes;
+    cbp_phase ph = {.n = 0};
+    const double dm = (double)m;
+    if (gather && p-- == 0) {
+        cbp_phase_add(&ph, CBP_TASK_GATHER, 0, m, 1, dm * (double)(n[0] + n[L]));
+        return ph;
+    }
+    if (p < L) {
+        const size_t l = p + 1;
+        cbp_phase_add(&ph, CBP_TASK_FORWARD, l, n[l], c->nt_mc * c->lanes,
+                      2 * dm * (double)n[l] * (double)n[l - 1]);
+        return ph;
+    }
+    p -= L;
+    if (net->act[L] == CBP_ACT_SOFTMAX && p-- == 0) {
+        cbp_phase_add(&ph, CBP_TASK_SOFTMAX, L, m, 1, 20 * dm * (double)n[L]);
+        return ph;
+    }
+    const size_t k = L - p;                     /* backward: k = L .. 1 */
+    if (k >= 2) {
+        cbp_phase_add(&ph, CBP_TASK_BP2, k, n[k - 1], 4 * c->lanes,
+                      2 * dm * (double)n[k] * (double)n[k - 1]);
+        if (k < L)
+            cbp_phase_add(&ph, CBP_TASK_BP4, k + 1, n[k + 1], c->nn_mr,
+                          2 * dm * (double)n[k + 1] * (double)n[k]);
+    } else {
+        if (L >= 2)
+            cbp_phase_add(&ph, CBP_TASK_BP4, 2, n[2], c->nn_mr, 2 * dm * (double)n[2] * (double)n[1]);
+        cbp_phase_add(&ph, CBP_TASK_BP4, 1, n[1], c->nn_mr, 2 * dm * (double)n[1] * (double)n[0]);
+    }
+    return ph;
+}
+
+/* Tasks a group is cut into: one on one thread; for T threads up to 4 T, each of at least
+ * CBP_TASK_MIN_FLOPS, at most one per align-wide piece. */
+static size_t cbp_group_tasks(const cbp_group *g, const cbp_cuts *c)
+{
+    if (c->split <= 1) return 1;
+    const size_t pieces = (g->dim + g->align - 1) / g->align;
+    size_t t = (size_t)(g->flops / CBP_TASK_MIN_FLOPS);
+    if (t > 4 * c->split) t = 4 * c->split;
+    if (t > pieces) t = pieces;
+    return t > 0 ? t : 1;
+}
+
+/* A group over samples cut for a mini-batch of m rows (the last may be shorter: the same
+ * number of tasks, over fewer rows). */
+static inline cbp_group cbp_group_rows(const cbp_group *g, size_t m)
+{
+    cbp_group r = *g;
+    if (g->kind == CBP_TASK_GATHER || g->kind == CBP_TASK_SOFTMAX) r.dim = m;
+    return r;
+}
+
+/* ---- thread policy -------------------------------------------------------------------------- */
+
+int cbp_usable_cores(void)
+{
+    int n = 1;
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+#elif !defined(_WIN32)
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    n = c > 0 ? (int)c : 1;
+#endif
+    return n < 1 ? 1 : n > CBP_MAX_THREADS ? CBP_MAX_THREADS : n;
+}
+
+double cbp_batch_flops(const cbp_net *net, size_t m)
+{
+    double f = 0;
+    for (size_t l = 1; l <= net->n_layers; l++) {
+        const double w = (double)net->sizes[l] * (double)net->sizes[l - 1];
+        f += 4 * w + (l >= 2 ? 2 * w : 0);      /* forward and BP4; BP2 below layer l >= 2 */
+    }
+    return f * (double)m;
+}
+
+int cbp_epoch_threads(const cbp_net *net, size_t m)
+{
+    if (net->n_threads > 0) return net->n_threads > CBP_MAX_THREADS ? CBP_MAX_THREADS : net->n_threads;
+    return cbp_batch_flops(net, m) >= CBP_AUTO_THREADS_MIN_FLOPS ? cbp_usable_cores() : 1;
+}
+
+/* ---- the drivers, per element type ---------------------------------------------------------- */
+
+#define REAL float
+#define SQRT sqrtf
+#define KT cbp_kernels_f32
+#define RULE cbp_rule_f32
+#define EPI cbp_epi_f32
+#define KERNELS_FOR cbp_kernels_for_f32
+#define NET(name) name##_f32
+#include "net_impl.h"
+
+#define REAL double
+#define SQRT sqrt
+#define KT cbp_kernels_f64
+#define RULE cbp_rule_f64
+#define EPI cbp_epi_f64
+#define KERNELS_FOR cbp_kernels_for_f64
+#define NET(name) name##_f64
+#include "net_impl.h"
+
+/* Each public function runs with subnormals flushed (parallel.h: cbp_fp_enter). */
+void cbp_net_forward(const cbp_net *net, void *out, const void *x, size_t m)
+{
+    const cbp_fp_mode mode = cbp_fp_enter();
+    if (net->dtype == CBP_F64) forward_f64(net, out, x, m);
+    else forward_f32(net, out, x, m);
+    cbp_fp_leave(mode);
+}
+
+void cbp_net_backprop(const cbp_net *net, void *grads, const void *x, const void *y, size_t m,
+                      double scale)
+{
+    const cbp_fp_mode mode = cbp_fp_enter();
+    if (net->dtype == CBP_F64) backprop_f64(net, grads, x, y, m, scale);
+    else backprop_f32(net, grads, x, y, m, scale);
+    cbp_fp_leave(mode);
+}
+
+void cbp_net_update(const cbp_net *net, const void *g, double scale, const cbp_update *u)
+{
+    const cbp_fp_mode mode = cbp_fp_enter();
+    if (net->dtype == CBP_F64) update_f64(net, g, scale, u);
+    else update_f32(net, g, scale, u);
+    cbp_fp_leave(mode);
+}
+
+void cbp_net_step(const cbp_net *net, const void *x, const void *y, size_t m,
+                  const cbp_update *u)
+{
+    const cbp_fp_mode mode = cbp_fp_enter();
+    if (net->dtype == CBP_F64) step_f64(net, x, y, m, u);
+    else step_f32(net, x, y, m, u);
+    cbp_fp_leave(mode);
+}
+
+cbp_epoch_result cbp_net_epoch(const cbp_net *net, const cbp_epoch_data *data,
+                               const cbp_update *u, cbp_poll_fn poll, void *poll_arg)
+{
+    const cbp_fp_mode mode = cbp_fp_enter();
+    const cbp_epoch_result r = net->dtype == CBP_F64
+                                   ? epoch_f64(net, data, u, poll, poll_arg, mode)
+                                   : epoch_f32(net, data, u, poll, poll_arg, mode);
+    cbp_fp_leave(mode);
+    return r;
+}

@@ -1,0 +1,135 @@
+/* Threads for the epoch (parallel.h).  Threads are created per epoch and joined at its end
+ * (tens of microseconds against milliseconds of work), so no thread outlives a call: a
+ * fork() between calls copies no thread state. */
+#include "parallel.h"
+
+#include <time.h>
+
+#if !defined(_WIN32)
+#include <pthread.h>
+#include <sched.h>
+#define CBP_HAVE_THREADS 1
+#else
+#define CBP_HAVE_THREADS 0
+#endif
+
+/* A wait spins this many pauses (a task takes microseconds) before yielding the core. */
+#define CBP_SPINS 2000
+
+double cbp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static inline void cbp_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define CBP_MXCSR_FTZ_DAZ 0x8040u   /* bit 15 flush to zero, bit 6 denormals are zero */
+#endif
+
+cbp_fp_mode cbp_fp_enter(void)
+{
+    cbp_fp_mode m = {0};
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned csr = _mm_getcsr();
+    m.saved = csr;
+    _mm_setcsr(csr | CBP_MXCSR_FTZ_DAZ);
+#elif defined(__aarch64__)
+    unsigned long long fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+    m.saved = fpcr;
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(fpcr | (1ull << 24)));   /* FZ */
+#endif
+    return m;
+}
+
+void cbp_fp_leave(cbp_fp_mode mode)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr((unsigned)mode.saved);
+#elif defined(__aarch64__)
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(mode.saved));
+#else
+    (void)mode;
+#endif
+}
+
+int cbp_fp_call(int (*fn)(void *), void *arg, cbp_fp_mode caller)
+{
+    const cbp_fp_mode ours = cbp_fp_enter();   /* (the flushing mode, to come back to) */
+    cbp_fp_leave(caller);
+    const int r = fn(arg);
+    cbp_fp_leave(ours);
+    return r;
+}
+
+void cbp_queue_init(cbp_queue *q, size_t total)
+{
+    atomic_init(&q->next, 0);
+    atomic_init(&q->done, 0);
+    atomic_init(&q->limit, total);
+}
+
+int cbp_queue_wait(cbp_queue *q, size_t first, size_t id)
+{
+    unsigned spins = 0;
+    while (atomic_load_explicit(&q->done, memory_order_acquire) < first) {
+        if (id >= cbp_queue_limit(q)) return 0;
+        if (++spins <= CBP_SPINS) {
+            cbp_cpu_relax();
+        } else {
+#if CBP_HAVE_THREADS
+            sched_yield();
+#endif
+        }
+    }
+    return id < cbp_queue_limit(q);
+}
+
+#if CBP_HAVE_THREADS
+typedef struct {
+    void (*fn)(void *, int);
+    void *arg;
+    int t;
+} cbp_thread_arg;
+
+static void *cbp_thread_main(void *p)
+{
+    const cbp_thread_arg *a = (const cbp_thread_arg *)p;
+    const cbp_fp_mode mode = cbp_fp_enter();
+    a->fn(a->arg, a->t);
+    cbp_fp_leave(mode);
+    return NULL;
+}
+#endif
+
+int cbp_parallel_run(int T, void (*fn)(void *arg, int t), void *arg)
+{
+    if (T < 1) T = 1;
+    if (T > CBP_MAX_THREADS) T = CBP_MAX_THREADS;
+    int started = 1;
+#if CBP_HAVE_THREADS
+    pthread_t threads[CBP_MAX_THREADS];
+    cbp_thread_arg args[CBP_MAX_THREADS];
+    for (int t = 1; t < T; t++) {
+        args[t] = (cbp_thread_arg){fn, arg, t};
+        if (pthread_create(&threads[t], NULL, cbp_thread_main, &args[t]) != 0) break;
+        started++;
+    }
+#endif
+    fn(arg, 0);
+#if CBP_HAVE_THREADS
+    for (int t = 1; t < started; t++) pthread_join(threads[t], NULL);
+#endif
+    return started;
+}
