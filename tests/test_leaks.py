@@ -14,8 +14,11 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/self/statm"),
-                                reason="RSS from /proc/self/statm is Linux-only")
+pytestmark = [
+    pytest.mark.slow,  # about 45 s: the README's test command skips it, .ci/run runs it
+    pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/self/statm"),
+                       reason="RSS from /proc/self/statm is Linux-only"),
+]
 # AddressSanitizer keeps freed memory in quarantine (256 MiB by default), so RSS grows under
 # tools/sanitize.sh whatever the code does; ASan itself reports real leaks there.
 _UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")

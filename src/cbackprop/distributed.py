@@ -144,14 +144,14 @@ def take_shard(*arrays, comm=None):
 
 
 def call_or_abort(func, *args, comm=None, **kwargs):
-    """func(*args, **kwargs), so that one failing rank cannot leave the others waiting.
+    """``func(*args, **kwargs)``, so that one failing rank cannot leave the others waiting.
 
     Under MPI with several ranks (is_distributed()), an exception that escapes func on this
     rank, or SystemExit with a non-zero status (argparse's errors), prints the traceback (for
     exceptions) and ends every rank of the job with MPI_Abort and that status (1 for
     exceptions): e.g. a --data path missing on one node only, or Ctrl-C.  Errors that
     distributed.sgd raises on every rank alike propagate normally, and so does a returned
-    status.  Without MPI, or on one rank, this is just func(*args, **kwargs).
+    status.  Without MPI, or on one rank, this is just ``func(*args, **kwargs)``.
     """
     if not is_distributed():
         return func(*args, **kwargs)
