@@ -48,7 +48,7 @@ import os
 import sys
 import time
 
-from ._common import ACTIVATIONS, COSTS, INITS, check_hyper
+from ._validation import ACTIVATIONS, COSTS, INITS, check_hyper
 from ._progress import EpochProgress
 
 N_IN, N_OUT = 784, 10

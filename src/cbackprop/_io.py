@@ -26,7 +26,7 @@ import zlib
 import numpy as np
 
 from ._atomic import atomic_path
-from ._common import (COSTS, _finite_or_raise, _short, as_parameter_list, check_activations,
+from ._validation import (COSTS, _finite_or_raise, _short, as_parameter_list, check_activations,
                       check_cost, check_dtype, check_sizes)
 
 FORMAT = "cbackprop-network"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._common import ACTIVATIONS, COSTS, DEFAULT_DTYPE, NetworkBase, allocation_error
+from ._base import NetworkBase
+from ._model import allocation_error, blob_views
+from ._validation import ACTIVATIONS, COSTS, DEFAULT_DTYPE
 
 _FORWARD_CHUNK = 1024  # rows per C forward call in feedforward/evaluate on large inputs
 
@@ -52,26 +54,10 @@ class Network(NetworkBase):
         except (MemoryError, ValueError) as exc:
             raise allocation_error(self.sizes, self.dtype, exc) from None
         self._lock = self._engine.lock
-        params = self._engine.params
-        self._weights, self._biases = [], []
-        off = 0
-        for n_prev, n in zip(self.sizes[:-1], self.sizes[1:]):
-            w = params[off:off + n * n_prev].reshape(n, n_prev)
-            off += n * n_prev
-            b = params[off:off + n]
-            off += n
-            self._weights.append(w)
-            self._biases.append(b)
+        self._weights, self._biases = blob_views(self._engine.params, self.sizes)
         for view, value in zip(self._weights + self._biases, weights + biases):
             view[...] = value
-        grads = self._engine.grads
-        self._nabla_w, self._nabla_b = [], []
-        off = 0
-        for n_prev, n in zip(self.sizes[:-1], self.sizes[1:]):
-            self._nabla_w.append(grads[off:off + n * n_prev].reshape(n, n_prev))
-            off += n * n_prev
-            self._nabla_b.append(grads[off:off + n])
-            off += n
+        self._nabla_w, self._nabla_b = blob_views(self._engine.grads, self.sizes)
 
     @property
     def kernels(self):
@@ -164,6 +150,13 @@ class Network(NetworkBase):
             self._engine.reserve(mini_batch_size)
             self._engine.sgd_epoch(X, Y, np.ascontiguousarray(perm, dtype=np.int64),
                                    mini_batch_size, *h)
+
+    def _state(self, create=False):
+        # the parameter blob (every weight and bias) and the momentum velocity
+        return [self._engine.params] + self._velocity(create)
+
+    def _finite(self):
+        return _core.all_finite(self._engine.params)
 
     def _velocity(self, create=False):
         if create:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import DEFAULT_DTYPE, NetworkBase
+from ._base import NetworkBase
+from ._validation import DEFAULT_DTYPE
 
 __all__ = ["Network", "sigmoid", "sigmoid_prime", "ACTIVATION_FUNCTIONS"]
 
