@@ -3,14 +3,15 @@
 never imports the compiled module, so the reference stays independent of the C path."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
 
 from . import _io
-from ._model import allocation_error, check_memory, cost_sum, initial_parameters, make_rng, one_hot
+from ._model import check_memory, cost_sum, draw_initial_parameters, make_rng, one_hot, skip_initial_parameters
 from ._training import Epochs, Rows, make_plan, train, training_rows
-from ._validation import (DEFAULT_DTYPE, as_labels, as_parameter_list, as_rows, as_targets,
+from ._validation import (DEFAULT_DTYPE, _as_float_array, _finite_or_raise, as_labels, as_parameter_list, as_rows, as_targets,
                           check, check_activations, check_cost, check_dtype, check_hyper, check_init,
                           check_sizes, np_all_finite)
 
@@ -61,8 +62,10 @@ class NetworkBase:
     _weights: list[Array]
     _biases: list[Array]
 
-    def _setup(self, sizes: object, dtype: object, seed: object, activations: object = "sigmoid",
-               cost: object = "quadratic", init: object = "large") -> tuple[list[Array], list[Array]]:
+    def _configure(self, sizes: object, dtype: object, seed: object, activations: object = "sigmoid",
+                   cost: object = "quadratic", init: object = "large") -> str:
+        """Check and set the configuration and the generator; returns the checked init.
+        Refuses (MemoryError) sizes whose parameters and gradients cannot fit in memory."""
         self.sizes = check_sizes(sizes)
         self.num_layers = len(self.sizes)
         self.dtype = check_dtype(dtype)
@@ -72,10 +75,49 @@ class NetworkBase:
         self._rng = make_rng(seed)
         self._accumulated = 0
         check_memory(self.sizes, self.dtype)
-        try:
-            return initial_parameters(self._rng, self.sizes, self.dtype, init_)
-        except (MemoryError, ValueError) as exc:
-            raise allocation_error(self.sizes, self.dtype, exc) from None
+        return init_
+
+    def _allocate(self) -> None:
+        """Allocate the parameters (self._weights, self._biases, zero or uninitialised) and
+        whatever else the network keeps (gradients, workspace); MemoryError naming sizes
+        (allocation_error) when they cannot be."""
+        raise NotImplementedError
+
+    def _build(self, sizes: object, dtype: object, seed: object, activations: object, cost: object,
+               init: object) -> None:
+        """__init__: configure, allocate, draw the initial parameters in place."""
+        init_ = self._configure(sizes, dtype, seed, activations, cost, init)
+        self._allocate()
+        draw_initial_parameters(self._rng, self._weights, self._biases, init_)
+
+    @classmethod
+    def _with_parameters(cls, sizes: object, *, activations: object, cost: object, dtype: object, seed: object,
+                         weights: Sequence[Any], biases: Sequence[Any]) -> Any:
+        """A network with the given parameters, without drawing an initialisation (load's
+        path): each array is copied into the network's own, converted to its dtype layer
+        by layer (no full-size temporary); TypeError or ValueError as the weights and
+        biases setters for arrays of the wrong kind, shape, or values not finite in dtype.
+        A seeded generator is advanced past the initial draws (in chunks, into a scratch
+        buffer), so that the network shuffles as a new one with that seed."""
+        net = cls.__new__(cls)
+        net._configure(sizes, dtype, seed, activations, cost)
+        net._allocate()
+        net._copy_in(weights, biases)
+        if seed is not None:
+            skip_initial_parameters(net._rng, net.sizes)
+        return net
+
+    def _copy_in(self, weights: Sequence[Any], biases: Sequence[Any]) -> None:
+        for name, targets, new in (("weights", self._weights, weights), ("biases", self._biases, biases)):
+            if isinstance(new, np.ndarray) or not hasattr(new, "__len__") or len(new) != len(targets):
+                as_parameter_list(new, name, [t.shape for t in targets], self.dtype)   # (raises)
+            for i, (t, value) in enumerate(zip(targets, new)):
+                arr = _as_float_array(value, f"{name}[{i}]")
+                if arr.shape != t.shape:
+                    raise ValueError(f"{name}[{i}] must have shape {t.shape}, got shape {arr.shape}")
+                with np.errstate(over="ignore"):
+                    t[...] = arr
+                _finite_or_raise(t, f"{name}[{i}]", self._all_finite, source=arr)
 
     # ---- primitives the base class derives --------------------------------------------------
     def _forward(self, X: Array) -> Array:
@@ -318,21 +360,17 @@ class NetworkBase:
         parameters are converted).  seed seeds the new network's generator (its shuffles).
         Corrupt, truncated or inconsistent files raise ValueError naming the problem."""
         d = _io.load_npz(path)
-        net = cls(d["sizes"], activations=d["activations"], cost=d["cost"],  # type: ignore[call-arg]
-                  dtype=d["dtype"] if dtype is None else dtype, seed=seed)
-        net.weights = d["weights"]
-        net.biases = d["biases"]
-        return net
+        return cls._with_parameters(d["sizes"], activations=d["activations"], cost=d["cost"],
+                                    dtype=d["dtype"] if dtype is None else dtype, seed=seed,
+                                    weights=d["weights"], biases=d["biases"])
 
     @classmethod
     def load_network2(cls, path: Any, *, dtype: object = DEFAULT_DTYPE, seed: object = None) -> Any:
         """A sigmoid network from network2.py's JSON (Network.save(filename) in the book's
         code), with its cost; ValueError for malformed files."""
         d = _io.load_network2_json(path)
-        net = cls(d["sizes"], activations="sigmoid", cost=d["cost"], dtype=dtype, seed=seed)  # type: ignore[call-arg]
-        net.weights = d["weights"]
-        net.biases = d["biases"]
-        return net
+        return cls._with_parameters(d["sizes"], activations="sigmoid", cost=d["cost"], dtype=dtype, seed=seed,
+                                    weights=d["weights"], biases=d["biases"])
 
     # ---- evaluation and training ------------------------------------------------------------------
     def evaluate(self, X: object, labels: object) -> int:

@@ -41,18 +41,6 @@ def blob_views(blob: np.ndarray[Any, Any], sizes: Sequence[int]
     return weights, biases
 
 
-def initial_parameters(rng: np.random.Generator, sizes: Sequence[int], dtype: npt.DTypeLike,
-                       init: str = "large") -> tuple[list[np.ndarray[Any, Any]], list[np.ndarray[Any, Any]]]:
-    """network.py's initialisation ('large': N(0, 1) everywhere) or network2.py's
-    ('default': weights N(0, 1/n_in), biases N(0, 1)), drawn in float64 in their order:
-    first every layer's biases, then every layer's weights; then cast to dtype."""
-    biases = [rng.standard_normal(n) for n in sizes[1:]]
-    weights = [rng.standard_normal((n, n_prev)) for n_prev, n in zip(sizes[:-1], sizes[1:])]
-    if init == "default":
-        weights = [w / np.sqrt(w.shape[1]) for w in weights]
-    return [b.astype(dtype) for b in biases], [w.astype(dtype) for w in weights]
-
-
 def draw_initial_parameters(rng: np.random.Generator, weights: Sequence[np.ndarray[Any, Any]],
                             biases: Sequence[np.ndarray[Any, Any]], init: str = "large") -> None:
     """Fill the (C-contiguous) arrays weights and biases with network.py's initialisation
@@ -68,6 +56,16 @@ def draw_initial_parameters(rng: np.random.Generator, weights: Sequence[np.ndarr
         _fill_normal(rng, b, None, buf)
     for w in weights:
         _fill_normal(rng, w, np.sqrt(w.shape[1]) if init == "default" else None, buf)
+
+
+def skip_initial_parameters(rng: np.random.Generator, sizes: Sequence[int]) -> None:
+    """Advance rng past the draws of draw_initial_parameters for sizes (P normal draws,
+    DRAW_CHUNK at a time into a scratch buffer), so that a network given its parameters
+    shuffles as a new network with the same seed would."""
+    n = parameter_count(sizes)
+    buf = np.empty(min(DRAW_CHUNK, n), dtype=np.float64)
+    for lo in range(0, n, DRAW_CHUNK):
+        rng.standard_normal(out=buf[:min(DRAW_CHUNK, n - lo)])
 
 
 def _fill_normal(rng: np.random.Generator, out: np.ndarray[Any, Any], scale: Optional[np.floating[Any]],
@@ -105,7 +103,7 @@ def allocation_error(sizes: Sequence[int], dtype: npt.DTypeLike, exc: object) ->
 def check_memory(sizes: Sequence[int], dtype: npt.DTypeLike) -> None:
     """MemoryError (allocation_error) before allocating when the parameters and their
     gradients cannot fit in this machine's memory (instead of swapping or being killed)."""
-    need = parameter_count(sizes) * (8 + 2 * np.dtype(dtype).itemsize)
+    need = parameter_count(sizes) * 2 * np.dtype(dtype).itemsize
     if need > _physical_memory():
         raise allocation_error(sizes, dtype, f"about {need / 2**30:.3g} GiB are needed, "
                                f"the machine has {_physical_memory() / 2**30:.3g} GiB")

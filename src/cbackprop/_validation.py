@@ -309,8 +309,16 @@ def _cast(arr: np.ndarray[Any, Any], dtype: npt.DTypeLike, **kw: Any) -> np.ndar
         return np.array(arr, dtype=dtype, copy=True, **kw)
 
 
+_FINITE_CHUNK = 1 << 16   # values checked at a time (a bool temporary of 64 KiB)
+
+
 def np_all_finite(arr: np.ndarray[Any, Any]) -> bool:
-    return bool(np.isfinite(arr).all())
+    """Whether every value of arr is finite (NumPy's check, chunk by chunk when arr is
+    C-contiguous, so that the temporary stays small)."""
+    if arr.size <= _FINITE_CHUNK or not arr.flags.c_contiguous:
+        return bool(np.isfinite(arr).all())
+    flat = arr.reshape(-1)
+    return all(bool(np.isfinite(flat[lo:lo + _FINITE_CHUNK]).all()) for lo in range(0, flat.size, _FINITE_CHUNK))
 
 
 AllFinite = Callable[[np.ndarray[Any, Any]], bool]

@@ -46,7 +46,9 @@ class Network(NetworkBase):
 
     def __init__(self, sizes, *, activations="sigmoid", cost="quadratic", init="large",
                  dtype=DEFAULT_DTYPE, seed=None):
-        biases, weights = self._setup(sizes, dtype, seed, activations, cost, init)
+        self._build(sizes, dtype, seed, activations, cost, init)
+
+    def _allocate(self):
         try:
             self._engine = _core.Engine(self.sizes, self.dtype,
                                         [ACTIVATIONS.index(a) for a in self.activations],
@@ -55,8 +57,6 @@ class Network(NetworkBase):
             raise allocation_error(self.sizes, self.dtype, exc) from None
         self._lock = self._engine.lock
         self._weights, self._biases = blob_views(self._engine.params, self.sizes)
-        for view, value in zip(self._weights + self._biases, weights + biases):
-            view[...] = value
         self._nabla_w, self._nabla_b = blob_views(self._engine.grads, self.sizes)
 
     @property

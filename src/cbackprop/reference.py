@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import NetworkBase
+from ._model import allocation_error
 from ._validation import DEFAULT_DTYPE
 
 __all__ = ["Network", "sigmoid", "sigmoid_prime", "ACTIVATION_FUNCTIONS"]
@@ -61,11 +62,19 @@ class Network(NetworkBase):
 
     def __init__(self, sizes, *, activations="sigmoid", cost="quadratic", init="large",
                  dtype=DEFAULT_DTYPE, seed=None):
-        self._biases, self._weights = self._setup(sizes, dtype, seed, activations, cost, init)
+        self._build(sizes, dtype, seed, activations, cost, init)
+
+    def _allocate(self):
+        shapes = [(n, n_prev) for n_prev, n in zip(self.sizes[:-1], self.sizes[1:])]
+        try:
+            self._weights = [np.zeros(s, dtype=self.dtype) for s in shapes]
+            self._biases = [np.zeros(s[0], dtype=self.dtype) for s in shapes]
+            self._acc_w = [np.zeros_like(w) for w in self._weights]
+            self._acc_b = [np.zeros_like(b) for b in self._biases]
+        except (MemoryError, ValueError) as exc:
+            raise allocation_error(self.sizes, self.dtype, exc) from None
         self._fs = [ACTIVATION_FUNCTIONS[name] for name in self.activations]
         self._velocity_w = self._velocity_b = None
-        self._acc_w = [np.zeros_like(w) for w in self._weights]
-        self._acc_b = [np.zeros_like(b) for b in self._biases]
 
     # ---- feedforward, eq. (25): a^l = f(w^l a^{l-1} + b^l), rows as samples ---------------
     def _forward(self, X):
