@@ -3,7 +3,8 @@
 never imports the compiled module, so the reference stays independent of the C path."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -11,13 +12,14 @@ import numpy as np
 from . import _io
 from ._model import check_memory, cost_sum, draw_initial_parameters, make_rng, one_hot, skip_initial_parameters
 from ._training import Epochs, Rows, make_plan, train, training_rows
-from ._validation import (DEFAULT_DTYPE, _as_float_array, _finite_or_raise, as_labels, as_parameter_list, as_rows, as_targets,
+from ._validation import (DEFAULT_DTYPE, _as_float_array, _finite_or_raise, _short, as_labels, as_parameter_list,
+                          as_rows, as_targets, as_targets_or_labels,
                           check, check_activations, check_cost, check_dtype, check_hyper, check_init,
                           check_sizes, np_all_finite)
 
 Array = np.ndarray[Any, Any]
-#: rows x n_L values per chunk of cost, total_cost and the monitors (a one-hot chunk of
-#: labels is at most 2 MiB in float64)
+#: rows x (widest layer) values per chunk of the row-wise methods (cost, total_cost,
+#: evaluate, predict, predict_proba, the monitors): 2 MiB of float64 per layer
 _CHUNK_VALUES = 1 << 18
 
 
@@ -40,7 +42,22 @@ class Trace:
 
 
 class NetworkBase:
-    """The public API on top of numerical primitives a subclass provides, all on validated
+    """The public API on top of numerical primitives a subclass provides.
+
+    Targets: wherever a method takes Y (backprop, cost, total_cost, trace,
+    update_mini_batch, accumulate_gradient, sgd), Y is either target rows [m, n_L] or, for
+    a network with more than one output unit, m integer class labels in [0, n_L), whose
+    one-hot rows are built per mini-batch (per chunk of rows for cost and total_cost,
+    never for a whole training set), with bitwise the result of passing those rows.
+    evaluate and sgd's test_data take labels or one-hot rows alike.
+
+    Copies: pickle, copy.deepcopy and copy.copy give an independent network in the same
+    state (parameters, configuration, generator state, momentum velocity, accumulated
+    gradient and its count; on the C path also the num_threads setting and the kernel
+    variant), which trains on bitwise as the original would; a pickle holds save's members
+    byte for byte (with the checksum, checked when unpickled) plus that state.
+
+    Primitives, all on validated
     [m, n] arrays; h = (eta, keep, decay, mu) is one update's hyper-parameters (hyper()):
     _forward(X) -> a^L; _gradient(X, Y) -> (nabla_b, nabla_w); _trace(X, Y) -> (z, a,
     delta, nabla_b, nabla_w); _step(X, Y, h); _epoch(X, T, perm, mini_batch_size, h) (T:
@@ -199,12 +216,14 @@ class NetworkBase:
                        avoid=self._params() if avoid is None else avoid, **kw)
 
     def _targets(self, Y: object, m: int, single: bool, **kw: Any) -> Array:
-        """Y for m rows of X (single: X was one sample): target rows [m, n_L] (or (n_L,))."""
-        return as_targets(Y, "Y", self.sizes[-1], m, single, self.dtype,
-                          all_finite=self._all_finite, avoid=self._params(), **kw)
+        """Y for m rows of X (single: X was one sample): target rows [m, n_L] (or one
+        target (n_L,)), or, for rows of X and n_L > 1, integer class labels (m,), returned
+        as int64 (1-D)."""
+        return as_targets_or_labels(Y, "Y", self.sizes[-1], m, single, self.dtype,
+                                    all_finite=self._all_finite, avoid=self._params(), **kw)
 
     def _xt(self, X: object, Y: object) -> tuple[Array, Array, bool]:
-        """(X2, T, single): X as rows, and T, Y's target rows."""
+        """(X2, T, single): X as rows, and T, Y's target rows or class labels."""
         X2, single = self._rows(X, "X")
         return X2, self._targets(Y, X2.shape[0], single), single
 
@@ -215,7 +234,16 @@ class NetworkBase:
         return X2, (one_hot(T, self.sizes[-1], self.dtype) if T.ndim == 1 and not single else T), single
 
     def _labels(self, value: object, name: str, m: int) -> Array:
-        """Class labels of m rows: integer labels (m,) in [0, n_L)."""
+        """Class labels of m rows: integer labels (m,) in [0, n_L), or the argmax of each
+        of m one-hot (target) rows [m, n_L]."""
+        try:
+            shape = np.shape(value)  # type: ignore[arg-type]
+        except ValueError:       # (ragged: as_labels names it)
+            shape = ()
+        if shape == (m, self.sizes[-1]):
+            Y = as_targets(value, name, self.sizes[-1], m, False, self.dtype, all_finite=self._all_finite,
+                           allow_empty=True)
+            return np.argmax(Y, axis=1) if m else np.zeros(0, dtype=np.intp)
         return as_labels(value, name, m, self.sizes[-1])
 
     # ---- public API -----------------------------------------------------------------------------
@@ -229,10 +257,21 @@ class NetworkBase:
                 f"dtype={self.dtype.name})")
 
     def feedforward(self, X: object) -> Array:
-        """a^L for X of shape (m, n_0) -> (m, n_L), or one sample (n_0,) -> (n_L,)."""
+        """a^L for X of shape (m, n_0) -> (m, n_L), or one sample (n_0,) -> (n_L,).
+        Computed a chunk of rows at a time (as predict, predict_proba and cost, which give
+        the same values)."""
         X2, single = self._rows(X, allow_empty=True)
-        out = self._forward(X2)
+        out = self._forward_all(X2)
         return out[0] if single else out
+
+    def _forward_all(self, X2: Array) -> Array:
+        """a^L of every row of X2, chunk by chunk (_chunks)."""
+        if X2.shape[0] <= self._chunk_rows():
+            return self._forward(X2)
+        out = np.empty((X2.shape[0], self.sizes[-1]), dtype=self.dtype)
+        for lo, hi, A in self._chunks(X2):
+            out[lo:hi] = A
+        return out
 
     def backprop(self, X: object, Y: object) -> tuple[list[Array], list[Array]]:
         """(nabla_b, nabla_w): the gradient of the network's cost C (the average of the
@@ -263,16 +302,23 @@ class NetworkBase:
                                        for w in self._weights)
 
     def _chunk_rows(self) -> int:
-        return max(1, _CHUNK_VALUES // self.sizes[-1])
+        return max(1, _CHUNK_VALUES // max(self.sizes[1:]))
+
+    def _chunks(self, X2: Array) -> Iterator[tuple[int, int, Array]]:
+        """(lo, hi, a^L of rows lo:hi) for consecutive chunks of the rows of X2, each small
+        enough that its activations (and one-hot targets) take at most about 2 MiB per
+        layer."""
+        step = self._chunk_rows()
+        for lo in range(0, X2.shape[0], step):
+            hi = min(X2.shape[0], lo + step)
+            yield lo, hi, self._forward(X2[lo:hi])
 
     def _sums(self, data: Rows, cost: bool, accuracy: bool) -> tuple[float, int]:
         """(sum_x C_x when cost, how many rows the network classifies as their label (argmax
         of a^L) when accuracy) over the rows of data, from one feedforward per chunk of
         rows (one-hot targets of labels are built per chunk)."""
-        s, correct, step = 0.0, 0, self._chunk_rows()
-        for lo in range(0, data.m, step):
-            hi = min(data.m, lo + step)
-            A = self._forward(data.X[lo:hi])
+        s, correct = 0.0, 0
+        for lo, hi, A in self._chunks(data.X):
             if cost:
                 c = cost_sum(self.cost_name, A, data.targets(lo, hi))
                 s = c if lo == 0 else s + c
@@ -381,6 +427,92 @@ class NetworkBase:
     def _evaluate(self, X2: Array, labels: Array) -> int:
         return self._sums(Rows(X2, labels, self.sizes[-1]), False, True)[1]
 
+    def predict(self, X: object) -> Any:
+        """The class of each row of X: the output neuron with the largest activation
+        (argmax of a^L, what evaluate counts), as an int64 array (m,), or an int for one
+        sample (n_0,).  Computed a chunk of rows at a time.  Needs at least two output
+        neurons (one per class)."""
+        X2, single = self._rows(X, allow_empty=True)
+        if self.sizes[-1] < 2:
+            raise ValueError(f"predict needs a network with at least 2 output neurons (one per class), got "
+                             f"sizes {list(self.sizes)}; feedforward(X) gives a^L")
+        out = np.empty(X2.shape[0], dtype=np.int64)
+        for lo, hi, A in self._chunks(X2):
+            out[lo:hi] = np.argmax(A, axis=1)
+        return int(out[0]) if single else out
+
+    def predict_proba(self, X: object) -> Array:
+        """The probability of each class for each row of X, for a network with a softmax
+        output layer, whose activations a^L are a probability distribution (eqs. (78)-(79):
+        positive, each row sums to 1): a^L, [m, n_L], or (n_L,) for one sample; computed a
+        chunk of rows at a time.  Other output layers (sigmoid, ...) give no distribution:
+        ValueError (feedforward(X) gives their a^L)."""
+        if self.activations[-1] != "softmax":
+            raise ValueError(f"predict_proba needs a softmax output layer (activations ending in 'softmax', "
+                             f"whose a^L rows sum to 1), got output activation {self.activations[-1]!r}; "
+                             f"feedforward(X) gives a^L")
+        X2, single = self._rows(X, allow_empty=True)
+        out = self._forward_all(X2)
+        return out[0] if single else out
+
+    # ---- copies and pickles -----------------------------------------------------------------------
+    def _locked(self) -> Any:
+        """A context that keeps other threads' calls out (the C path's engine lock)."""
+        return contextlib.nullcontext()
+
+    def _accumulator(self, create: bool = False) -> list[Array]:
+        """The arrays accumulate_gradient adds to (empty before they exist)."""
+        raise NotImplementedError
+
+    def _copy_state(self, copy: bool, checksum: bool) -> dict[str, Any]:
+        """Everything a copy needs: save's members (the same arrays, names and values, with
+        the checksum when checksum), then the generator state, the momentum velocity, the
+        accumulated gradient and its sample count (_extra_state).  copy: new arrays, else
+        the network's own (for a copy made under the lock)."""
+        take = (lambda a: a.copy()) if copy else (lambda a: a)
+        state: dict[str, Any] = {
+            "format": np.array(_io.FORMAT, dtype=str), "version": np.array(_io.VERSION, dtype=np.int64),
+            "sizes": np.array(self.sizes, dtype=np.int64), "activations": np.array(self.activations, dtype=str),
+            "cost": np.array(self.cost_name, dtype=str), "dtype": np.array(self.dtype.name, dtype=str)}
+        if checksum:
+            state["checksum"] = np.array(_io.checksum(
+                sizes=self.sizes, activations=self.activations, cost=self.cost_name, dtype=self.dtype,
+                weights=self._weights, biases=self._biases), dtype=str)
+        for i, (w, b) in enumerate(zip(self._weights, self._biases)):
+            state[f"weights_{i}"], state[f"biases_{i}"] = take(w), take(b)
+        state.update(self._extra_state(take))
+        return state
+
+    def _extra_state(self, take: Any) -> dict[str, Any]:
+        v, acc = self._velocity(), self._accumulator()
+        return {"rng": self._rng.bit_generator.state, "velocity": [take(a) for a in v] if v else None,
+                "accumulator": [take(a) for a in acc] if acc else None, "accumulated": self._accumulated}
+
+    def _set_extra_state(self, state: dict[str, Any]) -> None:
+        self._rng.bit_generator.state = state["rng"]
+        for name, arrays in (("velocity", self._velocity), ("accumulator", self._accumulator)):
+            if state[name] is not None:
+                for a, saved in zip(arrays(True), state[name]):
+                    a[...] = saved
+        self._accumulated = int(state["accumulated"])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """pickle: the network as save writes it (the same members and bytes, with the
+        checksum) plus the generator state, the momentum velocity, the accumulated
+        gradient and its count (and the C path's num_threads setting and kernels)."""
+        with self._locked():
+            return (_restore, (type(self), self._copy_state(copy=True, checksum=True)))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """An independent network in the same state (see __reduce__)."""
+        with self._locked():
+            return _restore(type(self), self._copy_state(copy=False, checksum=False))
+
+    def __copy__(self) -> Any:
+        """copy.copy(net) is an independent copy too (as copy.deepcopy): a network shares
+        no parameters, buffers or generator with another."""
+        return self.__deepcopy__({})
+
     def sgd(self, X: object, Y: object, epochs: object, mini_batch_size: object, eta: object,
             test_data: object = None, *, lmbda: object = 0.0, mu: object = 0.0, evaluation_data: object = None,
             monitor_evaluation_cost: object = False, monitor_evaluation_accuracy: object = False,
@@ -419,3 +551,17 @@ class NetworkBase:
                          flags, early_stopping_n, eta_schedule_n, callback)
         plan.finish(*plan.local_counts())
         return train(self, plan, Epochs(self, plan))
+
+
+def _restore(cls: type[NetworkBase], state: dict[str, Any]) -> Any:
+    """The network of _copy_state's state (pickle's reconstructor)."""
+    L = len(state["sizes"]) - 1
+    config = dict(sizes=tuple(int(n) for n in state["sizes"]), activations=tuple(str(a) for a in state["activations"]),
+                  cost=str(state["cost"]), dtype=str(state["dtype"]))
+    weights = [state[f"weights_{i}"] for i in range(L)]
+    biases = [state[f"biases_{i}"] for i in range(L)]
+    if "checksum" in state and str(state["checksum"]) != _io.checksum(weights=weights, biases=biases, **config):
+        raise ValueError("the pickled network's checksum does not match its parameters (corrupt data)")
+    net = cls._with_parameters(seed=None, weights=weights, biases=biases, **config)
+    net._set_extra_state(state)
+    return net

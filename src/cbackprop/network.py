@@ -145,11 +145,30 @@ class Network(NetworkBase):
             self._engine.reserve(X.shape[0])
             self._engine.sgd_step(X, Y, *h)
 
-    def _epoch(self, X, Y, perm, mini_batch_size, h):
+    def _epoch(self, X, T, perm, mini_batch_size, h):
+        if T.ndim == 1:
+            self._epoch_of_labels(X, T, perm, mini_batch_size, h)
+            return
         with self._lock:
             self._engine.reserve(mini_batch_size)
-            self._engine.sgd_epoch(X, Y, np.ascontiguousarray(perm, dtype=np.int64),
+            self._engine.sgd_epoch(X, T, np.ascontiguousarray(perm, dtype=np.int64),
                                    mini_batch_size, *h)
+
+    def _epoch_of_labels(self, X, labels, perm, mini_batch_size, h):
+        """An epoch on integer labels: one engine step per mini-batch, its rows gathered and
+        its one-hot targets built here (the C epoch loop takes target rows); bitwise the
+        epoch on the one-hot rows."""
+        xb = np.empty((mini_batch_size, self.sizes[0]), dtype=self.dtype)
+        yb = np.empty((mini_batch_size, self.sizes[-1]), dtype=self.dtype)
+        with self._lock:
+            self._engine.reserve(mini_batch_size)
+            for k in range(0, X.shape[0], mini_batch_size):
+                rows = perm[k:k + mini_batch_size]
+                m = rows.shape[0]
+                np.take(X, rows, axis=0, out=xb[:m])
+                yb[:m] = 0
+                yb[np.arange(m), labels[rows]] = 1
+                self._engine.sgd_step(xb[:m], yb[:m], *h)
 
     def _state(self, create=False):
         # the parameter blob (every weight and bias) and the momentum velocity
@@ -184,6 +203,28 @@ class Network(NetworkBase):
             if self._engine.accum is None:
                 self._engine.accumulate_alloc()
             return self._engine.accum
+
+    def _accumulator(self, create=False):
+        if create:
+            self._engine.accumulate_alloc()
+        a = self._engine.accum
+        return [] if a is None else [a]
+
+    def _locked(self):
+        return self._lock
+
+    def _extra_state(self, take):
+        state = super()._extra_state(take)
+        e = self._engine
+        state.update(num_threads=None if e.num_threads_automatic else e.num_threads, kernels=e.kernels)
+        return state
+
+    def _set_extra_state(self, state):
+        super()._set_extra_state(state)
+        if state.get("num_threads") is not None:
+            self._engine.num_threads = state["num_threads"]
+        if state.get("kernels") in _core.kernels_supported():   # (else this machine's best)
+            self._engine.kernels = state["kernels"]
 
     def _zero_accumulated(self):
         with self._lock:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import NetworkBase
-from ._model import allocation_error
+from ._model import allocation_error, one_hot
 from ._validation import DEFAULT_DTYPE
 
 __all__ = ["Network", "sigmoid", "sigmoid_prime", "ACTIVATION_FUNCTIONS"]
@@ -245,10 +245,13 @@ class Network(NetworkBase):
             nabla_b, nabla_w = self._gradient(X, Y)
             self._update(nabla_b, nabla_w, h)
 
-    def _epoch(self, X, Y, perm, mini_batch_size, h):
+    def _epoch(self, X, T, perm, mini_batch_size, h):
+        """update_mini_batch on consecutive slices of perm; T: target rows, or integer
+        labels whose one-hot rows are built for each mini-batch."""
         for k in range(0, X.shape[0], mini_batch_size):
             rows = perm[k:k + mini_batch_size]
-            self._step(X[rows], Y[rows], h)
+            Y = T[rows] if T.ndim == 2 else one_hot(T[rows], self.sizes[-1], self.dtype)
+            self._step(X[rows], Y, h)
 
     # ---- gradient accumulation ----------------------------------------------------------------
     def _accumulate(self, X, Y):
@@ -262,6 +265,9 @@ class Network(NetworkBase):
         with np.errstate(over="ignore", invalid="ignore"):
             self._update([a / count for a in self._acc_b], [a / count for a in self._acc_w], h)
         self._zero_accumulated()
+
+    def _accumulator(self, create=False):
+        return self._acc_w + self._acc_b
 
     def _zero_accumulated(self):
         for a in self._acc_w + self._acc_b:
