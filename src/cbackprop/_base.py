@@ -4,23 +4,25 @@ never imports the compiled module, so the reference stays independent of the C p
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any, Optional
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Optional, TypeVar, Union, cast
+
+import numpy.typing as npt
 
 import numpy as np
 
 from . import _io
 from ._model import check_memory, cost_sum, draw_initial_parameters, make_rng, one_hot, skip_initial_parameters
 from ._training import Epochs, Rows, make_plan, train, training_rows
-from ._validation import (DEFAULT_DTYPE, _as_float_array, _finite_or_raise, _short, as_labels, as_parameter_list,
-                          as_rows, as_targets, as_targets_or_labels,
+from ._validation import (DEFAULT_DTYPE, Array, FloatArray, Hyper, LabelArray, PathLike, _as_float_array,
+                          _finite_or_raise, as_labels, as_parameter_list, as_rows, as_targets, as_targets_or_labels,
                           check, check_activations, check_cost, check_dtype, check_hyper, check_init,
                           check_sizes, np_all_finite)
 
-Array = np.ndarray[Any, Any]
 #: rows x (widest layer) values per chunk of the row-wise methods (cost, total_cost,
 #: evaluate, predict, predict_proba, the monitors): 2 MiB of float64 per layer
 _CHUNK_VALUES = 1 << 18
+N = TypeVar("N", bound="NetworkBase")
 
 
 class Trace:
@@ -79,8 +81,9 @@ class NetworkBase:
     _weights: list[Array]
     _biases: list[Array]
 
-    def _configure(self, sizes: object, dtype: object, seed: object, activations: object = "sigmoid",
-                   cost: object = "quadratic", init: object = "large") -> str:
+    def _configure(self, sizes: Sequence[int], dtype: npt.DTypeLike, seed: Optional[int],
+                   activations: Union[str, Sequence[str]] = "sigmoid", cost: str = "quadratic",
+                   init: str = "large") -> str:
         """Check and set the configuration and the generator; returns the checked init.
         Refuses (MemoryError) sizes whose parameters and gradients cannot fit in memory."""
         self.sizes = check_sizes(sizes)
@@ -100,16 +103,17 @@ class NetworkBase:
         (allocation_error) when they cannot be."""
         raise NotImplementedError
 
-    def _build(self, sizes: object, dtype: object, seed: object, activations: object, cost: object,
-               init: object) -> None:
+    def _build(self, sizes: Sequence[int], dtype: npt.DTypeLike, seed: Optional[int],
+               activations: Union[str, Sequence[str]], cost: str, init: str) -> None:
         """__init__: configure, allocate, draw the initial parameters in place."""
         init_ = self._configure(sizes, dtype, seed, activations, cost, init)
         self._allocate()
         draw_initial_parameters(self._rng, self._weights, self._biases, init_)
 
     @classmethod
-    def _with_parameters(cls, sizes: object, *, activations: object, cost: object, dtype: object, seed: object,
-                         weights: Sequence[Any], biases: Sequence[Any]) -> Any:
+    def _with_parameters(cls: type[N], sizes: Sequence[int], *, activations: Union[str, Sequence[str]], cost: str,
+                         dtype: npt.DTypeLike, seed: Optional[int], weights: Sequence[npt.ArrayLike],
+                         biases: Sequence[npt.ArrayLike]) -> N:
         """A network with the given parameters, without drawing an initialisation (load's
         path): each array is copied into the network's own, converted to its dtype layer
         by layer (no full-size temporary); TypeError or ValueError as the weights and
@@ -124,7 +128,7 @@ class NetworkBase:
             skip_initial_parameters(net._rng, net.sizes)
         return net
 
-    def _copy_in(self, weights: Sequence[Any], biases: Sequence[Any]) -> None:
+    def _copy_in(self, weights: Sequence[npt.ArrayLike], biases: Sequence[npt.ArrayLike]) -> None:
         for name, targets, new in (("weights", self._weights, weights), ("biases", self._biases, biases)):
             if isinstance(new, np.ndarray) or not hasattr(new, "__len__") or len(new) != len(targets):
                 as_parameter_list(new, name, [t.shape for t in targets], self.dtype)   # (raises)
@@ -146,11 +150,10 @@ class NetworkBase:
     def _trace(self, X: Array, Y: Array) -> tuple[list[Array], list[Array], list[Array], list[Array], list[Array]]:
         raise NotImplementedError
 
-    def _step(self, X: Array, Y: Array, h: tuple[float, float, float, float]) -> None:
+    def _step(self, X: Array, Y: Array, h: Hyper) -> None:
         raise NotImplementedError
 
-    def _epoch(self, X: Array, T: Array, perm: Array, mini_batch_size: int,
-               h: tuple[float, float, float, float]) -> None:
+    def _epoch(self, X: Array, T: Array, perm: Array, mini_batch_size: int, h: Hyper) -> None:
         raise NotImplementedError
 
     def _velocity(self, create: bool = False) -> list[Array]:
@@ -159,7 +162,7 @@ class NetworkBase:
     def _accumulate(self, X: Array, Y: Array) -> None:
         raise NotImplementedError
 
-    def _apply(self, h: tuple[float, float, float, float], count: int) -> None:
+    def _apply(self, h: Hyper, count: int) -> None:
         raise NotImplementedError
 
     def _zero_accumulated(self) -> None:
@@ -183,21 +186,21 @@ class NetworkBase:
 
     # ---- parameters: lists of arrays, writable in place -----------------------------------
     @property
-    def weights(self) -> list[Array]:
+    def weights(self) -> list[FloatArray]:
         """[w^1, ..., w^L], w^l shaped (n_l, n_{l-1}); writing into them changes the network."""
         return list(self._weights)
 
     @weights.setter
-    def weights(self, new: object) -> None:
+    def weights(self, new: Sequence[npt.ArrayLike]) -> None:
         self._assign(self._weights, new, "weights")
 
     @property
-    def biases(self) -> list[Array]:
+    def biases(self) -> list[FloatArray]:
         """[b^1, ..., b^L], b^l shaped (n_l,); writing into them changes the network."""
         return list(self._biases)
 
     @biases.setter
-    def biases(self, new: object) -> None:
+    def biases(self, new: Sequence[npt.ArrayLike]) -> None:
         self._assign(self._biases, new, "biases")
 
     def _assign(self, targets: list[Array], new: object, name: str) -> None:
@@ -237,7 +240,7 @@ class NetworkBase:
         """Class labels of m rows: integer labels (m,) in [0, n_L), or the argmax of each
         of m one-hot (target) rows [m, n_L]."""
         try:
-            shape = np.shape(value)  # type: ignore[arg-type]
+            shape = np.shape(cast(Any, value))
         except ValueError:       # (ragged: as_labels names it)
             shape = ()
         if shape == (m, self.sizes[-1]):
@@ -256,7 +259,7 @@ class NetworkBase:
         return (f"{type(self).__module__}.{type(self).__name__}(sizes={list(self.sizes)}{extra}, "
                 f"dtype={self.dtype.name})")
 
-    def feedforward(self, X: object) -> Array:
+    def feedforward(self, X: npt.ArrayLike) -> FloatArray:
         """a^L for X of shape (m, n_0) -> (m, n_L), or one sample (n_0,) -> (n_L,).
         Computed a chunk of rows at a time (as predict, predict_proba and cost, which give
         the same values)."""
@@ -273,25 +276,25 @@ class NetworkBase:
             out[lo:hi] = A
         return out
 
-    def backprop(self, X: object, Y: object) -> tuple[list[Array], list[Array]]:
+    def backprop(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> tuple[list[FloatArray], list[FloatArray]]:
         """(nabla_b, nabla_w): the gradient of the network's cost C (the average of the
         per-sample costs over the m rows of X, Y), shaped like biases and weights (new
         arrays).  A gradient being accumulated (accumulate_gradient) is not affected."""
         X2, Y2, _ = self._xy(X, Y)
         return self._gradient(X2, Y2)
 
-    def cost(self, X: object, Y: object) -> float:
+    def cost(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
         """The network's cost C = 1/m sum_x C_x over the m rows of X, Y (a float; for the
         quadratic cost C = 1/(2m) sum_x ||y(x) - a^L(x)||^2)."""
         X2, T, _ = self._xt(X, Y)
-        return self._sums(Rows(X2, T, self.sizes[-1]), True, False)[0] / X2.shape[0]
+        return self._sums(Rows(X2, T, self.sizes[-1]), True, False)[0] / int(X2.shape[0])
 
-    def total_cost(self, X: object, Y: object, lmbda: object = 0.0) -> float:
+    def total_cost(self, X: npt.ArrayLike, Y: npt.ArrayLike, lmbda: float = 0.0) -> float:
         """network2.py's total_cost: the cost over the rows of X, Y plus the L2 term
         lmbda / (2 n) sum_w w^2 with n = the number of rows (eq. (85))."""
         lmbda_ = check("lmbda", lmbda)
         X2, T, _ = self._xt(X, Y)
-        n = X2.shape[0]
+        n = int(X2.shape[0])
         return self._sums(Rows(X2, T, self.sizes[-1]), True, False)[0] / n + self._l2_term(lmbda_, n)
 
     def _l2_term(self, lmbda: float, n: int) -> float:
@@ -326,18 +329,18 @@ class NetworkBase:
                 correct += int(np.count_nonzero(np.argmax(A, axis=1) == data.labels[lo:hi]))
         return s, correct
 
-    def trace(self, X: object, Y: object) -> Trace:
+    def trace(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> Trace:
         """Every quantity of BP1-BP4 for the mini-batch X, Y from one backpropagation:
         a Trace with lists z, a (a^0 = X first), delta, nabla_b, nabla_w and the cost."""
         X2, Y2, _ = self._xy(X, Y)
         z, a, delta, nabla_b, nabla_w = self._trace(X2, Y2)
-        if np.may_share_memory(a[0], X):   # type: ignore[arg-type]
+        if np.may_share_memory(a[0], X):
             a = [a[0].copy()] + a[1:]        # never hand back the caller's own array
         cost = cost_sum(self.cost_name, a[-1], Y2) / X2.shape[0]
         return Trace(z, a, delta, nabla_b, nabla_w, cost)
 
-    def update_mini_batch(self, X: object, Y: object, eta: object, *, lmbda: object = 0.0,
-                          n: object = None, mu: object = 0.0) -> None:
+    def update_mini_batch(self, X: npt.ArrayLike, Y: npt.ArrayLike, eta: float, *, lmbda: float = 0.0,
+                          n: Optional[int] = None, mu: float = 0.0) -> None:
         """One gradient-descent step on the mini-batch X, Y with the gradient averaged over
         its rows: w <- (1 - eta lmbda / n) w - eta nabla_w, b <- b - eta nabla_b (network2.py,
         n the training-set size, needed when lmbda > 0); with momentum mu > 0,
@@ -352,7 +355,7 @@ class NetworkBase:
         """How many samples the gradient being accumulated holds (0: none)."""
         return self._accumulated
 
-    def accumulate_gradient(self, X: object, Y: object) -> None:
+    def accumulate_gradient(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> None:
         """Add the gradient of the rows of X, Y to the network's gradient buffer (the sum
         of their per-sample gradients, so that micro-batches of any sizes add up to their
         union); apply_gradient then takes one step with the average."""
@@ -360,8 +363,8 @@ class NetworkBase:
         self._accumulate(X2, Y2)
         self._accumulated += X2.shape[0]
 
-    def apply_gradient(self, eta: object, *, lmbda: object = 0.0, n: object = None, mu: object = 0.0,
-                       samples: object = None) -> None:
+    def apply_gradient(self, eta: float, *, lmbda: float = 0.0, n: Optional[int] = None, mu: float = 0.0,
+                       samples: Optional[int] = None) -> None:
         """One update_mini_batch step with the gradient accumulated since the last
         apply_gradient or zero_gradient, averaged over its samples; then starts afresh.
         Accumulating micro-batches and applying equals update_mini_batch on their union.
@@ -384,7 +387,7 @@ class NetworkBase:
         self._accumulated = 0
 
     # ---- saving and loading -----------------------------------------------------------------------
-    def save(self, path: Any) -> None:
+    def save(self, path: PathLike) -> None:
         """Write the network to path: a versioned .npz (never pickle) with sizes,
         activations, cost, dtype, every weight and bias, and a checksum.  It is written to a
         temporary file in the same directory and renamed onto path, so an existing file is
@@ -393,7 +396,7 @@ class NetworkBase:
         _io.save_npz(path, sizes=self.sizes, activations=self.activations, cost=self.cost_name,
                      dtype=self.dtype, weights=self._weights, biases=self._biases)
 
-    def save_network2(self, path: Any) -> None:
+    def save_network2(self, path: PathLike) -> None:
         """Write network2.py's JSON format (sizes, weights, biases as column vectors, cost
         "QuadraticCost" or "CrossEntropyCost"), atomically; network2 knows only sigmoid
         layers and those two costs, so other networks are refused with ValueError."""
@@ -401,7 +404,7 @@ class NetworkBase:
                                biases=self._biases, activations=self.activations)
 
     @classmethod
-    def load(cls, path: Any, *, dtype: object = None, seed: object = None) -> Any:
+    def load(cls: type[N], path: PathLike, *, dtype: Optional[npt.DTypeLike] = None, seed: Optional[int] = None) -> N:
         """A network from a file written by save(); dtype None keeps the saved one (else the
         parameters are converted).  seed seeds the new network's generator (its shuffles).
         Corrupt, truncated or inconsistent files raise ValueError naming the problem."""
@@ -411,7 +414,8 @@ class NetworkBase:
                                     weights=d["weights"], biases=d["biases"])
 
     @classmethod
-    def load_network2(cls, path: Any, *, dtype: object = DEFAULT_DTYPE, seed: object = None) -> Any:
+    def load_network2(cls: type[N], path: PathLike, *, dtype: npt.DTypeLike = DEFAULT_DTYPE,
+                      seed: Optional[int] = None) -> N:
         """A sigmoid network from network2.py's JSON (Network.save(filename) in the book's
         code), with its cost; ValueError for malformed files."""
         d = _io.load_network2_json(path)
@@ -419,7 +423,7 @@ class NetworkBase:
                                     weights=d["weights"], biases=d["biases"])
 
     # ---- evaluation and training ------------------------------------------------------------------
-    def evaluate(self, X: object, labels: object) -> int:
+    def evaluate(self, X: npt.ArrayLike, labels: npt.ArrayLike) -> int:
         """How many rows of X the network classifies as labels (argmax of a^L)."""
         X2, _ = self._rows(X, allow_empty=True)
         return self._evaluate(X2, self._labels(labels, "labels", X2.shape[0]))
@@ -427,7 +431,7 @@ class NetworkBase:
     def _evaluate(self, X2: Array, labels: Array) -> int:
         return self._sums(Rows(X2, labels, self.sizes[-1]), False, True)[1]
 
-    def predict(self, X: object) -> Any:
+    def predict(self, X: npt.ArrayLike) -> Union[LabelArray, int]:
         """The class of each row of X: the output neuron with the largest activation
         (argmax of a^L, what evaluate counts), as an int64 array (m,), or an int for one
         sample (n_0,).  Computed a chunk of rows at a time.  Needs at least two output
@@ -441,7 +445,7 @@ class NetworkBase:
             out[lo:hi] = np.argmax(A, axis=1)
         return int(out[0]) if single else out
 
-    def predict_proba(self, X: object) -> Array:
+    def predict_proba(self, X: npt.ArrayLike) -> FloatArray:
         """The probability of each class for each row of X, for a network with a softmax
         output layer, whose activations a^L are a probability distribution (eqs. (78)-(79):
         positive, each row sums to 1): a^L, [m, n_L], or (n_L,) for one sample; computed a
@@ -456,7 +460,7 @@ class NetworkBase:
         return out[0] if single else out
 
     # ---- copies and pickles -----------------------------------------------------------------------
-    def _locked(self) -> Any:
+    def _locked(self) -> contextlib.AbstractContextManager[Any]:
         """A context that keeps other threads' calls out (the C path's engine lock)."""
         return contextlib.nullcontext()
 
@@ -469,7 +473,7 @@ class NetworkBase:
         the checksum when checksum), then the generator state, the momentum velocity, the
         accumulated gradient and its sample count (_extra_state).  copy: new arrays, else
         the network's own (for a copy made under the lock)."""
-        take = (lambda a: a.copy()) if copy else (lambda a: a)
+        take = _copied if copy else _same
         state: dict[str, Any] = {
             "format": np.array(_io.FORMAT, dtype=str), "version": np.array(_io.VERSION, dtype=np.int64),
             "sizes": np.array(self.sizes, dtype=np.int64), "activations": np.array(self.activations, dtype=str),
@@ -483,7 +487,7 @@ class NetworkBase:
         state.update(self._extra_state(take))
         return state
 
-    def _extra_state(self, take: Any) -> dict[str, Any]:
+    def _extra_state(self, take: Callable[[Array], Array]) -> dict[str, Any]:
         v, acc = self._velocity(), self._accumulator()
         return {"rng": self._rng.bit_generator.state, "velocity": [take(a) for a in v] if v else None,
                 "accumulator": [take(a) for a in acc] if acc else None, "accumulated": self._accumulated}
@@ -503,22 +507,23 @@ class NetworkBase:
         with self._locked():
             return (_restore, (type(self), self._copy_state(copy=True, checksum=True)))
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+    def __deepcopy__(self: N, memo: dict[int, Any]) -> N:
         """An independent network in the same state (see __reduce__)."""
         with self._locked():
             return _restore(type(self), self._copy_state(copy=False, checksum=False))
 
-    def __copy__(self) -> Any:
+    def __copy__(self: N) -> N:
         """copy.copy(net) is an independent copy too (as copy.deepcopy): a network shares
         no parameters, buffers or generator with another."""
         return self.__deepcopy__({})
 
-    def sgd(self, X: object, Y: object, epochs: object, mini_batch_size: object, eta: object,
-            test_data: object = None, *, lmbda: object = 0.0, mu: object = 0.0, evaluation_data: object = None,
-            monitor_evaluation_cost: object = False, monitor_evaluation_accuracy: object = False,
-            monitor_training_cost: object = False, monitor_training_accuracy: object = False,
-            early_stopping_n: object = None, eta_schedule_n: object = None,
-            callback: object = None) -> list[dict[str, Any]]:
+    def sgd(self, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batch_size: int, eta: float,
+            test_data: Optional[tuple[npt.ArrayLike, npt.ArrayLike]] = None, *, lmbda: float = 0.0,
+            mu: float = 0.0, evaluation_data: Optional[tuple[npt.ArrayLike, npt.ArrayLike]] = None,
+            monitor_evaluation_cost: bool = False, monitor_evaluation_accuracy: bool = False,
+            monitor_training_cost: bool = False, monitor_training_accuracy: bool = False,
+            early_stopping_n: Optional[int] = None, eta_schedule_n: Optional[int] = None,
+            callback: Optional[Callable[[dict[str, Any]], object]] = None) -> list[dict[str, Any]]:
         """Mini-batch stochastic gradient descent, as network.py's SGD and network2.py's.
 
         Each epoch shuffles the rows with the network's own generator, then runs
@@ -553,15 +558,26 @@ class NetworkBase:
         return train(self, plan, Epochs(self, plan))
 
 
-def _restore(cls: type[NetworkBase], state: dict[str, Any]) -> Any:
+def _copied(a: Array) -> Array:
+    return a.copy()
+
+
+def _same(a: Array) -> Array:
+    return a
+
+
+def _restore(cls: type[N], state: dict[str, Any]) -> N:
     """The network of _copy_state's state (pickle's reconstructor)."""
     L = len(state["sizes"]) - 1
-    config = dict(sizes=tuple(int(n) for n in state["sizes"]), activations=tuple(str(a) for a in state["activations"]),
-                  cost=str(state["cost"]), dtype=str(state["dtype"]))
+    sizes = tuple(int(n) for n in state["sizes"])
+    activations = tuple(str(a) for a in state["activations"])
+    cost, dtype = str(state["cost"]), str(state["dtype"])
     weights = [state[f"weights_{i}"] for i in range(L)]
     biases = [state[f"biases_{i}"] for i in range(L)]
-    if "checksum" in state and str(state["checksum"]) != _io.checksum(weights=weights, biases=biases, **config):
+    if "checksum" in state and str(state["checksum"]) != _io.checksum(
+            sizes=sizes, activations=activations, cost=cost, dtype=dtype, weights=weights, biases=biases):
         raise ValueError("the pickled network's checksum does not match its parameters (corrupt data)")
-    net = cls._with_parameters(seed=None, weights=weights, biases=biases, **config)
+    net = cls._with_parameters(sizes, activations=activations, cost=cost, dtype=dtype, seed=None, weights=weights,
+                               biases=biases)
     net._set_extra_state(state)
     return net

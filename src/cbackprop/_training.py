@@ -11,11 +11,12 @@ imports the compiled module.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from ._model import one_hot
 from ._validation import (Hyper, _short, as_labels, as_targets, check, check_eta, check_evaluation, check_hyper,
@@ -93,20 +94,20 @@ def labelled_rows(net: NetworkBase, data: object, name: str) -> Rows:
     return Rows(Xd, T, n_out)
 
 
-def training_rows(net: NetworkBase, X: object, Y: object, *, shard: bool = False) -> Rows:
+def training_rows(net: NetworkBase, X: npt.ArrayLike, Y: npt.ArrayLike, *, shard: bool = False) -> Rows:
     """sgd's X, Y: rows of X with their target rows or integer labels.  shard: this
     process's part of the rows (distributed.sgd), which may be empty."""
     n_0 = net.sizes[0]
     if shard:
         X2, single = net._rows(X, "X", allow_empty=True)
         if single:
-            raise ValueError(f"X must have shape (m, {n_0}) (this rank's rows), got shape {np.shape(X)}")  # type: ignore[arg-type]
+            raise ValueError(f"X must have shape (m, {n_0}) (this rank's rows), got shape {np.shape(X)}")
         T = net._targets(Y, X2.shape[0], False, allow_empty=True)
     else:
         X2, T, single = net._xt(X, Y)
         if single:
             raise ValueError(f"X must have shape (n, {n_0}) for sgd (one row per sample), "
-                             f"got shape {np.shape(X)}")  # type: ignore[arg-type]
+                             f"got shape {np.shape(X)}")
     return Rows(X2, T, net.sizes[-1])
 
 
@@ -155,7 +156,7 @@ class Plan:
 
 
 def make_plan(net: NetworkBase, train: Rows, epochs: object, mini_batch_size: object, eta: object,
-              test_data: object, lmbda: object, mu: object, evaluation_data: object, flags: dict[str, object],
+              test_data: object, lmbda: object, mu: object, evaluation_data: object, flags: Mapping[str, object],
               early_stopping_n: object, eta_schedule_n: object, callback: object) -> Plan:
     """The Plan of sgd's arguments, each checked on its own (flags: the monitor_* flags and
     any other True/False option); Plan.finish checks the rest."""
@@ -168,7 +169,7 @@ def make_plan(net: NetworkBase, train: Rows, epochs: object, mini_batch_size: ob
     test = test_rows(net, test_data)
     evaluation = None if evaluation_data is None else labelled_rows(net, evaluation_data, "evaluation_data")
     return Plan(train, epochs_, mbs, eta_, lmbda_, mu_, {k: bool(flags[k]) for k in MONITORS}, esn, etsn,
-                callback, test, evaluation, dtype=net.dtype)  # type: ignore[arg-type]
+                cast(Optional[Callable[[Record], Any]], callback), test, evaluation, dtype=net.dtype)
 
 
 class PlateauRule:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numbers
 import operator
-from collections.abc import Callable, Sequence
-from typing import Any, Optional
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional, Union, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,12 @@ INITS = ("large", "default")
 
 #: (eta, keep, decay, mu): one update's hyper-parameters (see hyper()).
 Hyper = tuple[float, float, float, float]
+#: Array types of the public API: any array; arrays of the network's floats; class labels;
+#: what a path may be.
+Array = np.ndarray[Any, Any]
+FloatArray = npt.NDArray[np.floating[Any]]
+LabelArray = npt.NDArray[np.int64]
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -146,7 +153,7 @@ def check(name: str, value: object, rule: Optional[str] = None) -> Any:
 
 
 def check_init(init: object) -> str:
-    return check("init", init)  # type: ignore[no-any-return]
+    return cast(str, check("init", init))
 
 
 def check_sizes(sizes: object) -> tuple[int, ...]:
@@ -166,7 +173,7 @@ def check_dtype(dtype: object) -> np.dtype[Any]:
     if dtype is None:  # np.dtype(None) would silently mean float64
         raise TypeError("dtype must be float32 or float64, got None")
     try:
-        dt = np.dtype(dtype)  # type: ignore[call-overload]
+        dt: np.dtype[Any] = np.dtype(cast(Any, dtype))
     except TypeError:
         raise TypeError(f"dtype must be float32 or float64, got {_short(dtype)}") from None
     if dt not in DTYPES:
@@ -229,7 +236,7 @@ def check_eta(eta: object, dtype: npt.DTypeLike = DEFAULT_DTYPE) -> float:
         raise ValueError(f"eta must be a finite number > 0, got {_short(eta)}") from None
     if not np.isfinite(out) or out <= 0:
         raise ValueError(f"eta must be a finite number > 0, got {out}")
-    info = np.finfo(dtype)  # type: ignore[arg-type]
+    info = np.finfo(cast(Any, dtype))
     if not float(info.tiny) <= out <= float(info.max):
         raise ValueError(f"eta must lie in [{info.tiny:.3g}, {info.max:.3g}] to be a normal {np.dtype(dtype)} "
                          f"number, got {out}")
@@ -262,7 +269,7 @@ def check_hyper(eta: object, lmbda: object, n: object, mu: object, dtype: npt.DT
 
 
 # ---- sgd's options ---------------------------------------------------------------------------------
-def check_sgd_options(flags: dict[str, object], callback: object, early_stopping_n: object,
+def check_sgd_options(flags: Mapping[str, object], callback: object, early_stopping_n: object,
                       eta_schedule_n: object) -> tuple[Optional[int], Optional[int]]:
     """The options Network.sgd and distributed.sgd share: flags (name -> value) must be
     bools, callback callable or None, the two patience counts integers >= 1 or None.
@@ -273,7 +280,7 @@ def check_sgd_options(flags: dict[str, object], callback: object, early_stopping
     return check("early_stopping_n", early_stopping_n), check("eta_schedule_n", eta_schedule_n)
 
 
-def check_evaluation(flags: dict[str, object], early_stopping_n: Optional[int], eta_schedule_n: Optional[int],
+def check_evaluation(flags: Mapping[str, object], early_stopping_n: Optional[int], eta_schedule_n: Optional[int],
                      present: bool, n_eval: int, who: str = "", none: str = "", over: str = "") -> None:
     """ValueError unless the evaluation data the sgd options need is there: given at all
     (present) for monitor_evaluation_* (flags, check_sgd_options's), early_stopping_n and
@@ -402,7 +409,7 @@ def as_targets(value: object, name: str, n_out: int, m: int, single: bool, dtype
     arr, y_single = as_rows(value, name, n_out, dtype, **kw)
     if y_single != single or arr.shape[0] != m:
         want = f"({n_out},)" if single else f"({m}, {n_out})"
-        got = np.shape(value)  # type: ignore[arg-type]
+        got = np.shape(cast(Any, value))
         raise ValueError(f"{name} must have shape {want} to match X, got shape {got}")
     return arr
 

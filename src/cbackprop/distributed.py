@@ -41,12 +41,21 @@ import os
 import sys
 import time
 import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional, Union, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from ._model import one_hot
-from ._training import Epochs, make_plan, train, training_rows
-from ._validation import check_int
+from ._training import Epochs, Plan, Record, Rows, make_plan, train, training_rows
+from ._validation import Array, Hyper, check_int
+
+if TYPE_CHECKING:
+    from .network import Network
+
+#: an mpi4py communicator (mpi4py.MPI.Comm); typed loosely so that type checking needs no mpi4py
+Comm = Any
 
 __all__ = ["is_distributed", "world", "shard", "local_slice", "take_shard", "sgd", "call_or_abort",
            "launcher_size"]
@@ -61,7 +70,7 @@ _INSTALL_HINT = ("cbackprop.distributed needs mpi4py and an MPI library: pip ins
 _SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
-def _mpi():
+def _mpi() -> Any:
     """mpi4py.MPI, or ImportError telling how to install it."""
     try:
         from mpi4py import MPI
@@ -70,12 +79,12 @@ def _mpi():
     return MPI
 
 
-def _comm(comm):
+def _comm(comm: Optional[Comm]) -> Comm:
     return _mpi().COMM_WORLD if comm is None else comm
 
 
 # ---- where am I -----------------------------------------------------------------------------
-def launcher_size():
+def launcher_size() -> int:
     """The number of processes the MPI launcher started, read from its environment variables
     (OMPI_COMM_WORLD_SIZE, PMI_SIZE, MV2_COMM_WORLD_SIZE; under Slurm with PMIx,
     SLURM_STEP_NUM_TASKS when PMIX_RANK is set), without importing mpi4py; 1 when no
@@ -89,7 +98,7 @@ def launcher_size():
     return 1
 
 
-def is_distributed():
+def is_distributed() -> bool:
     """True when this process is one of several MPI processes (mpiexec -n 2 or more).
 
     If mpi4py has already initialised MPI, its COMM_WORLD size decides; otherwise the MPI
@@ -100,19 +109,19 @@ def is_distributed():
     if mpi is not None:
         try:
             if mpi.Is_initialized() and not mpi.Is_finalized():
-                return mpi.COMM_WORLD.Get_size() > 1
+                return bool(mpi.COMM_WORLD.Get_size() > 1)
         except Exception:  # a broken MPI library: fall back to the environment
             pass
     return launcher_size() > 1
 
 
-def world(comm=None):
+def world(comm: Optional[Comm] = None) -> tuple[int, int]:
     """(rank, size) of this process in comm (default MPI.COMM_WORLD); imports mpi4py."""
     comm = _comm(comm)
     return comm.Get_rank(), comm.Get_size()
 
 
-def shard(n, rank, size):
+def shard(n: int, rank: int, size: int) -> tuple[int, int]:
     """(lo, hi): rows lo:hi of n rows belong to rank of size ranks.  Contiguous, in rank
     order, sizes differing by at most one (the first n % size ranks get one more row);
     a rank gets an empty shard (lo == hi) when size > n."""
@@ -126,13 +135,19 @@ def shard(n, rank, size):
     return lo, lo + q + (rank < r)
 
 
-def local_slice(n, comm=None):
+def local_slice(n: int, comm: Optional[Comm] = None) -> slice:
     """slice(lo, hi) of this rank's rows of n (shard with comm's rank and size)."""
     rank, size = world(comm)
     return slice(*shard(n, rank, size))
 
 
-def take_shard(*arrays, comm=None):
+@overload
+def take_shard(array: Array, /, *, comm: Optional[Comm] = None) -> Array: ...
+@overload
+def take_shard(array: Array, other: Array, /, *arrays: Array, comm: Optional[Comm] = None) -> tuple[Array, ...]: ...
+
+
+def take_shard(*arrays: Array, comm: Optional[Comm] = None) -> Union[Array, tuple[Array, ...]]:
     """This rank's rows of each array (all with the same number of rows), as contiguous
     copies; for np.load(..., mmap_mode="r") arrays only those rows are read from disk."""
     if not arrays:
@@ -146,7 +161,7 @@ def take_shard(*arrays, comm=None):
     return out if len(out) > 1 else out[0]
 
 
-def call_or_abort(func, *args, comm=None, **kwargs):
+def call_or_abort(func: Callable[..., Any], *args: Any, comm: Optional[Comm] = None, **kwargs: Any) -> Any:
     """func(*args, **kwargs), so that one failing rank cannot leave the others waiting.
 
     Under MPI with several ranks (is_distributed()), an exception that escapes func on this
@@ -181,13 +196,13 @@ def call_or_abort(func, *args, comm=None, **kwargs):
 
 
 # ---- collective checks ------------------------------------------------------------------------
-def _collective(exc):
+def _collective(exc: BaseException) -> BaseException:
     """Mark exc as raised on every rank alike (sgd re-raises it instead of aborting)."""
-    exc._cbackprop_collective = True
+    exc._cbackprop_collective = True  # type: ignore[attr-defined]
     return exc
 
 
-def _raise_if_any(comm, error, what):
+def _raise_if_any(comm: Comm, error: Optional[BaseException], what: str) -> None:
     """Every rank calls this with its local error (an exception or None); if any rank has
     one, every rank raises the same exception naming each failing rank and its message (the
     local exception chained on the rank where it happened): ValueError when every failing
@@ -203,7 +218,7 @@ def _raise_if_any(comm, error, what):
         raise _collective(cls(msg)) from error
 
 
-def _check_agree(comm, values):
+def _check_agree(comm: Comm, values: dict[str, Any]) -> None:
     """Every rank passes a dict name -> value; ValueError on every rank, naming the ranks and
     values that differ from rank 0's, if any differs."""
     gathered = comm.allgather(values)
@@ -218,14 +233,14 @@ def _check_agree(comm, values):
                                      "network and pass the same arguments): " + "; ".join(diffs)))
 
 
-def _params_crc(net):
+def _params_crc(net: Network) -> int:
     crc = 0
     for a in net._state():          # the parameters, then the momentum velocity
-        crc = zlib.crc32(memoryview(a).cast("B"), crc)
+        crc = zlib.crc32(a.data.cast("B"), crc)
     return crc
 
 
-def _broadcast_state(comm, net):
+def _broadcast_state(comm: Comm, net: Network) -> None:
     """Rank 0's parameters, momentum velocity (or none) and generator state to every rank."""
     has_v = comm.bcast(len(net._state()) > 1, root=0)
     state = net._state(create=has_v)
@@ -243,14 +258,17 @@ class _Allreduce(Epochs):
     and cost sums added over the ranks; the callback's verdict agreed by every rank.  On one
     rank, Network.sgd's own epochs."""
 
-    def __init__(self, net, plan, comm, lo, verbose):
+    net: Network
+
+    def __init__(self, net: Network, plan: Plan, comm: Comm, lo: int, verbose: bool) -> None:
         super().__init__(net, plan)
         self.comm, self.lo = comm, lo
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.say = print if (verbose and self.rank == 0) else None
-        self._perm = self._bounds = self._local = None
+        self._perm: Optional[Array] = None
+        self._bounds = self._local = np.zeros(0, dtype=np.intp)
 
-    def prepare(self):
+    def prepare(self) -> None:
         """Rank 0's state on every rank, and the buffers of the steps."""
         net, mbs = self.net, self.plan.mini_batch_size
         _broadcast_state(self.comm, net)
@@ -262,7 +280,7 @@ class _Allreduce(Epochs):
         self.n_batches = -(-self.plan.n // mbs)
         self.mpi = _mpi()
 
-    def epoch(self, data, perm, mini_batch_size, h):
+    def epoch(self, data: Rows, perm: Array, mini_batch_size: int, h: Hyper) -> Record:
         extras = {"allreduce_seconds": 0.0, "ranks": self.size, "samples": self.plan.n}
         if self.size == 1:  # nothing to reduce: net.sgd's own C epoch loop (and its threads)
             super().epoch(data, perm, mini_batch_size, h)
@@ -271,13 +289,13 @@ class _Allreduce(Epochs):
             extras["allreduce_seconds"] += self._batch(data, perm, k, h)
         return extras
 
-    def batch(self, data, perm, mini_batch_size, k, h):
+    def batch(self, data: Rows, perm: Array, mini_batch_size: int, k: int, h: Hyper) -> None:
         if self.size == 1:
             super().batch(data, perm, mini_batch_size, k, h)
         else:
             self._batch(data, perm, k, h)
 
-    def _batch(self, data, perm, k, h):
+    def _batch(self, data: Rows, perm: Array, k: int, h: Hyper) -> float:
         """Mini-batch k of the epoch shuffled by perm: this rank's rows of it accumulated,
         the sum over the ranks, one update; returns the seconds spent in Allreduce."""
         if self._perm is not perm:  # positions of my rows in perm, per mini-batch
@@ -300,32 +318,32 @@ class _Allreduce(Epochs):
         self.net._apply(h, min(mbs, self.plan.n - k * mbs))
         return seconds
 
-    def replays(self, exc):
+    def replays(self, exc: BaseException) -> bool:
         # a replay is collective: only for what every rank raised alike
         return self.size == 1 or getattr(exc, "_cbackprop_collective", False)
 
-    def settle(self, record):
+    def settle(self, record: Record) -> None:
         """The ranks compare a checksum of their parameters; rank 0's are broadcast if any
         differs."""
         if len(set(self.comm.allgather(_params_crc(self.net)))) > 1:
             _broadcast_state(self.comm, self.net)
             record["resynchronised"] = True
 
-    def total(self, values):
+    def total(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """Each value added over the ranks, in rank order (the same result on every rank)."""
         gathered = self.comm.allgather(values)
         return tuple(sum(g[i] for g in gathered) for i in range(len(values)))
 
-    def end_epoch(self, record, stop):
+    def end_epoch(self, record: Record, stop: bool) -> bool:
         if self.say is not None:
             self.say(_report_line(record, self.plan.epochs, self.size), flush=True)
         return _callback_verdict(self.comm, self.plan.callback, record, stop)
 
-    def collective(self, exc):
+    def collective(self, exc: BaseException) -> BaseException:
         return _collective(exc)
 
 
-def _report_line(record, epochs, size):
+def _report_line(record: Record, epochs: int, size: int) -> str:
     """verbose's line for one epoch."""
     line = f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}"
     if "test_accuracy" in record:
@@ -344,7 +362,7 @@ def _report_line(record, epochs, size):
     return line
 
 
-def _callback_verdict(comm, callback, record, stop):
+def _callback_verdict(comm: Comm, callback: Optional[Callable[[Record], Any]], record: Record, stop: bool) -> bool:
     """Call callback(record) on this rank and agree with the others: if it raised on any
     rank, every rank raises; if it returned true on any rank, every rank stops."""
     asked, error = False, None
@@ -367,8 +385,9 @@ def _callback_verdict(comm, callback, record, stop):
     return stop
 
 
-def _local_plan(net, X, Y, epochs, mini_batch_size, eta, test_data, lmbda, mu, evaluation_data, flags,
-                early_stopping_n, eta_schedule_n, callback):
+def _local_plan(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: object, mini_batch_size: object,
+                eta: object, test_data: object, lmbda: object, mu: object, evaluation_data: object,
+                flags: dict[str, object], early_stopping_n: object, eta_schedule_n: object, callback: object) -> Plan:
     """This rank's arguments checked (Plan without the global totals)."""
     if not hasattr(net, "gradient_buffer") or not hasattr(net, "_engine"):
         raise TypeError(f"distributed.sgd needs a cbackprop.Network (the C path, with a contiguous "
@@ -382,7 +401,7 @@ def _local_plan(net, X, Y, epochs, mini_batch_size, eta, test_data, lmbda, mu, e
                      early_stopping_n, eta_schedule_n, callback)
 
 
-def _global_plan(comm, net, plan):
+def _global_plan(comm: Comm, net: Network, plan: Plan) -> int:
     """Every rank's plan completed with the totals over the ranks, after checking that the
     ranks agree; returns this rank's first row in the global data set."""
     gathered = comm.allgather(plan.local_counts())
@@ -404,7 +423,7 @@ def _global_plan(comm, net, plan):
     return sum(counts[:comm.Get_rank()])
 
 
-def _abort(comm, exc):
+def _abort(comm: Comm, exc: BaseException) -> None:
     """End the whole job (MPI_Abort) after an exception raised on this rank only (Ctrl-C,
     MemoryError, a bug): the other ranks would wait in the next Allreduce forever, as
     `python -m mpi4py` does for uncaught exceptions."""
@@ -416,22 +435,23 @@ def _abort(comm, exc):
     comm.Abort(1)
 
 
-def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, lmbda=0.0, mu=0.0,
-        evaluation_data=None, monitor_evaluation_cost=False, monitor_evaluation_accuracy=False,
-        monitor_training_cost=False, monitor_training_accuracy=False, early_stopping_n=None,
-        eta_schedule_n=None, callback=None, verbose=False, abort_on_error=True):
+def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batch_size: int, eta: float,
+        test_data: Optional[tuple[npt.ArrayLike, npt.ArrayLike]] = None, *, comm: Optional[Comm] = None,
+        lmbda: float = 0.0, mu: float = 0.0, evaluation_data: Optional[tuple[npt.ArrayLike, npt.ArrayLike]] = None,
+        monitor_evaluation_cost: bool = False, monitor_evaluation_accuracy: bool = False,
+        monitor_training_cost: bool = False, monitor_training_accuracy: bool = False,
+        early_stopping_n: Optional[int] = None, eta_schedule_n: Optional[int] = None,
+        callback: Optional[Callable[[Record], Any]] = None, verbose: bool = False,
+        abort_on_error: bool = True) -> list[Record]:
     """Data-parallel mini-batch SGD: net.sgd on the rows of all ranks together.
 
     Call it on every rank of comm (default COMM_WORLD) with the same network configuration
     and arguments; X, Y are this rank's shard of the training rows ([m, n_0] and [m, n_L]
     target rows, or m integer class labels; m may differ between ranks and may be 0), and
     the shards concatenated in rank order are the data set net.sgd would see (n = the sum
-    of the m).  Rank 0's parameters, momentum
-    velocity and generator state are used (broadcast first), so build the network on rank 0
-    with the seed you want; afterwards every rank holds the same parameters and generator
-    state, those net.sgd(X_all, Y_all, ...) leaves.  The other arguments are net.sgd's:
-    lmbda (L2 weight decay with the global n), mu (momentum), the monitor_* flags,
-    early_stopping_n, eta_schedule_n, callback.
+    of the m).  Rank 0's parameters, momentum velocity and generator state are used
+    (broadcast first); afterwards every rank holds those net.sgd(X_all, Y_all, ...) leaves.
+    The other arguments are net.sgd's (lmbda with the global n).
 
     test_data=(X_test, labels) and evaluation_data=(X, labels) or (X, Y) are this rank's
     part of the test and evaluation sets (None or empty on a rank that has none): every rank
@@ -451,11 +471,10 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
     raises on some rank, every rank raises (the original exception there, RuntimeError
     naming it elsewhere).
 
-    Every rank checks its arguments; if any rank finds a problem, or the ranks disagree on
-    the network (sizes, dtype, activations, cost), epochs, mini_batch_size, eta, lmbda, mu
-    or which measurements to make, every rank raises ValueError naming the ranks and values
-    (RuntimeError if a rank failed otherwise, e.g. MemoryError), before any training: no
-    rank is left waiting.  A diverging epoch (non-finite parameters) raises
+    If any rank finds a problem in its arguments, or the ranks disagree on the network,
+    epochs, mini_batch_size, eta, lmbda, mu or the measurements, every rank raises
+    ValueError naming the ranks and values (RuntimeError if a rank failed otherwise, e.g.
+    MemoryError), before any training: no rank is left waiting.  A diverging epoch (non-finite parameters) raises
     FloatingPointError on every rank, as net.sgd: the parameters are those before the
     mini-batch that diverged, with .history, .epoch and .mini_batch.  After every epoch the
     ranks compare a checksum of their parameters; they are bitwise equal with the MPI
@@ -470,12 +489,11 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
 
     On a single rank sgd runs net.sgd's C epoch loop (on net.num_threads threads), so the
     parameters are bitwise net.sgd's and it is as fast; on several ranks each rank runs one
-    Python step per mini-batch (gather, accumulate, Allreduce, apply) on one thread.
-
-    Needs the C path (cbackprop.Network, which has the contiguous gradient buffer).
+    Python step per mini-batch (gather, accumulate, Allreduce, apply) on one thread.  Needs
+    the C path (cbackprop.Network, which has the contiguous gradient buffer).
     """
     comm = _comm(comm)
-    flags = {"monitor_evaluation_cost": monitor_evaluation_cost,
+    flags: dict[str, object] = {"monitor_evaluation_cost": monitor_evaluation_cost,
              "monitor_evaluation_accuracy": monitor_evaluation_accuracy,
              "monitor_training_cost": monitor_training_cost,
              "monitor_training_accuracy": monitor_training_accuracy,
@@ -487,6 +505,7 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
     except Exception as exc:  # reported on every rank, so that none waits in a collective
         error = exc
     _raise_if_any(comm, error, "invalid arguments")
+    assert plan is not None
     lo = _global_plan(comm, net, plan)
     runner = _Allreduce(net, plan, comm, lo, verbose)
     try:
@@ -499,7 +518,7 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
 
 
 # ---- python -m cbackprop.distributed --selftest --------------------------------------------------
-def _selftest(argv):
+def _selftest(argv: list[str]) -> int:
     """Train [20, 16, 7, 4] on 303 random rows (float64, mini-batch 10, lmbda and momentum)
     with distributed.sgd, each rank on its shard, and compare with Network.sgd of the whole
     data on rank 0.  Exit status 0 when the parameters agree to 1e-10 relative."""
@@ -516,14 +535,14 @@ def _selftest(argv):
     rng = np.random.default_rng(1)
     X = rng.random((303, 20))
     Y = np.eye(4)[rng.integers(0, 4, 303)]
-    kw = dict(lmbda=0.5, mu=0.5)
     net = Network([20, 16, 7, 4], seed=3)
     Xs, Ys = take_shard(X, Y)
-    hist = sgd(net, Xs, Ys, args.epochs, 10, 0.5, test_data=take_shard(X[:50], Y[:50].argmax(1)), **kw)
+    Xt, lt = take_shard(X[:50], Y[:50].argmax(1))
+    hist = sgd(net, Xs, Ys, args.epochs, 10, 0.5, test_data=(Xt, lt), lmbda=0.5, mu=0.5)
     if rank != 0:
         return 0
     ref = Network([20, 16, 7, 4], seed=3)
-    ref_hist = ref.sgd(X, Y, args.epochs, 10, 0.5, test_data=(X[:50], Y[:50].argmax(1)), **kw)
+    ref_hist = ref.sgd(X, Y, args.epochs, 10, 0.5, test_data=(X[:50], Y[:50].argmax(1)), lmbda=0.5, mu=0.5)
     a, b = net._engine.params, ref._engine.params
     diff = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
     same_test = [h["test_correct"] for h in hist] == [h["test_correct"] for h in ref_hist]

@@ -13,17 +13,23 @@ checked (and meaningful for a float32 network, whose own cost is too coarse for 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+import numpy.typing as npt
 
 from ._base import NetworkBase
 from ._model import cost_sum
-from ._validation import _short, check
+from ._validation import Array, _short, check
+
+if TYPE_CHECKING:
+    from .reference import Network as Reference
 
 __all__ = ["gradient_check"]
 
 
-def _relative_error(g, fd):
+def _relative_error(g: Array, fd: Array) -> float:
     """||g - fd|| / (||g|| + ||fd||): 0 for equal vectors, 1 for opposite ones; 0 when both
     are zero."""
     with np.errstate(over="ignore", invalid="ignore"):   # (huge gradients: inf, NaN)
@@ -32,7 +38,7 @@ def _relative_error(g, fd):
         return num / den if den > 0 else 0.0
 
 
-def _central_differences(cost, flat, idx, eps):
+def _central_differences(cost: Callable[[], float], flat: Array, idx: Array, eps: float) -> Array:
     """(C(p + eps e_j) - C(p - eps e_j)) / (2 eps) for the entries idx of the parameter
     array flat (changed in place and restored), cost() the network's cost."""
     fd = np.empty(idx.size)
@@ -47,12 +53,14 @@ def _central_differences(cost, flat, idx, eps):
     return fd
 
 
-def _check_layers(ref, X2, Y2, nabla_b, nabla_w, eps, max_per_layer, rng):
+def _check_layers(ref: Reference, X2: Array, Y2: Array, nabla_b: list[Array], nabla_w: list[Array], eps: float,
+                  max_per_layer: Optional[int], rng: np.random.Generator
+                  ) -> tuple[list[dict[str, Any]], int, int]:
     """(per-layer result dicts, cost evaluations, entries checked): the gradient nabla_b,
     nabla_w against central differences of ref's cost on X2, Y2, layer by layer."""
-    m = X2.shape[0]
+    m = int(X2.shape[0])
 
-    def cost():
+    def cost() -> float:
         return cost_sum(ref.cost_name, ref._forward(X2), Y2) / m
 
     layers, evaluations, checked_total = [], 0, 0
@@ -73,7 +81,8 @@ def _check_layers(ref, X2, Y2, nabla_b, nabla_w, eps, max_per_layer, rng):
     return layers, evaluations, checked_total
 
 
-def gradient_check(net, X, Y, *, eps=1e-5, max_per_layer=None, seed=0):
+def gradient_check(net: NetworkBase, X: npt.ArrayLike, Y: npt.ArrayLike, *, eps: float = 1e-5,
+                   max_per_layer: Optional[int] = None, seed: int = 0) -> dict[str, Any]:
     """Compare net.backprop(X, Y) with central finite differences of the cost.
 
     Parameters
