@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 import numpy as np
@@ -68,7 +68,7 @@ class Rows:
         return self.X[rows], (one_hot(T, self.n_out, self.X.dtype) if T.ndim == 1 else T)
 
 
-def test_rows(net: NetworkBase, test_data: object) -> Optional[Rows]:
+def testing_rows(net: NetworkBase, test_data: object) -> Optional[Rows]:
     """sgd's test_data=(X_test, labels), validated: Rows with labels, or None.  The labels
     may also be one-hot (target) rows, whose argmax is taken."""
     if test_data is None:
@@ -129,12 +129,12 @@ class Plan:
     callback: Optional[Callable[[Record], Any]]
     test: Optional[Rows]
     evaluation: Optional[Rows]
+    dtype: np.dtype[Any]
     n: int = 0
     n_test: int = 0
     use_test: bool = False
     n_eval: int = 0
     use_eval: bool = False
-    dtype: Any = field(default=None, repr=False)
 
     def local_counts(self) -> tuple[int, int, bool, int, bool]:
         """(m, m_test, has test, m_eval, has evaluation) of this process's data."""
@@ -166,10 +166,10 @@ def make_plan(net: NetworkBase, train: Rows, epochs: object, mini_batch_size: ob
     lmbda_ = check("lmbda", lmbda)
     mu_ = check("mu", mu)
     esn, etsn = check_sgd_options(flags, callback, early_stopping_n, eta_schedule_n)
-    test = test_rows(net, test_data)
+    test = testing_rows(net, test_data)
     evaluation = None if evaluation_data is None else labelled_rows(net, evaluation_data, "evaluation_data")
     return Plan(train, epochs_, mbs, eta_, lmbda_, mu_, {k: bool(flags[k]) for k in MONITORS}, esn, etsn,
-                cast(Optional[Callable[[Record], Any]], callback), test, evaluation, dtype=net.dtype)
+                cast(Optional[Callable[[Record], Any]], callback), test, evaluation, net.dtype)
 
 
 class PlateauRule:
