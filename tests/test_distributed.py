@@ -271,6 +271,10 @@ CASES = [
          eval=True, eval_split="shard", early_stopping_n=2),
     dict(name="eta_schedule", sizes=[12, 9, 5], epochs=12, mbs=10, eta=3.0, seed=1, lmbda=0.5,
          eval=True, eval_split="root", eta_schedule_n=1),
+    # integer labels for Y on every rank (one-hot rows built per mini-batch), against the
+    # single process on the one-hot rows
+    dict(name="labels", sizes=[12, 9, 5], epochs=3, mbs=10, eta=3.0, seed=5, mu=0.5, labels=True,
+         monitor=True, test=True),
 ]
 UNEVEN = {1: [103], 2: [96, 7], 3: [0, 100, 3]}   # empty and near-empty shards
 
@@ -283,6 +287,7 @@ def data(tmp_path_factory):
     labels = rng.integers(0, 5, 103)
     np.save(d / "x.npy", X)
     np.save(d / "y.npy", np.eye(5)[labels])
+    np.save(d / "l.npy", labels)
     Xt = rng.random((31, 12))
     np.save(d / "xt.npy", Xt)
     np.save(d / "lt.npy", rng.integers(0, 5, 31))
@@ -292,7 +297,7 @@ def data(tmp_path_factory):
 def _spec(data, out, cases):
     full = []
     for c in cases:
-        c = {"x": str(data / "x.npy"), "y": str(data / "y.npy"), **c}
+        c = {"x": str(data / "x.npy"), "y": str(data / ("l.npy" if c.get("labels") else "y.npy")), **c}
         if c.pop("test", False):
             c["test"] = [str(data / "xt.npy"), str(data / "lt.npy")]
         if c.pop("eval", False):

@@ -128,7 +128,14 @@ def test_reference_never_imports_the_compiled_module():
 
 
 def test_reference_sources_do_not_mention_the_compiled_module():
+    # every module of the package that importing the reference loads
+    code = ("import sys, cbackprop.reference\n"
+            "print(' '.join(m for m in sys.modules if m.startswith('cbackprop.')))\n")
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                            timeout=60).stdout.split()
+    names = [m.split(".", 1)[1] + ".py" for m in loaded]
+    assert {"reference.py", "_base.py", "_training.py", "_validation.py", "_model.py"} <= set(names), names
     pkg = Path(reference.__file__).parent
-    for name in ("reference.py", "_common.py"):
+    for name in names:
         text = (pkg / name).read_text()
         assert "_core" not in text and "from .network" not in text and "import network" not in text, name

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from ._common import ACTIVATIONS, COSTS, INITS, check_hyper
+from ._validation import ACTIVATIONS, COSTS, INITS, check_hyper
 from ._progress import EpochProgress
 
 COMMANDS = ("train", "evaluate", "predict", "info")
@@ -552,15 +552,15 @@ def evaluate(args):
 
 
 def _predictions(net, X):
-    """(labels, probabilities) for the rows of X: the network's predict / predict_proba when it
-    has them, else the arg-max of a^L and a^L normalised to sum 1 (softmax outputs are already)."""
+    """(labels, probabilities) for the rows of X: the labels of net.predict; the probabilities
+    of net.predict_proba for a softmax output, else a^L normalised to sum 1 per row."""
     import numpy as np
 
-    if hasattr(net, "predict_proba"):
-        proba = np.asarray(net.predict_proba(X))
+    if net.activations[-1] == "softmax":
+        proba = np.asarray(net.predict_proba(X), dtype=np.float64)
     else:
         A = net.feedforward(X).astype(np.float64)
-        proba = A if net.activations[-1] == "softmax" else A / np.maximum(A.sum(axis=1, keepdims=True), 1e-300)
+        proba = A / np.maximum(A.sum(axis=1, keepdims=True), 1e-300)
     return (np.argmax(proba, axis=1) if proba.shape[0] else np.zeros(0, np.intp)), proba
 
 

@@ -27,7 +27,7 @@ import zipfile
 
 import numpy as np
 
-from ._common import _physical_memory
+from ._model import _physical_memory
 
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}

@@ -18,7 +18,7 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from cpython.exc cimport PyErr_CheckSignals
 
-from ._common import check_int
+from ._validation import check_int
 
 cnp.import_array()
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _npz
 from ._atomic import atomic_path
-from ._common import (COSTS, _finite_or_raise, _short, as_parameter_list, check_activations,
+from ._validation import (COSTS, _finite_or_raise, _short, as_parameter_list, check_activations,
                       check_cost, check_dtype, check_sizes)
 
 FORMAT = "cbackprop-network"
@@ -56,7 +56,7 @@ def _names(items, limit=200):
 
 # ---- validation shared by saving and loading ------------------------------------------------
 def _check_config(sizes, activations, cost):
-    """sizes, activations and cost validated as a Network validates them (cbackprop._common):
+    """sizes, activations and cost validated as a Network validates them (cbackprop._validation):
     one known activation per layer, softmax only in the last, and a cost that fits the
     output activation."""
     sizes = check_sizes(sizes)

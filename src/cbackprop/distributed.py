@@ -41,8 +41,21 @@ import os
 import sys
 import time
 import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional, Union, overload
 
 import numpy as np
+import numpy.typing as npt
+
+from ._model import one_hot
+from ._training import Epochs, Plan, Record, Rows, make_plan, train, training_rows
+from ._validation import Array, Hyper, check_int
+
+if TYPE_CHECKING:
+    from .network import Network
+
+#: an mpi4py communicator (mpi4py.MPI.Comm); typed loosely so that type checking needs no mpi4py
+Comm = Any
 
 __all__ = ["is_distributed", "world", "shard", "local_slice", "take_shard", "sgd", "call_or_abort",
            "launcher_size"]
@@ -57,7 +70,7 @@ _INSTALL_HINT = ("cbackprop.distributed needs mpi4py and an MPI library: pip ins
 _SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
-def _mpi():
+def _mpi() -> Any:
     """mpi4py.MPI, or ImportError telling how to install it."""
     try:
         from mpi4py import MPI
@@ -66,12 +79,12 @@ def _mpi():
     return MPI
 
 
-def _comm(comm):
+def _comm(comm: Optional[Comm]) -> Comm:
     return _mpi().COMM_WORLD if comm is None else comm
 
 
 # ---- where am I -----------------------------------------------------------------------------
-def launcher_size():
+def launcher_size() -> int:
     """The number of processes the MPI launcher started, read from its environment variables
     (OMPI_COMM_WORLD_SIZE, PMI_SIZE, MV2_COMM_WORLD_SIZE; under Slurm with PMIx,
     SLURM_STEP_NUM_TASKS when PMIX_RANK is set), without importing mpi4py; 1 when no
@@ -85,7 +98,7 @@ def launcher_size():
     return 1
 
 
-def is_distributed():
+def is_distributed() -> bool:
     """True when this process is one of several MPI processes (mpiexec -n 2 or more).
 
     If mpi4py has already initialised MPI, its COMM_WORLD size decides; otherwise the MPI
@@ -96,23 +109,22 @@ def is_distributed():
     if mpi is not None:
         try:
             if mpi.Is_initialized() and not mpi.Is_finalized():
-                return mpi.COMM_WORLD.Get_size() > 1
+                return bool(mpi.COMM_WORLD.Get_size() > 1)
         except Exception:  # a broken MPI library: fall back to the environment
             pass
     return launcher_size() > 1
 
 
-def world(comm=None):
+def world(comm: Optional[Comm] = None) -> tuple[int, int]:
     """(rank, size) of this process in comm (default MPI.COMM_WORLD); imports mpi4py."""
     comm = _comm(comm)
     return comm.Get_rank(), comm.Get_size()
 
 
-def shard(n, rank, size):
+def shard(n: int, rank: int, size: int) -> tuple[int, int]:
     """(lo, hi): rows lo:hi of n rows belong to rank of size ranks.  Contiguous, in rank
     order, sizes differing by at most one (the first n % size ranks get one more row);
     a rank gets an empty shard (lo == hi) when size > n."""
-    from ._common import check_int
     n = check_int(n, "n", 0)
     size = check_int(size, "size", 1)
     rank = check_int(rank, "rank", 0)
@@ -123,13 +135,19 @@ def shard(n, rank, size):
     return lo, lo + q + (rank < r)
 
 
-def local_slice(n, comm=None):
+def local_slice(n: int, comm: Optional[Comm] = None) -> slice:
     """slice(lo, hi) of this rank's rows of n (shard with comm's rank and size)."""
     rank, size = world(comm)
     return slice(*shard(n, rank, size))
 
 
-def take_shard(*arrays, comm=None):
+@overload
+def take_shard(array: Array, /, *, comm: Optional[Comm] = None) -> Array: ...
+@overload
+def take_shard(array: Array, other: Array, /, *arrays: Array, comm: Optional[Comm] = None) -> tuple[Array, ...]: ...
+
+
+def take_shard(*arrays: Array, comm: Optional[Comm] = None) -> Union[Array, tuple[Array, ...]]:
     """This rank's rows of each array (all with the same number of rows), as contiguous
     copies; for np.load(..., mmap_mode="r") arrays only those rows are read from disk."""
     if not arrays:
@@ -143,7 +161,7 @@ def take_shard(*arrays, comm=None):
     return out if len(out) > 1 else out[0]
 
 
-def call_or_abort(func, *args, comm=None, **kwargs):
+def call_or_abort(func: Callable[..., Any], *args: Any, comm: Optional[Comm] = None, **kwargs: Any) -> Any:
     """``func(*args, **kwargs)``, so that one failing rank cannot leave the others waiting.
 
     Under MPI with several ranks (is_distributed()), an exception that escapes func on this
@@ -178,13 +196,13 @@ def call_or_abort(func, *args, comm=None, **kwargs):
 
 
 # ---- collective checks ------------------------------------------------------------------------
-def _collective(exc):
+def _collective(exc: BaseException) -> BaseException:
     """Mark exc as raised on every rank alike (sgd re-raises it instead of aborting)."""
-    exc._cbackprop_collective = True
+    exc._cbackprop_collective = True  # type: ignore[attr-defined]
     return exc
 
 
-def _raise_if_any(comm, error, what):
+def _raise_if_any(comm: Comm, error: Optional[BaseException], what: str) -> None:
     """Every rank calls this with its local error (an exception or None); if any rank has
     one, every rank raises the same exception naming each failing rank and its message (the
     local exception chained on the rank where it happened): ValueError when every failing
@@ -200,7 +218,7 @@ def _raise_if_any(comm, error, what):
         raise _collective(cls(msg)) from error
 
 
-def _check_agree(comm, values):
+def _check_agree(comm: Comm, values: dict[str, Any]) -> None:
     """Every rank passes a dict name -> value; ValueError on every rank, naming the ranks and
     values that differ from rank 0's, if any differs."""
     gathered = comm.allgather(values)
@@ -215,41 +233,225 @@ def _check_agree(comm, values):
                                      "network and pass the same arguments): " + "; ".join(diffs)))
 
 
-def _params_crc(net):
-    blob = net._engine.params
-    crc = zlib.crc32(memoryview(blob).cast("B"))
-    v = net._engine.velocity
-    return crc if v is None else zlib.crc32(memoryview(v).cast("B"), crc)
+def _params_crc(net: Network) -> int:
+    crc = 0
+    for a in net._state():          # the parameters, then the momentum velocity
+        crc = zlib.crc32(a.data.cast("B"), crc)
+    return crc
 
 
-def _broadcast_state(comm, net):
+def _broadcast_state(comm: Comm, net: Network) -> None:
     """Rank 0's parameters, momentum velocity (or none) and generator state to every rank."""
-    comm.Bcast(net._engine.params, root=0)
-    has_v = comm.bcast(net._engine.velocity is not None, root=0)
-    if has_v:
-        net._engine.ensure_velocity()
-        comm.Bcast(net._engine.velocity, root=0)
-    elif net._engine.velocity is not None:
-        net._engine.velocity.fill(0)  # rank 0 has none: zeros are the same thing
+    has_v = comm.bcast(len(net._state()) > 1, root=0)
+    state = net._state(create=has_v)
+    for a in state[:1 + has_v]:
+        comm.Bcast(a, root=0)
+    for v in state[1 + has_v:]:
+        v.fill(0)  # rank 0 has none: zeros are the same thing
     net._rng.bit_generator.state = comm.bcast(net._rng.bit_generator.state, root=0)
 
 
 # ---- training -----------------------------------------------------------------------------------
-def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, lmbda=0.0, mu=0.0,
-        evaluation_data=None, monitor_evaluation_cost=False, monitor_evaluation_accuracy=False,
-        monitor_training_cost=False, monitor_training_accuracy=False, early_stopping_n=None,
-        eta_schedule_n=None, callback=None, verbose=False, abort_on_error=True):
+class _Allreduce(Epochs):
+    """distributed.sgd's epochs: each mini-batch's gradient summed over the ranks (one
+    in-place Allreduce of the gradient buffer), every rank applying the same update; counts
+    and cost sums added over the ranks; the callback's verdict agreed by every rank.  On one
+    rank, Network.sgd's own epochs."""
+
+    net: Network
+
+    def __init__(self, net: Network, plan: Plan, comm: Comm, lo: int, verbose: bool) -> None:
+        super().__init__(net, plan)
+        self.comm, self.lo = comm, lo
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.say = print if (verbose and self.rank == 0) else None
+        self._perm: Optional[Array] = None
+        self._bounds = self._local = np.zeros(0, dtype=np.intp)
+
+    def prepare(self) -> None:
+        """Rank 0's state on every rank, and the buffers of the steps."""
+        net, mbs = self.net, self.plan.mini_batch_size
+        _broadcast_state(self.comm, net)
+        net._state(create=bool(self.plan.mu))  # (the velocity, as a new one: zeros)
+        self.buf = net.gradient_buffer         # allocated here, zero (accumulated == 0 checked)
+        self.buf.fill(0)
+        self.xb = np.empty((mbs, net.sizes[0]), dtype=net.dtype)
+        self.yb = np.empty((mbs, net.sizes[-1]), dtype=net.dtype)
+        self.n_batches = -(-self.plan.n // mbs)
+        self.mpi = _mpi()
+
+    def epoch(self, data: Rows, perm: Array, mini_batch_size: int, h: Hyper) -> Record:
+        extras = {"allreduce_seconds": 0.0, "ranks": self.size, "samples": self.plan.n}
+        if self.size == 1:  # nothing to reduce: net.sgd's own C epoch loop (and its threads)
+            super().epoch(data, perm, mini_batch_size, h)
+            return extras
+        for k in range(self.n_batches):
+            extras["allreduce_seconds"] += self._batch(data, perm, k, h)
+        return extras
+
+    def batch(self, data: Rows, perm: Array, mini_batch_size: int, k: int, h: Hyper) -> None:
+        if self.size == 1:
+            super().batch(data, perm, mini_batch_size, k, h)
+        else:
+            self._batch(data, perm, k, h)
+
+    def _batch(self, data: Rows, perm: Array, k: int, h: Hyper) -> float:
+        """Mini-batch k of the epoch shuffled by perm: this rank's rows of it accumulated,
+        the sum over the ranks, one update; returns the seconds spent in Allreduce."""
+        if self._perm is not perm:  # positions of my rows in perm, per mini-batch
+            pos = np.flatnonzero((perm >= self.lo) & (perm < self.lo + data.m))
+            self._perm, self._local = perm, perm[pos] - self.lo
+            self._bounds = np.searchsorted(pos // self.plan.mini_batch_size, np.arange(self.n_batches + 1))
+        a, b = self._bounds[k], self._bounds[k + 1]
+        if b > a:
+            rows = self._local[a:b]
+            np.take(data.X, rows, axis=0, out=self.xb[:b - a], mode="clip")
+            if data.T.ndim == 1:
+                self.yb[:b - a] = one_hot(data.T[rows], data.n_out, data.X.dtype)
+            else:
+                np.take(data.T, rows, axis=0, out=self.yb[:b - a], mode="clip")
+            self.net._accumulate(self.xb[:b - a], self.yb[:b - a])
+        t = time.perf_counter()
+        self.comm.Allreduce(self.mpi.IN_PLACE, self.buf, op=self.mpi.SUM)
+        seconds = time.perf_counter() - t
+        mbs = self.plan.mini_batch_size
+        self.net._apply(h, min(mbs, self.plan.n - k * mbs))
+        return seconds
+
+    def replays(self, exc: BaseException) -> bool:
+        # a replay is collective: only for what every rank raised alike
+        return self.size == 1 or getattr(exc, "_cbackprop_collective", False)
+
+    def settle(self, record: Record) -> None:
+        """The ranks compare a checksum of their parameters; rank 0's are broadcast if any
+        differs."""
+        if len(set(self.comm.allgather(_params_crc(self.net)))) > 1:
+            _broadcast_state(self.comm, self.net)
+            record["resynchronised"] = True
+
+    def total(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Each value added over the ranks, in rank order (the same result on every rank)."""
+        gathered = self.comm.allgather(values)
+        return tuple(sum(g[i] for g in gathered) for i in range(len(values)))
+
+    def end_epoch(self, record: Record, stop: bool) -> bool:
+        if self.say is not None:
+            self.say(_report_line(record, self.plan.epochs, self.size), flush=True)
+        return _callback_verdict(self.comm, self.plan.callback, record, stop)
+
+    def collective(self, exc: BaseException) -> BaseException:
+        return _collective(exc)
+
+
+def _report_line(record: Record, epochs: int, size: int) -> str:
+    """verbose's line for one epoch."""
+    line = f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}"
+    if "test_accuracy" in record:
+        line += (f"  test accuracy {record['test_accuracy']:.2%} "
+                 f"({record['test_correct']}/{record['test_total']})")
+    for key, label in (("evaluation_accuracy", "evaluation accuracy"), ("training_cost", "training cost"),
+                       ("evaluation_cost", "evaluation cost")):
+        if key in record:
+            line += f"  {label} {record[key]:.2%}" if key.endswith("accuracy") else \
+                f"  {label} {record[key]:.6g}"
+    sec = record["seconds"]
+    share = record["allreduce_seconds"] / sec if sec else 0.0
+    line += f"  {sec:.2f} s ({share:.0%} in Allreduce, {size} rank{'s' if size > 1 else ''})"
+    if "stop_reason" in record:
+        line += f"\nstopped: {record['stop_reason']}"
+    return line
+
+
+def _callback_verdict(comm: Comm, callback: Optional[Callable[[Record], Any]], record: Record, stop: bool) -> bool:
+    """Call callback(record) on this rank and agree with the others: if it raised on any
+    rank, every rank raises; if it returned true on any rank, every rank stops."""
+    asked, error = False, None
+    if callback is not None:
+        try:
+            asked = bool(callback(record))
+        except Exception as exc:
+            error = exc
+    verdicts = comm.allgather((asked, None if error is None else f"{type(error).__name__}: {error}"))
+    failed = [(r, m) for r, (_, m) in enumerate(verdicts) if m is not None]
+    if failed:
+        if error is not None:
+            raise _collective(error)
+        where = "; ".join(f"rank {r}: {m}" for r, m in failed)
+        raise _collective(RuntimeError(f"distributed.sgd: the callback raised on {where}"))
+    if any(a for a, _ in verdicts) and not stop:
+        record["stop_reason"] = "callback asked to stop on rank(s) " + ", ".join(
+            str(r) for r, (a, _) in enumerate(verdicts) if a)
+        stop = True
+    return stop
+
+
+def _local_plan(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: object, mini_batch_size: object,
+                eta: object, test_data: object, lmbda: object, mu: object, evaluation_data: object,
+                flags: dict[str, object], early_stopping_n: object, eta_schedule_n: object, callback: object) -> Plan:
+    """This rank's arguments checked (Plan without the global totals)."""
+    if not hasattr(net, "gradient_buffer") or not hasattr(net, "_engine"):
+        raise TypeError(f"distributed.sgd needs a cbackprop.Network (the C path, with a contiguous "
+                        f"gradient buffer), got {type(net).__module__}.{type(net).__name__}")
+    if net.accumulated:
+        raise ValueError(f"the network holds an accumulated gradient of {net.accumulated} samples, "
+                         f"which sgd would add to its first step: call apply_gradient() or "
+                         f"zero_gradient() first")
+    data = training_rows(net, X, Y, shard=True)
+    return make_plan(net, data, epochs, mini_batch_size, eta, test_data, lmbda, mu, evaluation_data, flags,
+                     early_stopping_n, eta_schedule_n, callback)
+
+
+def _global_plan(comm: Comm, net: Network, plan: Plan) -> int:
+    """Every rank's plan completed with the totals over the ranks, after checking that the
+    ranks agree; returns this rank's first row in the global data set."""
+    gathered = comm.allgather(plan.local_counts())
+    counts = [g[0] for g in gathered]
+    n = sum(counts)
+    _check_agree(comm, {
+        "sizes": tuple(net.sizes), "dtype": net.dtype.name, "activations": tuple(net.activations),
+        "cost": net.cost_name, "epochs": plan.epochs, "mini_batch_size": plan.mini_batch_size, "eta": plan.eta,
+        "lmbda": plan.lmbda, "mu": plan.mu, "early_stopping_n": plan.early_stopping_n,
+        "eta_schedule_n": plan.eta_schedule_n, **plan.monitor,
+    })
+    # The same values on every rank now, so every rank reaches the same verdict on its own:
+    if n == 0:
+        raise ValueError("distributed.sgd: X must hold at least one sample over all ranks, got 0 rows on "
+                         "every rank")
+    plan.finish(n, sum(g[1] for g in gathered), any(g[2] for g in gathered), sum(g[3] for g in gathered),
+                any(g[4] for g in gathered), who="distributed.sgd: ", none=" on every rank",
+                over=" over all ranks")
+    return sum(counts[:comm.Get_rank()])
+
+
+def _abort(comm: Comm, exc: BaseException) -> None:
+    """End the whole job (MPI_Abort) after an exception raised on this rank only (Ctrl-C,
+    MemoryError, a bug): the other ranks would wait in the next Allreduce forever, as
+    `python -m mpi4py` does for uncaught exceptions."""
+    import traceback
+    sys.stderr.write(f"cbackprop.distributed: rank {comm.Get_rank()} of {comm.Get_size()}: "
+                     f"{type(exc).__name__} during training; aborting all ranks (MPI_Abort)\n")
+    traceback.print_exc()
+    sys.stderr.flush()
+    comm.Abort(1)
+
+
+def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batch_size: int, eta: float,
+        test_data: Optional[tuple[npt.ArrayLike, npt.ArrayLike]] = None, *, comm: Optional[Comm] = None,
+        lmbda: float = 0.0, mu: float = 0.0, evaluation_data: Optional[tuple[npt.ArrayLike, npt.ArrayLike]] = None,
+        monitor_evaluation_cost: bool = False, monitor_evaluation_accuracy: bool = False,
+        monitor_training_cost: bool = False, monitor_training_accuracy: bool = False,
+        early_stopping_n: Optional[int] = None, eta_schedule_n: Optional[int] = None,
+        callback: Optional[Callable[[Record], Any]] = None, verbose: bool = False,
+        abort_on_error: bool = True) -> list[Record]:
     """Data-parallel mini-batch SGD: net.sgd on the rows of all ranks together.
 
     Call it on every rank of comm (default COMM_WORLD) with the same network configuration
-    and arguments; X, Y are this rank's shard of the training rows ([m, n_0] and [m, n_L],
-    m may differ between ranks and may be 0), and the shards concatenated in rank order are
-    the data set net.sgd would see (n = the sum of the m).  Rank 0's parameters, momentum
-    velocity and generator state are used (broadcast first), so build the network on rank 0
-    with the seed you want; afterwards every rank holds the same parameters and generator
-    state, those net.sgd(X_all, Y_all, ...) leaves.  The other arguments are net.sgd's:
-    lmbda (L2 weight decay with the global n), mu (momentum), the monitor_* flags,
-    early_stopping_n, eta_schedule_n, callback.
+    and arguments; X, Y are this rank's shard of the training rows ([m, n_0] and [m, n_L]
+    target rows, or m integer class labels; m may differ between ranks and may be 0), and
+    the shards concatenated in rank order are the data set net.sgd would see (n = the sum
+    of the m).  Rank 0's parameters, momentum velocity and generator state are used
+    (broadcast first); afterwards every rank holds those net.sgd(X_all, Y_all, ...) leaves.
+    The other arguments are net.sgd's (lmbda with the global n).
 
     test_data=(X_test, labels) and evaluation_data=(X, labels) or (X, Y) are this rank's
     part of the test and evaluation sets (None or empty on a rank that has none): every rank
@@ -269,11 +471,10 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
     raises on some rank, every rank raises (the original exception there, RuntimeError
     naming it elsewhere).
 
-    Every rank checks its arguments; if any rank finds a problem, or the ranks disagree on
-    the network (sizes, dtype, activations, cost), epochs, mini_batch_size, eta, lmbda, mu
-    or which measurements to make, every rank raises ValueError naming the ranks and values
-    (RuntimeError if a rank failed otherwise, e.g. MemoryError), before any training: no
-    rank is left waiting.  A diverging epoch (non-finite parameters) raises
+    If any rank finds a problem in its arguments, or the ranks disagree on the network,
+    epochs, mini_batch_size, eta, lmbda, mu or the measurements, every rank raises
+    ValueError naming the ranks and values (RuntimeError if a rank failed otherwise, e.g.
+    MemoryError), before any training: no rank is left waiting.  A diverging epoch (non-finite parameters) raises
     FloatingPointError on every rank, as net.sgd: the parameters are those before the
     mini-batch that diverged, with .history, .epoch and .mini_batch.  After every epoch the
     ranks compare a checksum of their parameters; they are bitwise equal with the MPI
@@ -288,244 +489,36 @@ def sgd(net, X, Y, epochs, mini_batch_size, eta, test_data=None, *, comm=None, l
 
     On a single rank sgd runs net.sgd's C epoch loop (on net.num_threads threads), so the
     parameters are bitwise net.sgd's and it is as fast; on several ranks each rank runs one
-    Python step per mini-batch (gather, accumulate, Allreduce, apply) on one thread.
-
-    Needs the C path (cbackprop.Network, which has the contiguous gradient buffer).
+    Python step per mini-batch (gather, accumulate, Allreduce, apply) on one thread.  Needs
+    the C path (cbackprop.Network, which has the contiguous gradient buffer).
     """
-    from ._common import (PlateauRule, as_targets, check_eta, check_evaluation, check_hyper, check_int,
-                          check_nonneg, check_sgd_options, cost_sum, hyper, record_empty_evaluation)
-
-    MPI = _mpi()
     comm = _comm(comm)
-    rank, size = comm.Get_rank(), comm.Get_size()
-    flags = {"monitor_evaluation_cost": monitor_evaluation_cost,
+    flags: dict[str, object] = {"monitor_evaluation_cost": monitor_evaluation_cost,
              "monitor_evaluation_accuracy": monitor_evaluation_accuracy,
              "monitor_training_cost": monitor_training_cost,
              "monitor_training_accuracy": monitor_training_accuracy,
              "verbose": verbose, "abort_on_error": abort_on_error}
-
-    # -- local checks, then one collective verdict ------------------------------------------------
-    error = None
+    plan, error = None, None
     try:
-        if not hasattr(net, "gradient_buffer") or not hasattr(net, "_engine"):
-            raise TypeError(f"distributed.sgd needs a cbackprop.Network (the C path, with a contiguous "
-                            f"gradient buffer), got {type(net).__module__}.{type(net).__name__}")
-        if net.accumulated:
-            raise ValueError(f"the network holds an accumulated gradient of {net.accumulated} samples, "
-                             f"which sgd would add to its first step: call apply_gradient() or "
-                             f"zero_gradient() first")
-        X2, single = net._rows(X, "X", allow_empty=True)
-        if single:
-            raise ValueError(f"X must have shape (m, {net.sizes[0]}) (this rank's rows), got shape "
-                             f"{np.shape(X)}")
-        Y2 = as_targets(Y, "Y", net.sizes[-1], X2.shape[0], False, net.dtype, all_finite=net._all_finite,
-                        avoid=net._params(), allow_empty=True)
-        epochs = check_int(epochs, "epochs", 1)
-        mini_batch_size = check_int(mini_batch_size, "mini_batch_size", 1)
-        eta = check_eta(eta, net.dtype)
-        lmbda = check_nonneg(lmbda, "lmbda")
-        mu = check_nonneg(mu, "mu", upper=1.0)
-        early_stopping_n, eta_schedule_n = check_sgd_options(flags, callback, early_stopping_n,
-                                                             eta_schedule_n)
-        test = net._test_pair(test_data)
-        evaluation = None if evaluation_data is None else net._labelled(evaluation_data, "evaluation_data")
+        plan = _local_plan(net, X, Y, epochs, mini_batch_size, eta, test_data, lmbda, mu, evaluation_data,
+                           flags, early_stopping_n, eta_schedule_n, callback)
     except Exception as exc:  # reported on every rank, so that none waits in a collective
         error = exc
     _raise_if_any(comm, error, "invalid arguments")
-
-    m_local = X2.shape[0]
-    gathered = comm.allgather((m_local, 0 if test is None else test[0].shape[0], test is not None,
-                               0 if evaluation is None else evaluation[0].shape[0], evaluation is not None))
-    counts = [g[0] for g in gathered]
-    n, n_test, use_test = sum(counts), sum(g[1] for g in gathered), any(g[2] for g in gathered)
-    n_eval, use_eval = sum(g[3] for g in gathered), any(g[4] for g in gathered)
-    _check_agree(comm, {
-        "sizes": tuple(net.sizes), "dtype": net.dtype.name, "activations": tuple(net.activations),
-        "cost": net.cost_name, "epochs": epochs, "mini_batch_size": mini_batch_size, "eta": eta,
-        "lmbda": lmbda, "mu": mu, "early_stopping_n": early_stopping_n, "eta_schedule_n": eta_schedule_n,
-        **{k: bool(v) for k, v in flags.items() if k.startswith("monitor")},
-    })
-    # The same values on every rank now, so every rank reaches the same verdict on its own:
-    if n == 0:
-        raise ValueError("distributed.sgd: X must hold at least one sample over all ranks, got 0 rows on "
-                         "every rank")
-    check_hyper(eta, lmbda, n, mu, net.dtype)  # the global n, as net.sgd on all rows
-    check_evaluation(flags, early_stopping_n, eta_schedule_n, use_eval, n_eval, who="distributed.sgd: ",
-                     none=" on every rank", over=" over all ranks")
-    lo = sum(counts[:rank])
-    hi = lo + m_local
-    mini_batch_size = min(mini_batch_size, n)
-    train_labels = np.argmax(Y2, axis=1) if monitor_training_accuracy else None
-
-    _broadcast_state(comm, net)
-    if mu:  # allocated now (zeros, as a new velocity), so an epoch's start state includes it
-        net._engine.ensure_velocity()
-    buf = net.gradient_buffer  # allocated here, zero (accumulated == 0 checked above)
-    buf.fill(0)
-    with net._lock:
-        net._engine.reserve(max(1, min(mini_batch_size, m_local)))
-    xb = np.empty((mini_batch_size, net.sizes[0]), dtype=net.dtype)
-    yb = np.empty((mini_batch_size, net.sizes[-1]), dtype=net.dtype)
-    n_batches = -(-n // mini_batch_size)
-    say = print if (verbose and rank == 0) else None
-    width = len(str(epochs))
-
-    def state():
-        v = net._engine.velocity
-        return [net._engine.params] + ([] if v is None else [v])
-
-    def run_epoch(perm, h, check_each):
-        """Train one epoch; returns (allreduce seconds, index of the diverging batch or None).
-        With check_each, stop before the first batch that leaves non-finite parameters."""
-        pos = np.flatnonzero((perm >= lo) & (perm < hi))   # positions of my rows in perm
-        local = perm[pos] - lo
-        bounds = np.searchsorted(pos // mini_batch_size, np.arange(n_batches + 1))
-        t_red = 0.0
-        for k in range(n_batches):
-            a, b = bounds[k], bounds[k + 1]
-            if b > a:
-                rows = local[a:b]
-                np.take(X2, rows, axis=0, out=xb[:b - a], mode="clip")
-                np.take(Y2, rows, axis=0, out=yb[:b - a], mode="clip")
-                net._accumulate(xb[:b - a], yb[:b - a])
-            t = time.perf_counter()
-            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-            t_red += time.perf_counter() - t
-            samples = min(mini_batch_size, n - k * mini_batch_size)
-            if check_each:
-                before = [p.copy() for p in state()]
-            net._apply(h, samples)
-            if check_each and not net._all_finite(net._engine.params):
-                for p, s in zip(state(), before):
-                    p[...] = s
-                return t_red, k
-        return t_red, None
-
-    def train_epoch(epoch, eta, history):
-        """One epoch of training; (seconds, allreduce seconds).  Raises FloatingPointError on
-        every rank alike (the parameters are the same on every rank)."""
-        t0 = time.perf_counter()
-        perm = net._rng.permutation(n)
-        h = hyper(eta, lmbda, n, mu)
-        if size == 1:  # nothing to reduce: net.sgd's own C epoch loop (and its threads)
-            net._checked_epoch(X2, Y2, perm, mini_batch_size, h, epoch, history, bool(mu))
-            return time.perf_counter() - t0, 0.0
-        start = [p.copy() for p in state()]
-        t_red, _ = run_epoch(perm, h, False)
-        seconds = time.perf_counter() - t0
-        if not net._all_finite(net._engine.params):
-            for p, s in zip(state(), start):
-                p[...] = s
-            _, bad = run_epoch(perm, h, True)
-            bad = None if bad is None else bad + 1
-            err = FloatingPointError(
-                f"training diverged at epoch {epoch}, mini-batch {bad} of {n_batches}: with eta={eta} its "
-                f"update made parameters non-finite (inf or NaN). The network keeps the parameters from "
-                f"before that mini-batch; a smaller eta usually helps.")
-            err.history, err.epoch, err.mini_batch = history, epoch, bad
-            raise _collective(err)
-        return seconds, t_red
-
-    def total(value):
-        return comm.allreduce(value, op=MPI.SUM)
-
-    def total_cost(Xp, Yp, n_all):
-        """total_cost over the parts of all ranks: cost sums added, L2 term with n_all."""
-        return total(cost_sum(net.cost_name, net._forward(Xp), Yp) if Xp.shape[0] else 0.0) / n_all \
-            + net._l2_term(lmbda, n_all)
-
-    def measure(record):
-        """The record's measurements, as net.sgd's, over all ranks; the global evaluation
-        accuracy or None.  Collectives in the same order on every rank."""
-        if use_test:
-            correct = total(net._evaluate(*test) if test is not None else 0)
-            record.update(test_correct=correct, test_total=n_test,
-                          test_accuracy=correct / n_test if n_test else float("nan"))
-        if monitor_training_cost:
-            record["training_cost"] = total_cost(X2, Y2, n)
-        if monitor_training_accuracy:
-            record["training_accuracy"] = total(net._evaluate(X2, train_labels)) / n
-        eval_acc = None
-        if use_eval and n_eval:
-            Xe, Ye, le = evaluation if evaluation is not None else (X2[:0], Y2[:0], np.zeros(0, np.intp))
-            if monitor_evaluation_cost:
-                record["evaluation_cost"] = total_cost(Xe, Ye, n_eval)
-            if monitor_evaluation_accuracy or early_stopping_n or eta_schedule_n:
-                eval_acc = total(net._evaluate(Xe, le)) / n_eval
-                record["evaluation_accuracy"] = eval_acc
-        elif use_eval:   # no evaluation samples on any rank: nothing to measure
-            record_empty_evaluation(record, monitor_evaluation_cost, monitor_evaluation_accuracy)
-        return eval_acc
-
-    def report(record):
-        line = f"epoch {record['epoch']:>{width}}/{epochs}"
-        if "test_accuracy" in record:
-            line += (f"  test accuracy {record['test_accuracy']:.2%} "
-                     f"({record['test_correct']}/{record['test_total']})")
-        for key, label in (("evaluation_accuracy", "evaluation accuracy"), ("training_cost", "training cost"),
-                           ("evaluation_cost", "evaluation cost")):
-            if key in record:
-                line += f"  {label} {record[key]:.2%}" if key.endswith("accuracy") else \
-                    f"  {label} {record[key]:.6g}"
-        sec = record["seconds"]
-        share = record["allreduce_seconds"] / sec if sec else 0.0
-        line += f"  {sec:.2f} s ({share:.0%} in Allreduce, {size} rank{'s' if size > 1 else ''})"
-        if "stop_reason" in record:
-            line += f"\nstopped: {record['stop_reason']}"
-        say(line, flush=True)
-
-    rule = PlateauRule(eta, early_stopping_n, eta_schedule_n)
-    history = []
+    assert plan is not None
+    lo = _global_plan(comm, net, plan)
+    runner = _Allreduce(net, plan, comm, lo, verbose)
     try:
-        for epoch in range(1, epochs + 1):
-            eta = rule.eta
-            seconds, t_red = train_epoch(epoch, eta, history)
-            record = {"epoch": epoch, "seconds": seconds, "allreduce_seconds": t_red, "eta": eta,
-                      "ranks": size, "samples": n}
-            crcs = comm.allgather(_params_crc(net))
-            if len(set(crcs)) > 1:
-                _broadcast_state(comm, net)
-                record["resynchronised"] = True
-            eval_acc = measure(record)
-            history.append(record)
-            stop = rule.after_epoch(record, eval_acc)   # net.sgd's rules, on the global accuracy
-            if say is not None:
-                report(record)
-            asked, error = False, None
-            if callback is not None:
-                try:
-                    asked = bool(callback(record))
-                except Exception as exc:
-                    error = exc
-            verdicts = comm.allgather((asked, None if error is None else f"{type(error).__name__}: {error}"))
-            failed = [(r, m) for r, (_, m) in enumerate(verdicts) if m is not None]
-            if failed:
-                if error is not None:
-                    raise _collective(error)
-                where = "; ".join(f"rank {r}: {m}" for r, m in failed)
-                raise _collective(RuntimeError(f"distributed.sgd: the callback raised on {where}"))
-            if any(a for a, _ in verdicts) and not stop:
-                record["stop_reason"] = "callback asked to stop on rank(s) " + ", ".join(
-                    str(r) for r, (a, _) in enumerate(verdicts) if a)
-                stop = True
-            if stop:
-                break
+        runner.prepare()
+        return train(net, plan, runner)
     except BaseException as exc:
-        if size > 1 and abort_on_error and not getattr(exc, "_cbackprop_collective", False):
-            # Raised on this rank only (Ctrl-C, MemoryError, a bug): the other ranks would wait
-            # in the next Allreduce forever.  End the whole job, as `python -m mpi4py` does.
-            import traceback
-            sys.stderr.write(f"cbackprop.distributed: rank {rank} of {size}: {type(exc).__name__} during "
-                             f"training; aborting all ranks (MPI_Abort)\n")
-            traceback.print_exc()
-            sys.stderr.flush()
-            comm.Abort(1)
+        if runner.size > 1 and abort_on_error and not getattr(exc, "_cbackprop_collective", False):
+            _abort(comm, exc)
         raise
-    return history
 
 
 # ---- python -m cbackprop.distributed --selftest --------------------------------------------------
-def _selftest(argv):
+def _selftest(argv: list[str]) -> int:
     """Train [20, 16, 7, 4] on 303 random rows (float64, mini-batch 10, lmbda and momentum)
     with distributed.sgd, each rank on its shard, and compare with Network.sgd of the whole
     data on rank 0.  Exit status 0 when the parameters agree to 1e-10 relative."""
@@ -542,14 +535,14 @@ def _selftest(argv):
     rng = np.random.default_rng(1)
     X = rng.random((303, 20))
     Y = np.eye(4)[rng.integers(0, 4, 303)]
-    kw = dict(lmbda=0.5, mu=0.5)
     net = Network([20, 16, 7, 4], seed=3)
     Xs, Ys = take_shard(X, Y)
-    hist = sgd(net, Xs, Ys, args.epochs, 10, 0.5, test_data=take_shard(X[:50], Y[:50].argmax(1)), **kw)
+    Xt, lt = take_shard(X[:50], Y[:50].argmax(1))
+    hist = sgd(net, Xs, Ys, args.epochs, 10, 0.5, test_data=(Xt, lt), lmbda=0.5, mu=0.5)
     if rank != 0:
         return 0
     ref = Network([20, 16, 7, 4], seed=3)
-    ref_hist = ref.sgd(X, Y, args.epochs, 10, 0.5, test_data=(X[:50], Y[:50].argmax(1)), **kw)
+    ref_hist = ref.sgd(X, Y, args.epochs, 10, 0.5, test_data=(X[:50], Y[:50].argmax(1)), lmbda=0.5, mu=0.5)
     a, b = net._engine.params, ref._engine.params
     diff = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
     same_test = [h["test_correct"] for h in hist] == [h["test_correct"] for h in ref_hist]

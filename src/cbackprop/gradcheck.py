@@ -13,15 +13,23 @@ checked (and meaningful for a float32 network, whose own cost is too coarse for 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+import numpy.typing as npt
 
-from ._common import NetworkBase, _short, check_int, cost_sum
+from ._base import NetworkBase
+from ._model import cost_sum
+from ._validation import Array, _short, check
+
+if TYPE_CHECKING:
+    from .reference import Network as Reference
 
 __all__ = ["gradient_check"]
 
 
-def _relative_error(g, fd):
+def _relative_error(g: Array, fd: Array) -> float:
     """||g - fd|| / (||g|| + ||fd||): 0 for equal vectors, 1 for opposite ones; 0 when both
     are zero."""
     with np.errstate(over="ignore", invalid="ignore"):   # (huge gradients: inf, NaN)
@@ -30,7 +38,51 @@ def _relative_error(g, fd):
         return num / den if den > 0 else 0.0
 
 
-def gradient_check(net, X, Y, *, eps=1e-5, max_per_layer=None, seed=0):
+def _central_differences(cost: Callable[[], float], flat: Array, idx: Array, eps: float) -> Array:
+    """(C(p + eps e_j) - C(p - eps e_j)) / (2 eps) for the entries idx of the parameter
+    array flat (changed in place and restored), cost() the network's cost."""
+    fd = np.empty(idx.size)
+    for t, j in enumerate(idx):
+        saved = flat[j]
+        flat[j] = saved + eps
+        c_plus = cost()
+        flat[j] = saved - eps
+        c_minus = cost()
+        flat[j] = saved
+        fd[t] = (c_plus - c_minus) / (2 * eps)
+    return fd
+
+
+def _check_layers(ref: Reference, X2: Array, Y2: Array, nabla_b: list[Array], nabla_w: list[Array], eps: float,
+                  max_per_layer: Optional[int], rng: np.random.Generator
+                  ) -> tuple[list[dict[str, Any]], int, int]:
+    """(per-layer result dicts, cost evaluations, entries checked): the gradient nabla_b,
+    nabla_w against central differences of ref's cost on X2, Y2, layer by layer."""
+    m = int(X2.shape[0])
+
+    def cost() -> float:
+        return cost_sum(ref.cost_name, ref._forward(X2), Y2) / m
+
+    layers, evaluations, checked_total = [], 0, 0
+    for l, (w, b, gw, gb) in enumerate(zip(ref._weights, ref._biases, nabla_w, nabla_b), start=1):
+        errors = {}
+        n_checked = 0
+        for name, p, g in (("weights", w, gw), ("biases", b, gb)):
+            flat, gflat = p.reshape(-1), np.asarray(g, dtype=np.float64).reshape(-1)
+            idx = np.arange(flat.size)
+            if max_per_layer is not None and flat.size > max_per_layer:
+                idx = np.sort(rng.choice(flat.size, size=max_per_layer, replace=False))
+            errors[name] = _relative_error(gflat[idx], _central_differences(cost, flat, idx, eps))
+            evaluations += 2 * idx.size
+            n_checked += idx.size
+        checked_total += n_checked
+        layers.append({"layer": l, "weights_error": errors["weights"], "biases_error": errors["biases"],
+                       "checked": n_checked})
+    return layers, evaluations, checked_total
+
+
+def gradient_check(net: NetworkBase, X: npt.ArrayLike, Y: npt.ArrayLike, *, eps: float = 1e-5,
+                   max_per_layer: Optional[int] = None, seed: int = 0) -> dict[str, Any]:
     """Compare net.backprop(X, Y) with central finite differences of the cost.
 
     Parameters
@@ -61,7 +113,7 @@ def gradient_check(net, X, Y, *, eps=1e-5, max_per_layer=None, seed=0):
     if not (np.isfinite(eps) and 0 < eps < 1):
         raise ValueError(f"eps must be a finite number in (0, 1), got {eps}")
     if max_per_layer is not None:
-        max_per_layer = check_int(max_per_layer, "max_per_layer", 1)
+        max_per_layer = check("max_per_layer", max_per_layer)
     from .reference import Network as Reference
 
     t0 = time.perf_counter()
@@ -72,37 +124,9 @@ def gradient_check(net, X, Y, *, eps=1e-5, max_per_layer=None, seed=0):
     ref.weights = [np.asarray(w, dtype=np.float64) for w in net.weights]
     ref.biases = [np.asarray(b, dtype=np.float64) for b in net.biases]
     X2, Y2, _ = ref._xy(X, Y)
-    m = X2.shape[0]
-
-    def cost():
-        return cost_sum(ref.cost_name, ref._forward(X2), Y2) / m
-
-    rng = np.random.default_rng(seed)
-    layers, evaluations, checked_total = [], 0, 0
     t0 = time.perf_counter()
-    for l, (w, b, gw, gb) in enumerate(zip(ref._weights, ref._biases, nabla_w, nabla_b), start=1):
-        errors = {}
-        n_checked = 0
-        for name, p, g in (("weights", w, gw), ("biases", b, gb)):
-            flat, gflat = p.reshape(-1), np.asarray(g, dtype=np.float64).reshape(-1)
-            idx = np.arange(flat.size)
-            if max_per_layer is not None and flat.size > max_per_layer:
-                idx = np.sort(rng.choice(flat.size, size=max_per_layer, replace=False))
-            fd = np.empty(idx.size)
-            for t, j in enumerate(idx):
-                saved = flat[j]
-                flat[j] = saved + eps
-                c_plus = cost()
-                flat[j] = saved - eps
-                c_minus = cost()
-                flat[j] = saved
-                fd[t] = (c_plus - c_minus) / (2 * eps)
-            evaluations += 2 * idx.size
-            n_checked += idx.size
-            errors[name] = _relative_error(gflat[idx], fd)
-        checked_total += n_checked
-        layers.append({"layer": l, "weights_error": errors["weights"], "biases_error": errors["biases"],
-                       "checked": n_checked})
+    layers, evaluations, checked_total = _check_layers(ref, X2, Y2, nabla_b, nabla_w, eps, max_per_layer,
+                                                       np.random.default_rng(seed))
     t_fd = time.perf_counter() - t0
     n_params = sum(w.size + b.size for w, b in zip(ref._weights, ref._biases))
     return {

@@ -2,10 +2,18 @@
 C kernels (csrc/) through the Cython engine (_core.pyx) with the GIL released."""
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
+
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
-from ._common import ACTIVATIONS, COSTS, DEFAULT_DTYPE, NetworkBase, allocation_error
+from ._base import NetworkBase
+from ._model import allocation_error, blob_views
+from ._validation import ACTIVATIONS, COSTS, DEFAULT_DTYPE, Array, FloatArray, Hyper
 
 _FORWARD_CHUNK = 1024  # rows per C forward call in feedforward/evaluate on large inputs
 
@@ -42,50 +50,35 @@ class Network(NetworkBase):
 
     _all_finite = staticmethod(_core.all_finite)
 
-    def __init__(self, sizes, *, activations="sigmoid", cost="quadratic", init="large",
-                 dtype=DEFAULT_DTYPE, seed=None):
-        biases, weights = self._setup(sizes, dtype, seed, activations, cost, init)
+    def __init__(self, sizes: Sequence[int], *, activations: Union[str, Sequence[str]] = "sigmoid",
+                 cost: str = "quadratic", init: str = "large", dtype: npt.DTypeLike = DEFAULT_DTYPE,
+                 seed: Optional[int] = None) -> None:
+        self._build(sizes, dtype, seed, activations, cost, init)
+
+    def _allocate(self) -> None:
         try:
             self._engine = _core.Engine(self.sizes, self.dtype,
                                         [ACTIVATIONS.index(a) for a in self.activations],
                                         COSTS.index(self.cost_name))
         except (MemoryError, ValueError) as exc:
             raise allocation_error(self.sizes, self.dtype, exc) from None
-        params = self._engine.params
-        self._weights, self._biases = [], []
-        off = 0
-        for n_prev, n in zip(self.sizes[:-1], self.sizes[1:]):
-            w = params[off:off + n * n_prev].reshape(n, n_prev)
-            off += n * n_prev
-            b = params[off:off + n]
-            off += n
-            self._weights.append(w)
-            self._biases.append(b)
-        for view, value in zip(self._weights + self._biases, weights + biases):
-            view[...] = value
-        grads = self._engine.grads
-        self._nabla_w, self._nabla_b = [], []
-        off = 0
-        for n_prev, n in zip(self.sizes[:-1], self.sizes[1:]):
-            self._nabla_w.append(grads[off:off + n * n_prev].reshape(n, n_prev))
-            off += n * n_prev
-            self._nabla_b.append(grads[off:off + n])
-            off += n
+        self._weights, self._biases = blob_views(self._engine.params, self.sizes)
+        self._nabla_w, self._nabla_b = blob_views(self._engine.grads, self.sizes)
 
     @property
-    def _lock(self):
+    def _lock(self) -> threading.Lock:
         # (the engine's: a forked child gives the engine a new one)
         return self._engine.lock
 
     @property
-    def kernels(self):
+    def kernels(self) -> str:
         """The C kernel variant this network runs: "avx512", "avx2", "generic" (baseline
         SIMD) or "plain" (the oracle loops), picked at run time for this CPU; the
         environment variable CBACKPROP_KERNELS overrides the choice for new networks."""
         return self._engine.kernels
 
     @property
-    def num_threads(self):
+    def num_threads(self) -> int:
         """Threads each epoch of sgd may run on; other calls run on the calling thread.  The
         result is bitwise the same for any value.  By default (unless CBACKPROP_NUM_THREADS
         is set) it is automatic: every usable core for networks of at least 2e7 flops per
@@ -96,10 +89,11 @@ class Network(NetworkBase):
         return self._engine.num_threads
 
     @num_threads.setter
-    def num_threads(self, n):
+    def num_threads(self, n: int) -> None:
         self._engine.num_threads = n        # TypeError / ValueError naming num_threads
 
-    def update_mini_batch(self, X, Y, eta, *, lmbda=0.0, n=None, mu=0.0):
+    def update_mini_batch(self, X: npt.ArrayLike, Y: npt.ArrayLike, eta: float, *, lmbda: float = 0.0,
+                          n: Optional[int] = None, mu: float = 0.0) -> None:
         """One gradient-descent step on the mini-batch X, Y with the gradient averaged over
         its rows: w <- (1 - eta lmbda / n) w - eta nabla_w, b <- b - eta nabla_b (network2.py,
         n the training-set size, needed when lmbda > 0); with momentum mu > 0,
@@ -110,13 +104,13 @@ class Network(NetworkBase):
                 or n is not None or not self._engine.try_step(X, Y, eta)):
             super().update_mini_batch(X, Y, eta, lmbda=lmbda, n=n, mu=mu)
 
-    def _params(self):
+    def _params(self) -> tuple[Array, ...]:
         # What updates and accumulate_gradient write (the parameter blob, the accumulated
         # gradient, the momentum velocity): inputs that share memory with them are copied.
         e = self._engine
         return tuple(a for a in (e.params, e.accum, e.velocity) if a is not None)
 
-    def _forward(self, X):
+    def _forward(self, X: Array) -> Array:
         m = X.shape[0]
         if m == 0:
             return np.empty((0, self.sizes[-1]), dtype=self.dtype)
@@ -127,13 +121,13 @@ class Network(NetworkBase):
                 self._engine.reserve(min(m, _FORWARD_CHUNK))
             return self._engine.predict(X)
 
-    def _gradient(self, X, Y):
+    def _gradient(self, X: Array, Y: Array) -> tuple[list[Array], list[Array]]:
         with self._lock:
             self._engine.reserve(X.shape[0])
             self._engine.backprop(X, Y, 1.0 / X.shape[0])
             return [b.copy() for b in self._nabla_b], [w.copy() for w in self._nabla_w]
 
-    def _trace(self, X, Y):
+    def _trace(self, X: Array, Y: Array) -> tuple[list[Array], list[Array], list[Array], list[Array], list[Array]]:
         m = X.shape[0]
         with self._lock:
             self._engine.reserve(m)
@@ -143,45 +137,77 @@ class Network(NetworkBase):
                     [d.copy() for d in ds], [b.copy() for b in self._nabla_b],
                     [w.copy() for w in self._nabla_w])
 
-    def _step(self, X, Y, h):
+    def _step(self, X: Array, Y: Array, h: Hyper) -> None:
         with self._lock:
             self._engine.reserve(X.shape[0])
             self._engine.sgd_step(X, Y, *h)
 
-    def _epoch(self, X, Y, perm, mini_batch_size, h):
+    def _epoch(self, X: Array, T: Array, perm: Array, mini_batch_size: int, h: Hyper) -> None:
+        # T: target rows, or 1-D integer labels (the engine builds each mini-batch's one-hot
+        # rows: bitwise the epoch on the one-hot rows)
+        if T.ndim == 1:
+            T = np.ascontiguousarray(T, dtype=np.int64)
         with self._lock:
             self._engine.reserve(mini_batch_size)
-            self._engine.sgd_epoch(X, Y, np.ascontiguousarray(perm, dtype=np.int64),
+            self._engine.sgd_epoch(X, T, np.ascontiguousarray(perm, dtype=np.int64),
                                    mini_batch_size, *h)
 
-    def _velocity(self, create=False):
+    def _state(self, create: bool = False) -> list[Array]:
+        # the parameter blob (every weight and bias) and the momentum velocity
+        return [self._engine.params] + self._velocity(create)
+
+    def _finite(self) -> bool:
+        return _core.all_finite(self._engine.params)
+
+    def _velocity(self, create: bool = False) -> list[Array]:
         if create:
             self._engine.ensure_velocity()
         v = self._engine.velocity
         return [] if v is None else [v]
 
-    def _accumulate(self, X, Y):
+    def _accumulate(self, X: Array, Y: Array) -> None:
         with self._lock:
             self._engine.reserve(X.shape[0])
             self._engine.accumulate(X, Y)
 
-    def _apply(self, h, count):
+    def _apply(self, h: Hyper, count: int) -> None:
         eta, keep, decay, mu = h
         with self._lock:
             self._engine.apply_accumulated(count, eta, keep, decay, mu)
-            self._engine.accum.fill(0)
+            for a in self._accumulator():
+                a.fill(0)
 
     @property
-    def gradient_buffer(self):
+    def gradient_buffer(self) -> FloatArray:
         """The accumulated gradient as one contiguous 1-D array (allocated on first use), in
         the parameter blob's layout: per layer w^l then b^l.  accumulate_gradient adds to
         it; it may be reduced in place (e.g. an MPI Allreduce) before apply_gradient."""
         with self._lock:
-            if self._engine.accum is None:
-                self._engine.accumulate_alloc()
-            return self._engine.accum
+            return self._accumulator(create=True)[0]
 
-    def _zero_accumulated(self):
+    def _accumulator(self, create: bool = False) -> list[Array]:
+        if create:
+            self._engine.accumulate_alloc()
+        a = self._engine.accum
+        return [] if a is None else [a]
+
+    def _locked(self) -> contextlib.AbstractContextManager[Any]:
+        return self._lock
+
+    def _extra_state(self, take: Callable[[Array], Array]) -> dict[str, Any]:
+        state = super()._extra_state(take)
+        e = self._engine
+        state.update(num_threads=None if e.num_threads_automatic else e.num_threads, kernels=e.kernels)
+        return state
+
+    def _set_extra_state(self, state: dict[str, Any]) -> None:
+        super()._set_extra_state(state)
+        if state.get("num_threads") is not None:
+            self._engine.num_threads = state["num_threads"]
+        if state.get("kernels") in _core.kernels_supported():   # (else this machine's best)
+            self._engine.kernels = state["kernels"]
+
+    def _zero_accumulated(self) -> None:
         with self._lock:
             if self._engine.accum is not None:
                 self._engine.accum.fill(0)
