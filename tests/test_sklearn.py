@@ -2,7 +2,7 @@
 sklearn.neural_network where the two algorithms coincide, and the conventions (labels,
 partial_fit, warm_start, early stopping, pickling, Pipeline, cross_val_score, GridSearchCV)."""
 import copy
-import io
+import inspect
 import pickle
 import subprocess
 import sys
@@ -38,6 +38,12 @@ def _expected_failed_checks(estimator):
     return estimator.EXPECTED_FAILED_CHECKS
 
 
+# scikit-learn >= 1.6 takes the expected failures here (1.8: xfail_strict too), older ones
+# from the estimators' _xfail_checks tag (the same dict).
+_CHECK_OPTIONS = {k: v for k, v in (("expected_failed_checks", _expected_failed_checks), ("xfail_strict", True))
+                  if k in inspect.signature(parametrize_with_checks).parameters}
+
+
 @parametrize_with_checks(
     [MLPClassifier(hidden_layer_sizes=(10,), random_state=0),
      MLPClassifier(hidden_layer_sizes=(10, 5), activation="tanh", output="sigmoid", shuffle=False,
@@ -47,7 +53,7 @@ def _expected_failed_checks(estimator):
      MLPRegressor(hidden_layer_sizes=(10,), random_state=0),
      MLPRegressor(hidden_layer_sizes=(10,), activation="tanh", shuffle=False, dtype="float64",
                   random_state=0)],
-    expected_failed_checks=_expected_failed_checks, xfail_strict=True)
+    **_CHECK_OPTIONS)
 @no_convergence_warning
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
@@ -400,6 +406,51 @@ def test_divergence_raises_and_keeps_finite_parameters(blobs):
         with pytest.raises(ValueError, match="training diverged in epoch .* learning_rate_init=1000.0"):
             clf.fit(X * 1e3, y)
         assert all(np.isfinite(c).all() for c in clf.coefs_ + clf.intercepts_)
+
+
+def test_ctrl_c_keeps_the_epochs_trained_so_far(blobs, monkeypatch):
+    X, y = blobs
+    epoch = MLPClassifier._epoch
+    calls = []
+
+    def interrupted_third(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return epoch(self, *args)
+
+    monkeypatch.setattr(MLPClassifier, "_epoch", interrupted_third)
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        clf = MLPClassifier((4,), max_iter=10).fit(X, y)
+    assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2
+    assert clf.predict(X).shape == y.shape
+
+
+def test_warm_start_can_switch_early_stopping_on_and_off(blobs):
+    X, y = blobs
+    clf = _quiet_fit(MLPClassifier((4,), max_iter=3, warm_start=True, random_state=0), X, y)
+    assert clf.validation_scores_ is None
+    _quiet_fit(clf.set_params(early_stopping=True), X, y)
+    assert len(clf.validation_scores_) == 3 and clf.best_loss_ is None
+    _quiet_fit(clf.set_params(early_stopping=False), X, y)
+    assert clf.validation_scores_ is None and clf.best_loss_ == min(clf.loss_curve_[-3:])
+    assert len(clf.loss_curve_) == 9
+
+
+def test_values_beyond_float32_are_refused_naming_them(blobs):
+    X, y = blobs
+    big = X.copy()
+    big[3, 1] = -1e39
+    msg = r"X holds -1e\+39 at index \(3, 1\), beyond the range of float32 \(\+-3.403e\+38\): use dtype=np.float64"
+    with pytest.raises(ValueError, match=msg):
+        MLPClassifier().fit(big, y)
+    clf = _quiet_fit(MLPClassifier((2,), max_iter=1, dtype=np.float64), big, y)       # fine in float64
+    assert clf.predict(big).shape == y.shape
+    small = _quiet_fit(MLPClassifier((2,), max_iter=1), X, y)
+    with pytest.raises(ValueError, match=msg):
+        small.predict(big)
+    with pytest.raises(ValueError, match=r"y holds 1e\+39 at index \(7, 0\), beyond the range of float32"):
+        MLPRegressor().fit(X, np.where(np.arange(len(y)) == 7, 1e39, 0.0))
 
 
 def test_batch_size_above_the_sample_count_warns_and_clips(blobs):

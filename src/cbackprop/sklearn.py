@@ -78,6 +78,25 @@ def _dtype_of(estimator):
     return np.dtype(estimator.dtype)
 
 
+def _float_dtypes(estimator):
+    """validate_data's dtype: float32 and float64 data stay as they are (_in_dtype converts
+    them, checking the range), anything else becomes the estimator's dtype."""
+    first = _dtype_of(estimator)
+    return [first, np.dtype(np.float64) if first == np.float32 else np.dtype(np.float32)]
+
+
+def _in_dtype(A, dtype, name):
+    """The finite array A as a C-contiguous array of dtype; ValueError naming the first value
+    beyond dtype's range (rather than an inf and NumPy's overflow warning)."""
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(A, dtype=dtype)
+    if out is not A and not np.isfinite(out).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
+        raise ValueError(f"{name} holds {A[index]:.6g} at index {index}, beyond the range of {dtype} "
+                         f"(+-{np.finfo(dtype).max:.4g}): use dtype=np.float64 or scale the data")
+    return out
+
+
 def _network_state(net):
     """A Network's configuration and parameters as plain data (what the estimators pickle)."""
     return dict(sizes=net.sizes, activations=net.activations, cost=net.cost_name, dtype=net.dtype.name,
@@ -274,8 +293,9 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True (it trains one epoch "
                              "on the data it is given); use fit, or early_stopping=False")
         first = "_net" not in self.__dict__ or not (self.warm_start or incremental)
-        X, y = _validate_data(self, X, y, dtype=_dtype_of(self), order="C", multi_output=True,
+        X, y = _validate_data(self, X, y, dtype=_float_dtypes(self), order="C", multi_output=True,
                               y_numeric=not is_classifier(self), reset=first)
+        X = _in_dtype(X, _dtype_of(self), "X")
         Y, stratify = self._targets(y, first, incremental, classes)
         sizes = [X.shape[1]] + hidden + [Y.shape[1]]
         rs = check_random_state(self.random_state)
@@ -341,25 +361,36 @@ class _BaseMLP(BaseEstimator):
         self.out_activation_ = OUTPUTS[self._output_name][2]
         self.n_iter_ = self.t_ = 0
         self.loss_curve_ = []
+        self._stopping_records()
+
+    def _stopping_records(self):
+        """Fresh records for the stopping rule: on a new start, and when a warm start
+        switches early_stopping on or off."""
         self._no_improvement_count = 0
         if self.early_stopping:
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
-            self._best = ([w.copy() for w in net.weights], [b.copy() for b in net.biases])
+            self._best = ([w.copy() for w in self._net.weights], [b.copy() for b in self._net.biases])
         else:
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
 
     def _train(self, X, Y, X_val, y_val, batch, lmbda, options, incremental):
+        if self.early_stopping != (self.validation_scores_ is not None):
+            self._stopping_records()
         epochs = 1 if incremental else self.max_iter
         self.n_iter_ = 0
         stopped = False
         with EpochProgress(epochs, quiet=not self.verbose, desc=type(self).__name__) as progress:
-            for _ in range(epochs):
-                loss = self._epoch(X, Y, batch, lmbda, options)
-                self.n_iter_ += 1
-                self.t_ += X.shape[0]
-                stopped = self._after_epoch(loss, X_val, y_val, progress)
-                if stopped:
-                    break
+            try:
+                for _ in range(epochs):
+                    loss = self._epoch(X, Y, batch, lmbda, options)
+                    self.n_iter_ += 1
+                    self.t_ += X.shape[0]
+                    stopped = self._after_epoch(loss, X_val, y_val, progress)
+                    if stopped:
+                        break
+            except KeyboardInterrupt:      # as scikit-learn: keep what was trained
+                warnings.warn("Training interrupted by user.", UserWarning, stacklevel=5)
+                stopped = True
         if not (incremental or stopped):
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           f"optimization hasn't converged yet.", ConvergenceWarning, stacklevel=5)
@@ -421,8 +452,8 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X):
         """a^L of the validated X, as float64."""
         check_is_fitted(self)
-        X = _validate_data(self, X, dtype=_dtype_of(self), order="C", reset=False)
-        return self._net.feedforward(X).astype(np.float64)
+        X = _validate_data(self, X, dtype=_float_dtypes(self), order="C", reset=False)
+        return self._net.feedforward(_in_dtype(X, _dtype_of(self), "X")).astype(np.float64)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -619,10 +650,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _targets(self, y, reset, incremental, classes):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        Y = np.array(y.reshape(y.shape[0], -1), dtype=_dtype_of(self), order="C")
-        if not np.isfinite(Y).all():
-            raise ValueError(f"y must be finite in {_dtype_of(self)}: it holds values beyond that "
-                             f"dtype's range ({np.abs(y).max():.3g})")
+        Y = _in_dtype(y.reshape(y.shape[0], -1), _dtype_of(self), "y")
         if not reset and Y.shape[1] != self._net.sizes[-1]:
             raise ValueError(f"y has {Y.shape[1]} targets, the estimator was fitted on {self._net.sizes[-1]}")
         return Y, None
