@@ -564,20 +564,27 @@ def test_mnist_sample_pipeline_cross_val_score():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_grid_search_in_two_processes_and_feature_names():
-    pd = pytest.importorskip("pandas")
+def test_grid_search_in_two_processes():
     X, y = _classification(3, n=150)
-    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
     search = GridSearchCV(make_pipeline(StandardScaler(), MLPClassifier((8,), max_iter=20, random_state=0)),
                           {"mlpclassifier__learning_rate_init": [0.01, 0.1],
                            "mlpclassifier__alpha": [1e-4, 1e-2]}, cv=3, n_jobs=2)
-    search.fit(frame, y)
+    search.fit(X, y)
     assert search.best_score_ > 0.6
-    assert set(search.cv_results_["params"][0]) == {"mlpclassifier__learning_rate_init", "mlpclassifier__alpha"}
-    best = search.best_estimator_[-1]
-    assert best.n_features_in_ == 6
-    reg = _quiet_fit(MLPRegressor((4,), max_iter=3), frame, y.astype(float))
-    np.testing.assert_array_equal(reg.feature_names_in_, frame.columns)
+    assert search.best_params_["mlpclassifier__learning_rate_init"] == 0.1     # 20 epochs: the larger rate
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_estimator_[-1].n_features_in_ == 6
+
+
+def test_feature_names_of_a_data_frame():
+    pd = pytest.importorskip("pandas")
+    X, y = _classification(3, n=60)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    clf = _quiet_fit(MLPClassifier((4,), max_iter=3), frame, y)
+    np.testing.assert_array_equal(clf.feature_names_in_, frame.columns)
+    with pytest.raises(ValueError, match="The feature names should match those that were passed during fit"):
+        clf.predict(frame.rename(columns={"f0": "g0"}))
+    assert not hasattr(_quiet_fit(MLPRegressor((4,), max_iter=3), X, y.astype(float)), "feature_names_in_")
 
 
 # ---- the optional dependency --------------------------------------------------------------------

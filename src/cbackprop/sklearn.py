@@ -402,7 +402,7 @@ class _BaseMLP(BaseEstimator):
         alpha / (2 batch) sum W^2, network2's total_cost).  A divergence (non-finite
         parameters) raises ValueError with the parameters from the start of the epoch."""
         net, eta = self._net, float(self.learning_rate_init)
-        start = _network_state(net)
+        start = [w.copy() for w in net.weights], [b.copy() for b in net.biases]
         try:
             if self.shuffle:
                 record = net.sgd(X, Y, 1, batch, eta, lmbda=lmbda, monitor_training_cost=True,
@@ -414,7 +414,8 @@ class _BaseMLP(BaseEstimator):
                 raise FloatingPointError("non-finite parameters after the epoch")
             return net.total_cost(X, Y, lmbda)
         except FloatingPointError as exc:
-            self._net = _network_from(start, self._net_seed)     # (momentum velocity: zero)
+            state = dict(_network_state(net), weights=start[0], biases=start[1])
+            self._net = _network_from(state, self._net_seed)     # (momentum velocity: zero)
             raise ValueError(f"training diverged in epoch {self.n_iter_ + 1}: the parameters became "
                              f"non-finite with learning_rate_init={self.learning_rate_init}; a smaller "
                              f"learning_rate_init or scaled inputs (StandardScaler) usually help. The "
