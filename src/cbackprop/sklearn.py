@@ -1,8 +1,8 @@
 """scikit-learn estimators on cbackprop.Network: MLPClassifier and MLPRegressor.
 
-    >>> from cbackprop.sklearn import MLPClassifier
-    >>> clf = MLPClassifier(hidden_layer_sizes=(30,), learning_rate_init=0.05, random_state=0)
-    >>> clf.fit(X, y).predict(X_test)
+    from cbackprop.sklearn import MLPClassifier
+    clf = MLPClassifier(hidden_layer_sizes=(30,), learning_rate_init=0.05, random_state=0)
+    labels = clf.fit(X, y).predict(X_test)
 
 The parameters keep the names and meanings of sklearn.neural_network's estimators (with
 solver="sgd"); the training runs in cbackprop's C engine: one Network.sgd epoch at a time,
@@ -485,7 +485,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     _parameter_constraints: dict = {**_BaseMLP._parameter_constraints,
                                     "output": [StrOptions({"auto", "softmax", "sigmoid"})]}
     _score_function = staticmethod(accuracy_score)
-    #: scikit-learn checks expected to fail, with the reason (none today).
+    #: scikit-learn's estimator checks expected to fail: {check name: reason} (none fails).
     EXPECTED_FAILED_CHECKS: dict = {}
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, output="auto", solver="sgd",
@@ -634,7 +634,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _output_name = "identity"
     _score_function = staticmethod(r2_score)
-    #: scikit-learn checks expected to fail, with the reason (none today).
+    #: scikit-learn's estimator checks expected to fail: {check name: reason} (none fails).
     EXPECTED_FAILED_CHECKS: dict = {}
 
     @_fit_context(prefer_skip_nested_validation=True)
