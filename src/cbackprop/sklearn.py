@@ -476,10 +476,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         The precision the network trains and predicts in (predictions are returned as
         float64).
 
-    Fitted attributes as scikit-learn's (classes_, coefs_, intercepts_, n_iter_, loss_,
-    loss_curve_, best_loss_, validation_scores_, best_validation_score_, t_, n_layers_,
-    n_outputs_, out_activation_, n_features_in_, feature_names_in_) and network_, the
-    trained cbackprop.Network.
+    Fitted attributes as scikit-learn's (``classes_``, ``coefs_``, ``intercepts_``,
+    ``n_iter_``, ``loss_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+    ``best_validation_score_``, ``t_``, ``n_layers_``, ``n_outputs_``, ``out_activation_``,
+    ``n_features_in_``, ``feature_names_in_``) and ``network_``, the trained
+    cbackprop.Network.
     """
 
     _parameter_constraints: dict = {**_BaseMLP._parameter_constraints,
@@ -608,7 +609,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._decode(self._forward(X))
 
     def predict_proba(self, X):
-        """Class probabilities (n_samples, n_classes) in the order of classes_ (float64)."""
+        """Class probabilities (n_samples, n_classes) in the order of ``classes_`` (float64)."""
         return self._probabilities(self._forward(X))
 
     def predict_log_proba(self, X):
@@ -629,7 +630,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by cbackprop's C engine: hidden layers of
     activation, an identity output layer and the quadratic cost (scikit-learn's squared
     error).  Parameters and fitted attributes as MLPClassifier's, without output and
-    classes_; y may have several columns (one output unit each).
+    ``classes_``; y may have several columns (one output unit each).
     """
 
     _output_name = "identity"
