@@ -192,7 +192,25 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
     }
 }
 
-/* gather, rows [i0, i1) of mini-batch rows perm[0..m): a^0 and y. */
+/* The first CBP_PREFETCH_LINES cache lines of rows [i0, i1) of the next mini-batch (perm_next,
+ * m_next rows), of x and y: the hardware prefetcher streams the rest of each row, so that the
+ * next gather finds them in cache instead of waiting on memory for each. */
+static void NET(prefetch_next)(const cbp_epoch_data *d, size_t n_in, size_t n_out,
+                               const int64_t *perm_next, size_t m_next, size_t i0, size_t i1)
+{
+    const size_t row_lines = (n_in * sizeof(REAL) + 63) / 64;
+    const size_t lines = row_lines < CBP_PREFETCH_LINES ? row_lines : CBP_PREFETCH_LINES;
+    for (size_t i = i0; i < i1 && i < m_next; i++) {
+        const size_t r = (size_t)perm_next[i];
+        const char *row = (const char *)((const REAL *)d->x + r * n_in);
+        for (size_t k = 0; k < lines; k++) __builtin_prefetch(row + 64 * k, 0, 3);
+        if (d->y) __builtin_prefetch((const REAL *)d->y + r * n_out, 0, 3);
+        else __builtin_prefetch(d->labels + r, 0, 3);
+    }
+}
+
+/* gather, rows [i0, i1) of mini-batch rows perm[0..m): a^0 and y; then the prefetch of the
+ * same rows of the next mini-batch (perm_next, m_next). */
 static void NET(task_gather)(const NET(pass) *p, const cbp_epoch_data *d, const int64_t *perm,
                              size_t i0, size_t i1)
 {
@@ -200,6 +218,10 @@ static void NET(task_gather)(const NET(pass) *p, const cbp_epoch_data *d, const 
     const size_t n_in = net->sizes[0], n_out = net->sizes[net->n_layers];
     REAL *xb = (REAL *)p->x, *yb = (REAL *)p->y;          /* [m, n_0], [m, n_L] workspace */
     const REAL *x = (const REAL *)d->x, *y = (const REAL *)d->y;
+    const size_t mbs = d->mini_batch_size, next = (size_t)(perm - d->perm) + mbs;
+    if (next < d->n)
+        NET(prefetch_next)(d, n_in, n_out, perm + mbs, d->n - next < mbs ? d->n - next : mbs, i0,
+                           i1);
     for (size_t i = i0; i < i1; i++) {
         const size_t r = (size_t)perm[i];
         memcpy(xb + i * n_in, x + r * n_in, n_in * sizeof(REAL));
