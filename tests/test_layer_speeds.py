@@ -1,7 +1,15 @@
 """The speed of learning of the hidden layers (chapter 5): layer_speeds(X, Y) is ||delta^l||
 of the gradient averaged over the rows, as the book's generate_gradient.py computes it (the
 per-sample backprop of network2, nabla_b summed and divided by the number of images), in
-both paths, over chunks of rows, with labels, and as sgd's monitor_layer_speeds."""
+both paths, over chunks of rows, with labels, and as sgd's monitor_layer_speeds; and the
+examples layer_speeds.py and best_fully_connected.py at a small scale."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -99,3 +107,45 @@ def test_deep_sigmoid_layers_learn_slower_earlier():
     net = cbackprop.Network([784, 30, 30, 30, 30, 10], seed=2, **KW)
     speeds = net.layer_speeds(rng.random((200, 784)), rng.integers(0, 10, 200))
     assert all(a < b for a, b in zip(speeds, speeds[1:])), speeds
+
+
+# ---- the examples, at a small scale (a few seconds each, mostly starting Python) -------------
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def run_example(name, tmp_path, *args):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MPLBACKEND": "Agg", "SKBUILD_EDITABLE_VERBOSE": "0"})
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="not a source checkout")
+def test_example_layer_speeds(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "speeds.png"
+    out = run_example("layer_speeds", tmp_path, "--epochs", "4", "--n-train", "100", "--seeds", "0,1",
+                      "--plot", str(png))
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and png.stat().st_size > 5000
+    initial = re.findall(r"^  (\d) hidden layers, at initialisation: mean (\S+(?:, \S+)*) \(", out, re.M)
+    assert [h for h, _ in initial] == ["2", "3", "4"] * 3, out
+    for hidden, speeds in initial[:3]:          # the book's setting: earlier layers slower
+        values = [float(v) for v in speeds.split(", ")]
+        assert len(values) == int(hidden) and values == sorted(values), out
+    assert "book: 0.003, 0.017, 0.07, 0.285" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="not a source checkout")
+def test_example_best_fully_connected(tmp_path):
+    out = run_example("best_fully_connected", tmp_path, "--epochs", "2", "--seeds", "0,1", "--n-train", "2000",
+                      "--dropout", "0.5", "--json", str(tmp_path / "runs.json"))
+    seeds = re.findall(r"^seed (\d): validation (\S+) % \(best (\S+) % at epoch (\d)\), test (\S+) %", out, re.M)
+    assert [s[0] for s in seeds] == ["0", "1"], out
+    assert all(70 < float(s[1]) <= float(s[2]) < 100 for s in seeds), out   # it learns
+    runs = json.loads((tmp_path / "runs.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    assert abs(runs[0]["validation"] - float(seeds[0][1]) / 100) < 5e-5
