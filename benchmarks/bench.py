@@ -351,8 +351,8 @@ class ReferenceRunner:
         self.X, self.Y, self.mbs, self.eta = X, Y, mbs, eta
 
     def run(self, perm):
-        # (eta, keep, decay, mu): plain SGD, the hyper-parameters of _common.hyper
-        return _timed(self.net._epoch, self.X, self.Y, perm, self.mbs, (self.eta, 1.0, 0.0, 0.0))
+        # (eta, keep, decay, mu, opt): plain SGD, the hyper-parameters of _validation.hyper
+        return _timed(self.net._epoch, self.X, self.Y, perm, self.mbs, (self.eta, 1.0, 0.0, 0.0, None))
 
 
 def _sigmoid(z):

@@ -64,7 +64,7 @@ def make_estimator(impl, params, seed):
     if lib == "Network.sgd":
         return EngineOnly(params, dtype, seed), dtype
     from cbackprop.sklearn import MLPClassifier
-    return MLPClassifier(solver="sgd", dtype=dtype, **common), dtype
+    return MLPClassifier(solver="sgd", nesterovs_momentum=False, dtype=dtype, **common), dtype
 
 
 class EngineOnly:

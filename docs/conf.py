@@ -62,6 +62,7 @@ EXAMPLES = [
     ("network_py.py", ["--epochs", "30"]),
     ("overfitting.py", []),
     ("gradient_check.py", ["--max-per-layer", "1000"]),
+    ("layer_speeds.py", []),
 ]
 
 

@@ -12,16 +12,20 @@ import numpy.typing as npt
 import numpy as np
 
 from . import _io
+from ._dropout import mask_seed
 from ._model import check_memory, cost_sum, draw_initial_parameters, make_rng, one_hot, skip_initial_parameters
 from ._training import Epochs, Rows, make_plan, train, training_rows
-from ._validation import (DEFAULT_DTYPE, Array, FloatArray, Hyper, LabelArray, PathLike, _as_float_array,
-                          _finite_or_raise, as_labels, as_parameter_list, as_rows, as_targets, as_targets_or_labels,
-                          check, check_activations, check_cost, check_dtype, check_hyper, check_init,
-                          check_sizes, np_all_finite)
+from ._validation import (DEFAULT_BETAS, DEFAULT_EPS, DEFAULT_DTYPE, Array, FloatArray, Hyper, LabelArray,
+                          PathLike, _as_float_array, _finite_or_raise, as_labels, as_parameter_list, as_rows,
+                          as_targets, as_targets_or_labels, check, check_activations, check_cost, check_dropout,
+                          check_dtype, check_init, check_sizes, check_update, np_all_finite)
 
 #: rows x (widest layer) values per chunk of the row-wise methods (cost, total_cost,
 #: evaluate, predict, predict_proba, the monitors): 2 MiB of float64 per layer
 _CHUNK_VALUES = 1 << 18
+#: rows x (widest layer, input included) values per backpropagation of layer_speeds: 8 MiB
+#: of float64 per layer (the book's 1,000 MNIST images in one call)
+_SPEED_VALUES = 1 << 20
 N = TypeVar("N", bound="NetworkBase")
 
 
@@ -65,10 +69,13 @@ class NetworkBase:
     delta, nabla_b, nabla_w); _step(X, Y, h); _epoch(X, T, perm, mini_batch_size, h) (T:
     target rows, or int64 class labels, 1-D); _accumulate(X, Y) (adds the summed
     gradient); _apply(h, count) (one update from it, then zeroes it); _zero_accumulated();
-    _velocity(create=False) -> list of momentum arrays (empty before momentum is used);
-    _params() -> the arrays updates write (inputs sharing memory with them are copied).
-    The base class derives _state, _snapshot, _restore and _finite from these; a subclass
-    may override them with faster equivalents."""
+    _velocity(create=False) -> list of momentum arrays (empty before momentum is used;
+    Adam's first moment too); _moments(create=False) -> Adam's second moment arrays;
+    _counters() -> (Adam's steps, the dropout round) and _set_counters(c); _params() -> the
+    arrays updates write (inputs sharing memory with them are copied).  Every primitive
+    that updates calls _prepare_state(h) first.  The base class derives _state, _snapshot,
+    _restore and _finite from these; a subclass may override them with faster
+    equivalents."""
 
     _all_finite = staticmethod(np_all_finite)
     sizes: tuple[int, ...]
@@ -80,12 +87,16 @@ class NetworkBase:
     _accumulated: int
     _weights: list[Array]
     _biases: list[Array]
+    _dropout: tuple[float, ...]
+    _dropout_seed: int
+    _state_kind: Optional[str]
 
     def _configure(self, sizes: Sequence[int], dtype: npt.DTypeLike, seed: Optional[int],
                    activations: Union[str, Sequence[str]] = "sigmoid", cost: str = "quadratic",
-                   init: str = "large") -> str:
+                   init: str = "large", dropout: object = None, dropout_seed: Optional[int] = None) -> str:
         """Check and set the configuration and the generator; returns the checked init.
-        Refuses (MemoryError) sizes whose parameters and gradients cannot fit in memory."""
+        Refuses (MemoryError) sizes whose parameters and gradients cannot fit in memory.
+        dropout_seed: the masks' key (default: derived from seed, mask_seed)."""
         self.sizes = check_sizes(sizes)
         self.num_layers = len(self.sizes)
         self.dtype = check_dtype(dtype)
@@ -93,6 +104,9 @@ class NetworkBase:
         self.cost_name = check_cost(cost, self.activations[-1])
         init_ = check_init(init)
         self._rng = make_rng(seed)
+        self._dropout = check_dropout(dropout, self.sizes)
+        self._dropout_seed = mask_seed(seed) if dropout_seed is None else int(dropout_seed)
+        self._state_kind = None
         self._accumulated = 0
         check_memory(self.sizes, self.dtype)
         return init_
@@ -104,16 +118,17 @@ class NetworkBase:
         raise NotImplementedError
 
     def _build(self, sizes: Sequence[int], dtype: npt.DTypeLike, seed: Optional[int],
-               activations: Union[str, Sequence[str]], cost: str, init: str) -> None:
+               activations: Union[str, Sequence[str]], cost: str, init: str, dropout: object = None) -> None:
         """__init__: configure, allocate, draw the initial parameters in place."""
-        init_ = self._configure(sizes, dtype, seed, activations, cost, init)
+        init_ = self._configure(sizes, dtype, seed, activations, cost, init, dropout)
         self._allocate()
         draw_initial_parameters(self._rng, self._weights, self._biases, init_)
 
     @classmethod
     def _with_parameters(cls: type[N], sizes: Sequence[int], *, activations: Union[str, Sequence[str]], cost: str,
                          dtype: npt.DTypeLike, seed: Optional[int], weights: Sequence[npt.ArrayLike],
-                         biases: Sequence[npt.ArrayLike]) -> N:
+                         biases: Sequence[npt.ArrayLike], dropout: object = None,
+                         dropout_seed: Optional[int] = None) -> N:
         """A network with the given parameters, without drawing an initialisation (load's
         path): each array is copied into the network's own, converted to its dtype layer
         by layer (no full-size temporary); TypeError or ValueError as the weights and
@@ -121,7 +136,7 @@ class NetworkBase:
         A seeded generator is advanced past the initial draws (in chunks, into a scratch
         buffer), so that the network shuffles as a new one with that seed."""
         net = cls.__new__(cls)
-        net._configure(sizes, dtype, seed, activations, cost)
+        net._configure(sizes, dtype, seed, activations, cost, dropout=dropout, dropout_seed=dropout_seed)
         net._allocate()
         net._copy_in(weights, biases)
         if seed is not None:
@@ -168,17 +183,30 @@ class NetworkBase:
     def _zero_accumulated(self) -> None:
         raise NotImplementedError
 
+    def _moments(self, create: bool = False) -> list[Array]:
+        raise NotImplementedError
+
+    def _counters(self) -> tuple[float, int]:
+        raise NotImplementedError
+
+    def _set_counters(self, counters: tuple[float, int]) -> None:
+        raise NotImplementedError
+
     def _state(self, create: bool = False) -> list[Array]:
         """The arrays training changes: parameters, then the momentum velocity (created
         now when create)."""
         return self._weights + self._biases + self._velocity(create)
 
-    def _snapshot(self, create: bool = False) -> list[Array]:
-        return [p.copy() for p in self._state(create)]
+    def _snapshot(self, create: bool = False) -> tuple[list[Array], tuple[float, int]]:
+        """Copies of everything training changes: the parameters and the optimizer's state
+        (velocity, Adam's moments and steps, the dropout round)."""
+        return [p.copy() for p in self._state(create) + self._moments()], self._counters()
 
-    def _restore(self, saved: list[Array]) -> None:
-        for p, s in zip(self._state(), saved):
+    def _restore(self, saved: tuple[list[Array], tuple[float, int]]) -> None:
+        arrays, counters = saved
+        for p, s in zip(self._state() + self._moments(), arrays):
             p[...] = s
+        self._set_counters(counters)
 
     def _finite(self) -> bool:
         """Whether every parameter is finite."""
@@ -256,6 +284,8 @@ class NetworkBase:
             extra += f", activations={list(self.activations)}"
         if self.cost_name != "quadratic":
             extra += f", cost={self.cost_name!r}"
+        if any(self._dropout):
+            extra += f", dropout={list(self._dropout)}"
         return (f"{type(self).__module__}.{type(self).__name__}(sizes={list(self.sizes)}{extra}, "
                 f"dtype={self.dtype.name})")
 
@@ -340,12 +370,15 @@ class NetworkBase:
         return Trace(z, a, delta, nabla_b, nabla_w, cost)
 
     def update_mini_batch(self, X: npt.ArrayLike, Y: npt.ArrayLike, eta: float, *, lmbda: float = 0.0,
-                          n: Optional[int] = None, mu: float = 0.0) -> None:
+                          n: Optional[int] = None, mu: float = 0.0, optimizer: str = "sgd",
+                          betas: tuple[float, float] = DEFAULT_BETAS, eps: float = DEFAULT_EPS) -> None:
         """One gradient-descent step on the mini-batch X, Y with the gradient averaged over
         its rows: w <- (1 - eta lmbda / n) w - eta nabla_w, b <- b - eta nabla_b (network2.py,
         n the training-set size, needed when lmbda > 0); with momentum mu > 0,
-        v <- mu v - eta nabla - (eta lmbda / n) w, w <- w + v (biases: no decay term)."""
-        h = check_hyper(eta, lmbda, n, mu, self.dtype)
+        v <- mu v - eta nabla - (eta lmbda / n) w, w <- w + v (biases: no decay term).
+        optimizer="nesterov" (with mu > 0) or "adam" (with betas, eps) choose another rule
+        (see sgd).  With dropout, the step drops units of the hidden layers."""
+        h = check_update(eta, lmbda, n, mu, self.dtype, optimizer, betas, eps)
         X2, Y2, _ = self._xy(X, Y)
         self._step(X2, Y2, h)
 
@@ -364,12 +397,15 @@ class NetworkBase:
         self._accumulated += X2.shape[0]
 
     def apply_gradient(self, eta: float, *, lmbda: float = 0.0, n: Optional[int] = None, mu: float = 0.0,
-                       samples: Optional[int] = None) -> None:
+                       samples: Optional[int] = None, optimizer: str = "sgd",
+                       betas: tuple[float, float] = DEFAULT_BETAS, eps: float = DEFAULT_EPS) -> None:
         """One update_mini_batch step with the gradient accumulated since the last
         apply_gradient or zero_gradient, averaged over its samples; then starts afresh.
         Accumulating micro-batches and applying equals update_mini_batch on their union.
         samples: the number of samples the gradient buffer sums over, when it was filled
-        elsewhere too (e.g. summed over MPI ranks); default: the samples accumulated here."""
+        elsewhere too (e.g. summed over MPI ranks); default: the samples accumulated here.
+        optimizer, betas, eps: the update rule, as for sgd.  (The accumulated gradient is
+        backprop's: no dropout.)"""
         if samples is None:
             if self._accumulated == 0:
                 raise ValueError("apply_gradient needs an accumulated gradient: call accumulate_gradient(X, Y) "
@@ -377,7 +413,7 @@ class NetworkBase:
             count = self._accumulated
         else:
             count = check("samples", samples)
-        h = check_hyper(eta, lmbda, n, mu, self.dtype)
+        h = check_update(eta, lmbda, n, mu, self.dtype, optimizer, betas, eps)
         self._apply(h, count)
         self._accumulated = 0
 
@@ -404,14 +440,16 @@ class NetworkBase:
                                biases=self._biases, activations=self.activations)
 
     @classmethod
-    def load(cls: type[N], path: PathLike, *, dtype: Optional[npt.DTypeLike] = None, seed: Optional[int] = None) -> N:
+    def load(cls: type[N], path: PathLike, *, dtype: Optional[npt.DTypeLike] = None, seed: Optional[int] = None,
+             dropout: object = None) -> N:
         """A network from a file written by save(); dtype None keeps the saved one (else the
-        parameters are converted).  seed seeds the new network's generator (its shuffles).
+        parameters are converted).  seed seeds the new network's generator (its shuffles)
+        and dropout masks; dropout as for Network (a training setting, not saved).
         Corrupt, truncated or inconsistent files raise ValueError naming the problem."""
         d = _io.load_npz(path)
         return cls._with_parameters(d["sizes"], activations=d["activations"], cost=d["cost"],
                                     dtype=d["dtype"] if dtype is None else dtype, seed=seed,
-                                    weights=d["weights"], biases=d["biases"])
+                                    weights=d["weights"], biases=d["biases"], dropout=dropout)
 
     @classmethod
     def load_network2(cls: type[N], path: PathLike, *, dtype: npt.DTypeLike = DEFAULT_DTYPE,
@@ -488,21 +526,28 @@ class NetworkBase:
         return state
 
     def _extra_state(self, take: Callable[[Array], Array]) -> dict[str, Any]:
-        v, acc = self._velocity(), self._accumulator()
+        v, acc, m2 = self._velocity(), self._accumulator(), self._moments()
+        steps, round_ = self._counters()
         return {"rng": self._rng.bit_generator.state, "velocity": [take(a) for a in v] if v else None,
-                "accumulator": [take(a) for a in acc] if acc else None, "accumulated": self._accumulated}
+                "accumulator": [take(a) for a in acc] if acc else None, "accumulated": self._accumulated,
+                "moment2": [take(a) for a in m2] if m2 else None, "adam_steps": steps, "dropout_round": round_,
+                "state_kind": self._state_kind, "dropout": list(self._dropout), "dropout_seed": self._dropout_seed}
 
     def _set_extra_state(self, state: dict[str, Any]) -> None:
         self._rng.bit_generator.state = state["rng"]
-        for name, arrays in (("velocity", self._velocity), ("accumulator", self._accumulator)):
-            if state[name] is not None:
+        for name, arrays in (("velocity", self._velocity), ("accumulator", self._accumulator),
+                             ("moment2", self._moments)):
+            if state.get(name) is not None:
                 for a, saved in zip(arrays(True), state[name]):
                     a[...] = saved
         self._accumulated = int(state["accumulated"])
+        self._set_counters((float(state.get("adam_steps", 0.0)), int(state.get("dropout_round", 0))))
+        self._state_kind = state.get("state_kind")
 
     def __reduce__(self) -> tuple[Any, ...]:
         """pickle: the network as save writes it (the same members and bytes, with the
-        checksum) plus the generator state, the momentum velocity, the accumulated
+        checksum) plus the generator state, the optimizer's state (momentum velocity, Adam's
+        moments and steps), the dropout rates, masks' seed and round, the accumulated
         gradient and its count (and the C path's num_threads setting and kernels)."""
         with self._locked():
             return (_restore, (type(self), self._copy_state(copy=True, checksum=True)))
@@ -523,7 +568,9 @@ class NetworkBase:
             monitor_evaluation_cost: bool = False, monitor_evaluation_accuracy: bool = False,
             monitor_training_cost: bool = False, monitor_training_accuracy: bool = False,
             early_stopping_n: Optional[int] = None, eta_schedule_n: Optional[int] = None,
-            callback: Optional[Callable[[dict[str, Any]], object]] = None) -> list[dict[str, Any]]:
+            callback: Optional[Callable[[dict[str, Any]], object]] = None, optimizer: str = "sgd",
+            betas: tuple[float, float] = DEFAULT_BETAS, eps: float = DEFAULT_EPS,
+            monitor_layer_speeds: bool = False) -> list[dict[str, Any]]:
         """Mini-batch stochastic gradient descent, as network.py's SGD and network2.py's.
 
         Each epoch shuffles the rows with the network's own generator, then runs
@@ -533,7 +580,16 @@ class NetworkBase:
         "test_correct", "test_total", "test_accuracy"; with the monitor_* flags (network2's)
         "training_cost", "training_accuracy", "evaluation_cost", "evaluation_accuracy"
         (costs as total_cost with lmbda, accuracies as fractions; evaluation_data is
-        (X, labels) or (X, Y)).
+        (X, labels) or (X, Y)); with monitor_layer_speeds "layer_speeds", layer_speeds(X, Y)
+        after the epoch (chapter 5).
+
+        optimizer: the update rule.  "sgd" (default): network2's, with momentum when mu > 0;
+        "nesterov": Nesterov momentum mu > 0 (PyTorch's SGD(nesterov=True), scikit-learn's
+        nesterovs_momentum), in the book's velocity convention v <- mu v - eta nabla -
+        (eta lmbda / n) w, w <- w + mu v - eta nabla - (eta lmbda / n) w; "adam": Adam
+        (PyTorch's, bias-corrected moments, betas = (beta1, beta2), eps, mu = 0) on the
+        gradient plus the L2 term (lmbda / n) w.  Momentum and Adam keep their state across
+        calls; switching between momentum and Adam starts the new rule's state from zero.
 
         early_stopping_n=k stops after k epochs in a row without a new best evaluation
         accuracy; eta_schedule_n=k halves eta after k such epochs and stops once eta has
@@ -551,11 +607,68 @@ class NetworkBase:
         flags = {"monitor_evaluation_cost": monitor_evaluation_cost,
                  "monitor_evaluation_accuracy": monitor_evaluation_accuracy,
                  "monitor_training_cost": monitor_training_cost,
-                 "monitor_training_accuracy": monitor_training_accuracy}
+                 "monitor_training_accuracy": monitor_training_accuracy,
+                 "monitor_layer_speeds": monitor_layer_speeds}
         plan = make_plan(self, data, epochs, mini_batch_size, eta, test_data, lmbda, mu, evaluation_data,
-                         flags, early_stopping_n, eta_schedule_n, callback)
+                         flags, early_stopping_n, eta_schedule_n, callback, optimizer=optimizer, betas=betas,
+                         eps=eps)
         plan.finish(*plan.local_counts())
         return train(self, plan, Epochs(self, plan))
+
+    # ---- dropout, the optimizer's state, the speed of learning ------------------------------------
+    @property
+    def dropout(self) -> tuple[float, ...]:
+        """The dropout rate p_l of each hidden layer l = 1 .. L-1 (chapter 3, "Dropout";
+        inverted dropout): in update_mini_batch and sgd each unit of hidden layer l is dropped
+        with probability p_l and the kept ones are scaled by 1 / (1 - p_l); feedforward,
+        backprop, cost, evaluate and predict never drop.  Set when the network is made."""
+        return self._dropout
+
+    @property
+    def dropout_seed(self) -> int:
+        """The 64-bit key of the dropout masks (Philox4x32-10, see cbackprop._dropout):
+        derived from the network's seed (np.random.SeedSequence(seed,
+        spawn_key=(0x64726F70,)), a stream independent of the initialisation and shuffles),
+        drawn afresh for seed=None; copies and pickles keep it."""
+        return self._dropout_seed
+
+    def _prepare_state(self, h: Hyper) -> None:
+        """Before an update with h: the state its rule keeps (velocity; Adam's moments),
+        created now, and reset to zero when the last rule with a state was another kind
+        (momentum and Nesterov share the velocity; Adam's moments are not a velocity)."""
+        opt = h[4]
+        kind = "adam" if opt and opt[0] == "adam" else "momentum" if h[3] or opt else None
+        if kind is None:
+            return
+        velocity, moments = self._velocity(True), self._moments(kind == "adam")
+        if self._state_kind not in (None, kind):
+            for a in velocity + moments:
+                a.fill(0)
+            self._set_counters((0.0, self._counters()[1]))
+        self._state_kind = kind
+
+    def layer_speeds(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> list[float]:
+        """The speed of learning of each hidden layer (chapter 5, "The vanishing gradient
+        problem"): ||delta^l|| for l = 1 .. L-1, where delta^l_j = dC/db^l_j is the gradient
+        of the cost C averaged over the rows of X, Y (the book's "gradient", BP3), from one
+        backpropagation over the rows (in chunks of rows for large X); float64 norms.  No
+        dropout, as backprop."""
+        X2, T, _ = self._xt(X, Y)
+        return self._layer_speeds(Rows(X2, T, self.sizes[-1]), lambda s: s)
+
+    def _layer_speeds(self, data: Rows, total: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+                      n: Optional[int] = None) -> list[float]:
+        """layer_speeds over the rows of data; total adds the per-layer sums of nabla_b
+        over processes (sgd's monitor), n the total number of rows."""
+        step = max(1, _SPEED_VALUES // max(self.sizes))
+        sums = [np.zeros(k, dtype=np.float64) for k in self.sizes[1:-1]]
+        for lo in range(0, data.m, step):
+            hi = min(data.m, lo + step)
+            nabla_b, _ = self._gradient(data.X[lo:hi], data.targets(lo, hi))
+            for s, b in zip(sums, nabla_b):
+                s += (hi - lo) * np.asarray(b, dtype=np.float64)
+        count = data.m if n is None else n
+        return [float(np.linalg.norm(s / count)) if count else float("nan") for s in total(tuple(sums))]
 
 
 def _copied(a: Array) -> Array:
@@ -578,6 +691,6 @@ def _restore(cls: type[N], state: dict[str, Any]) -> N:
             sizes=sizes, activations=activations, cost=cost, dtype=dtype, weights=weights, biases=biases):
         raise ValueError("the pickled network's checksum does not match its parameters (corrupt data)")
     net = cls._with_parameters(sizes, activations=activations, cost=cost, dtype=dtype, seed=None, weights=weights,
-                               biases=biases)
+                               biases=biases, dropout=state.get("dropout"), dropout_seed=state.get("dropout_seed"))
     net._set_extra_state(state)
     return net

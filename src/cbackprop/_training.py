@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ._model import one_hot
-from ._validation import (Hyper, _short, as_labels, as_targets, check, check_eta, check_evaluation, check_hyper,
-                          check_sgd_options, hyper)
+from ._validation import (DEFAULT_BETAS, DEFAULT_EPS, Hyper, Opt, _short, as_labels, as_targets, check, check_eta,
+                          check_evaluation, check_hyper, check_optimizer, check_sgd_options, hyper)
 
 if TYPE_CHECKING:
     from ._base import NetworkBase
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 Record = dict[str, Any]
 Array = np.ndarray[Any, Any]
 MONITORS = ("monitor_evaluation_cost", "monitor_evaluation_accuracy", "monitor_training_cost",
-            "monitor_training_accuracy")
+            "monitor_training_accuracy", "monitor_layer_speeds")
 
 
 class Rows:
@@ -130,6 +130,7 @@ class Plan:
     test: Optional[Rows]
     evaluation: Optional[Rows]
     dtype: np.dtype[Any]
+    opt: Opt = None
     n: int = 0
     n_test: int = 0
     use_test: bool = False
@@ -146,7 +147,7 @@ class Plan:
         decay factor 1 - eta lmbda / n > 0, evaluation data where the options need it
         (messages: check_evaluation's who, none, over)."""
         self.n, self.n_test, self.use_test, self.n_eval, self.use_eval = n, n_test, use_test, n_eval, use_eval
-        check_hyper(self.eta, self.lmbda, n, self.mu, self.dtype)
+        check_hyper(self.eta, self.lmbda, n, self.mu, self.dtype, self.opt)
         check_evaluation(dict(self.monitor), self.early_stopping_n, self.eta_schedule_n, use_eval, n_eval,
                          **messages)
         self.mini_batch_size = min(self.mini_batch_size, n)
@@ -157,19 +158,21 @@ class Plan:
 
 def make_plan(net: NetworkBase, train: Rows, epochs: object, mini_batch_size: object, eta: object,
               test_data: object, lmbda: object, mu: object, evaluation_data: object, flags: Mapping[str, object],
-              early_stopping_n: object, eta_schedule_n: object, callback: object) -> Plan:
-    """The Plan of sgd's arguments, each checked on its own (flags: the monitor_* flags and
-    any other True/False option); Plan.finish checks the rest."""
+              early_stopping_n: object, eta_schedule_n: object, callback: object, *, optimizer: object = "sgd",
+              betas: object = DEFAULT_BETAS, eps: object = DEFAULT_EPS) -> Plan:
+    """The Plan of sgd's arguments, each checked on its own (flags: the monitor_* flags, a
+    missing one False, and any other True/False option); Plan.finish checks the rest."""
     epochs_ = check("epochs", epochs)
     mbs = check("mini_batch_size", mini_batch_size)
     eta_ = check_eta(eta, net.dtype)
     lmbda_ = check("lmbda", lmbda)
     mu_ = check("mu", mu)
+    opt = check_optimizer(optimizer, mu_, betas, eps, net.dtype)
     esn, etsn = check_sgd_options(flags, callback, early_stopping_n, eta_schedule_n)
     test = testing_rows(net, test_data)
     evaluation = None if evaluation_data is None else labelled_rows(net, evaluation_data, "evaluation_data")
-    return Plan(train, epochs_, mbs, eta_, lmbda_, mu_, {k: bool(flags[k]) for k in MONITORS}, esn, etsn,
-                cast(Optional[Callable[[Record], Any]], callback), test, evaluation, net.dtype)
+    return Plan(train, epochs_, mbs, eta_, lmbda_, mu_, {k: bool(flags.get(k, False)) for k in MONITORS}, esn,
+                etsn, cast(Optional[Callable[[Record], Any]], callback), test, evaluation, net.dtype, opt)
 
 
 class PlateauRule:
@@ -211,7 +214,10 @@ class Epochs:
     """How sgd's epochs run in one process (Network.sgd); distributed.sgd subclasses it.
 
     epoch(data, perm, mini_batch_size, h) trains one epoch and returns the record's extra
-    fields; batch(...) trains its mini-batch k alone (the divergence replay); replays(exc)
+    fields; batch(...) trains its mini-batch k alone (the divergence replay), which
+    exact_batches() says computes what the epoch computes (not so with dropout, whose masks
+    depend on the mini-batch's place in the epoch); prefix(..., k, h) trains the epoch's
+    first k mini-batches as the epoch does (the divergence search otherwise); replays(exc)
     tells whether an epoch ended by exc may be replayed; settle(record) runs once the
     epoch's parameters are final; total(values) adds each value over the processes;
     end_epoch(record, stop) calls the callback and returns whether to stop; collective(exc)
@@ -227,6 +233,12 @@ class Epochs:
     def batch(self, data: Rows, perm: Array, mini_batch_size: int, k: int, h: Hyper) -> None:
         X, Y = data.batch(perm[k * mini_batch_size:(k + 1) * mini_batch_size])
         self.net._step(X, Y, h)
+
+    def exact_batches(self) -> bool:
+        return not any(self.net.dropout)
+
+    def prefix(self, data: Rows, perm: Array, mini_batch_size: int, k: int, h: Hyper) -> None:
+        self.net._epoch(data.X, data.T, perm[:k * mini_batch_size], mini_batch_size, h)
 
     def replays(self, exc: BaseException) -> bool:
         return True
@@ -257,12 +269,16 @@ def _attach_history(exc: BaseException, history: list[Record]) -> None:
 class EpochGuard:
     """One epoch, and the one place that decides what it leaves, whatever ended it.
 
-    The parameters and the momentum velocity are copied when the epoch starts.  When it
-    ends, normally or by an exception (KeyboardInterrupt, which the engine raises after a
-    whole number of mini-batches, or any other), finite parameters stay as the epoch left
-    them.  Non-finite ones are restored to the epoch's start, and the epoch is replayed
-    one mini-batch at a time (the kernels are deterministic: the same computation) up to
-    the mini-batch that makes a parameter non-finite, whose update is undone.  An epoch
+    The parameters and the optimizer's state (velocity, Adam's moments and steps, the
+    dropout round) are copied when the epoch starts.  When it ends, normally or by an
+    exception (KeyboardInterrupt, which the engine raises after a whole number of
+    mini-batches, or any other), finite parameters stay as the epoch left them.  Non-finite
+    ones are restored to the epoch's start, and the epoch is replayed one mini-batch at a
+    time (the kernels are deterministic: the same computation) up to the mini-batch that
+    makes a parameter non-finite, whose update is undone.  With dropout a mini-batch cannot
+    be replayed alone (its masks depend on its place in the epoch): the epoch's first k
+    mini-batches are replayed as one prefix, and that mini-batch is found by bisection
+    (a non-finite parameter stays non-finite).  An epoch
     that ended normally then raises FloatingPointError naming the epoch and mini-batch;
     an exception is re-raised with that error as its cause.  Either error carries
     ``history``, the records of the finished epochs."""
@@ -271,7 +287,8 @@ class EpochGuard:
                  history: list[Record]) -> None:
         self.net, self.runner, self.plan = net, runner, plan
         self.perm, self.h, self.epoch, self.history = perm, h, epoch, history
-        self.start = net._snapshot(create=bool(plan.mu))
+        net._prepare_state(h)
+        self.start = net._snapshot()
 
     def run(self) -> Record:
         try:
@@ -290,7 +307,7 @@ class EpochGuard:
         self.net._restore(self.start)
         if exc is not None and not self.runner.replays(exc):
             return                      # (e.g. on one MPI rank only: no collective replay)
-        diverged = self.replay()
+        diverged = self.replay() if self.runner.exact_batches() else self.bisect()
         if exc is None:
             raise diverged
         exc.__cause__ = diverged
@@ -309,16 +326,40 @@ class EpochGuard:
                 if not finite:
                     net._restore(before)
             if not finite:
-                err = FloatingPointError(
-                    f"training diverged at epoch {self.epoch}, mini-batch {k + 1} of {n_batches}: "
-                    f"with eta={self.h[0]} its update made parameters non-finite (inf or NaN). The "
-                    f"network keeps the parameters from before that mini-batch; a smaller eta "
-                    f"usually helps.")
-                err.history, err.epoch, err.mini_batch = self.history, self.epoch, k + 1  # type: ignore[attr-defined]
-                return self.runner.collective(err)
+                return self.diverged(k + 1, n_batches)
         # (not reached when the epoch itself diverged: the replay computes the same values)
         return RuntimeError(f"epoch {self.epoch} produced non-finite parameters, but replaying it "
                             f"one mini-batch at a time did not; please report this")
+
+    def bisect(self) -> BaseException:
+        """The first mini-batch after which a parameter is non-finite, by bisection on
+        prefixes of the epoch replayed from its start (the parameters are at the start, not
+        finite after the whole epoch); leaves the parameters from before that mini-batch."""
+        net, mbs = self.net, self.plan.mini_batch_size
+        n_batches = -(-self.plan.n // mbs)
+        lo, hi = 0, n_batches           # prefix of lo mini-batches finite, of hi not
+        try:
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                self.runner.prefix(self.plan.train, self.perm, mbs, mid, self.h)
+                lo, hi = (mid, hi) if net._finite() else (lo, mid)
+                net._restore(self.start)
+            if lo:
+                self.runner.prefix(self.plan.train, self.perm, mbs, lo, self.h)
+        except BaseException:
+            net._restore(self.start)    # (interrupted: the epoch's start, finite)
+            raise
+        return self.diverged(hi, n_batches)
+
+    def diverged(self, k: int, n_batches: int) -> BaseException:
+        """The FloatingPointError of mini-batch k (1-based) of the epoch."""
+        err = FloatingPointError(
+            f"training diverged at epoch {self.epoch}, mini-batch {k} of {n_batches}: "
+            f"with eta={self.h[0]} its update made parameters non-finite (inf or NaN). The "
+            f"network keeps the parameters from before that mini-batch; a smaller eta "
+            f"usually helps.")
+        err.history, err.epoch, err.mini_batch = self.history, self.epoch, k  # type: ignore[attr-defined]
+        return self.runner.collective(err)
 
 
 def record_empty_evaluation(record: Record, monitor_evaluation_cost: bool, monitor_evaluation_accuracy: bool) -> None:
@@ -340,6 +381,8 @@ def measure(net: NetworkBase, plan: Plan, total: Callable[[tuple[Any, ...]], tup
         correct = total((net._sums(plan.test, False, True)[1] if plan.test is not None else 0,))[0]
         record.update(test_correct=correct, test_total=plan.n_test,
                       test_accuracy=correct / plan.n_test if plan.n_test else float("nan"))
+    if plan.monitor["monitor_layer_speeds"]:
+        record["layer_speeds"] = net._layer_speeds(plan.train, total, plan.n)
     want_cost, want_acc = plan.monitor["monitor_training_cost"], plan.monitor["monitor_training_accuracy"]
     if want_cost or want_acc:
         s, correct = total(net._sums(plan.train, want_cost, want_acc))
@@ -367,7 +410,7 @@ def _epoch_record(net: NetworkBase, plan: Plan, runner: Epochs, eta: float, epoc
     """Train epoch number epoch (shuffled with the network's generator) at rate eta."""
     t0 = time.perf_counter()
     perm = net._rng.permutation(plan.n)
-    h = hyper(eta, plan.lmbda, plan.n, plan.mu)
+    h = hyper(eta, plan.lmbda, plan.n, plan.mu, plan.opt)
     extras = EpochGuard(net, runner, plan, perm, h, epoch, history).run()
     record = {"epoch": epoch, "seconds": time.perf_counter() - t0, "eta": eta, **extras}
     runner.settle(record)

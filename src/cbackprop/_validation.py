@@ -26,9 +26,18 @@ _MAX_DIM = 2**31 - 1  # BLAS and the row gather use 32-bit-safe sizes
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity", "softmax")
 COSTS = ("quadratic", "cross-entropy", "log-likelihood")
 INITS = ("large", "default")
+#: Update rules of the public API (optimizer=...): "sgd" (network2's, with momentum when
+#: mu > 0), "nesterov" (Nesterov momentum), "adam".
+OPTIMIZERS = ("sgd", "nesterov", "adam")
+#: Adam's defaults (PyTorch's and scikit-learn's).
+DEFAULT_BETAS = (0.9, 0.999)
+DEFAULT_EPS = 1e-8
 
-#: (eta, keep, decay, mu): one update's hyper-parameters (see hyper()).
-Hyper = tuple[float, float, float, float]
+#: The rule of an update as the engine takes it: None (SGD, or momentum when mu != 0),
+#: ("nesterov",), or ("adam", beta1, beta2, eps) (see check_optimizer()).
+Opt = Optional[tuple[Any, ...]]
+#: (eta, keep, decay, mu, opt): one update's hyper-parameters (see hyper()).
+Hyper = tuple[float, float, float, float, Opt]
 #: Array types of the public API: any array; arrays of the network's floats; class labels;
 #: what a path may be.
 Array = np.ndarray[Any, Any]
@@ -84,13 +93,41 @@ class Integer:
 
 
 class Real:
-    """Rule: a finite real number in [0, upper]."""
+    """Rule: a finite real number in [0, upper], or in [0, upper) when open_upper."""
 
-    def __init__(self, upper: Optional[float] = None) -> None:
-        self.upper = upper
+    def __init__(self, upper: Optional[float] = None, open_upper: bool = False) -> None:
+        self.upper, self.open_upper = upper, open_upper
 
     def __call__(self, value: object, name: str) -> float:
-        return check_nonneg(value, name, self.upper)
+        out = check_nonneg(value, name, self.upper)
+        if self.open_upper and out == self.upper:
+            raise ValueError(f"{name} must lie in [0, {self.upper}), got {out}")
+        return out
+
+
+class Positive:
+    """Rule: a finite real number > 0."""
+
+    def __call__(self, value: object, name: str) -> float:
+        out = check_nonneg(value, name)
+        if out <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {out}")
+        return out
+
+
+class Pair:
+    """Rule: a sequence of two values, each checked by rule (names name[0], name[1])."""
+
+    def __init__(self, rule: Callable[[Any, str], Any]) -> None:
+        self.rule = rule
+
+    def __call__(self, value: object, name: str) -> tuple[Any, Any]:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
+            raise TypeError(f"{name} must be a pair of numbers such as (0.9, 0.999), got {_short(value)}")
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a pair of numbers such as (0.9, 0.999), got {len(value)} values: "
+                             f"{_short(value)}")
+        return self.rule(value[0], f"{name}[0]"), self.rule(value[1], f"{name}[1]")
 
 
 class Flag:
@@ -132,6 +169,11 @@ PARAMETERS: dict[str, Callable[[Any, str], Any]] = {
     "mini_batch_size": Integer(1),
     "lmbda": Real(),
     "mu": Real(upper=1.0),
+    "optimizer": OneOf(OPTIMIZERS, " ('sgd': network2's rule, with momentum mu; 'nesterov': Nesterov momentum mu; "
+                                    "'adam': Adam with betas and eps)"),
+    "betas": Pair(Real(upper=1.0, open_upper=True)),
+    "eps": Positive(),
+    "dropout": Real(upper=1.0, open_upper=True),   # the rate of one hidden layer
     "n": Integer(1),
     "samples": Integer(1),
     "size": Integer(1, maximum=_MAX_DIM),           # one entry of sizes
@@ -243,15 +285,42 @@ def check_eta(eta: object, dtype: npt.DTypeLike = DEFAULT_DTYPE) -> float:
     return out
 
 
-def hyper(eta: float, lmbda: float, n: Optional[int], mu: float) -> Hyper:
-    """(eta, keep, decay, mu) of one update: decay = eta lmbda / n, keep = 1 - decay
-    (network2's weight decay (1 - eta lmbda / n), eq. (93)); checked values."""
+def hyper(eta: float, lmbda: float, n: Optional[int], mu: float, opt: Opt = None) -> Hyper:
+    """(eta, keep, decay, mu, opt) of one update: decay = eta lmbda / n, keep = 1 - decay
+    (network2's weight decay (1 - eta lmbda / n), eq. (93)), opt the rule
+    (check_optimizer); checked values."""
     decay = eta * (lmbda / n) if lmbda and n else 0.0
-    return (eta, 1.0 - decay, decay, mu)
+    return (eta, 1.0 - decay, decay, mu, opt)
 
 
-def check_hyper(eta: object, lmbda: object, n: object, mu: object, dtype: npt.DTypeLike) -> Hyper:
-    """Validated (eta, keep, decay, mu) for update_mini_batch / apply_gradient / sgd."""
+def check_optimizer(optimizer: object, mu: float, betas: object, eps: object, dtype: npt.DTypeLike) -> Opt:
+    """The engine's rule (Opt) for optimizer (OPTIMIZERS) with the checked momentum mu:
+    'nesterov' needs mu > 0 (with mu = 0 it is plain SGD), 'adam' takes betas (each in
+    [0, 1)) and eps (> 0 and a normal number of dtype) and no mu (Adam's first moment
+    decays by betas[0])."""
+    name = check("optimizer", optimizer)
+    if name == "sgd":
+        return None
+    if name == "nesterov":
+        if not mu:
+            raise ValueError("optimizer='nesterov' needs momentum mu > 0 (Nesterov momentum with mu = 0 is "
+                             "plain SGD), got mu=0.0")
+        return ("nesterov",)
+    if mu:
+        raise ValueError(f"optimizer='adam' takes no momentum mu (its first moment decays by betas[0]): pass "
+                         f"mu=0, got mu={mu}")
+    beta1, beta2 = check("betas", betas)
+    eps_ = check("eps", eps)
+    tiny = float(np.finfo(cast(Any, dtype)).tiny)
+    if eps_ < tiny:
+        raise ValueError(f"eps must be at least {tiny:.3g} to be a normal {np.dtype(dtype)} number, got {eps_}")
+    return ("adam", beta1, beta2, eps_)
+
+
+def check_hyper(eta: object, lmbda: object, n: object, mu: object, dtype: npt.DTypeLike, opt: Opt = None) -> Hyper:
+    """Validated (eta, keep, decay, mu, opt) for update_mini_batch / apply_gradient / sgd;
+    opt: a rule from check_optimizer.  The weight decay factor 1 - eta lmbda / n must stay
+    positive, except for Adam (whose L2 term lmbda / n w joins the gradient instead)."""
     eta_ = check_eta(eta, dtype)
     lmbda_ = check("lmbda", lmbda)
     mu_ = check("mu", mu)
@@ -261,11 +330,46 @@ def check_hyper(eta: object, lmbda: object, n: object, mu: object, dtype: npt.DT
     n_ = None if n is None else check("n", n)
     if n_ is not None and n_ > 2**63:
         raise ValueError(f"n (the training-set size) must be at most 2**63, got {_short(n_)}")
-    h = hyper(eta_, lmbda_, n_, mu_)
-    if not h[1] > 0:
+    h = hyper(eta_, lmbda_, n_, mu_, opt)
+    if not h[1] > 0 and not (opt and opt[0] == "adam"):
         raise ValueError(f"eta * lmbda / n must be < 1 so that the weight decay factor 1 - eta * lmbda / n "
                          f"stays positive, got eta={eta_}, lmbda={lmbda_}, n={n_} (factor {h[1]})")
     return h
+
+
+def check_update(eta: object, lmbda: object, n: object, mu: object, dtype: npt.DTypeLike, optimizer: object,
+                 betas: object, eps: object) -> Hyper:
+    """check_hyper with the rule of the public arguments optimizer, betas, eps."""
+    opt = check_optimizer(optimizer, check("mu", mu), betas, eps, dtype)
+    return check_hyper(eta, lmbda, n, mu, dtype, opt)
+
+
+def check_dropout(dropout: object, sizes: Sequence[int]) -> tuple[float, ...]:
+    """The dropout rate of each hidden layer (L - 1 of them): a rate p in [0, 1) for every
+    hidden layer, or one per hidden layer; None means 0.  The masks' counter holds the layer
+    in 8 bits, so networks with dropout have fewer than 256 layers."""
+    n_hidden = len(sizes) - 2
+    if dropout is None:
+        return (0.0,) * n_hidden
+    if isinstance(dropout, (str, bytes)):
+        raise TypeError(f"dropout must be a rate in [0, 1) or a list of one rate per hidden layer, got "
+                        f"{_short(dropout)}")
+    if hasattr(dropout, "__len__") and not (isinstance(dropout, np.ndarray) and dropout.ndim == 0):
+        rates = list(cast(Sequence[Any], dropout))
+        if len(rates) != n_hidden:
+            raise ValueError(f"dropout must be one rate or one per hidden layer ({n_hidden} for sizes "
+                             f"{list(sizes)}), got {len(rates)}: {_short(dropout)}")
+        out = tuple(check(f"dropout[{i}]", p, "dropout") for i, p in enumerate(rates))
+    else:
+        p = check("dropout", dropout)
+        if p and not n_hidden:
+            raise ValueError(f"dropout applies to hidden layers, and sizes {list(sizes)} have none, got "
+                             f"dropout={p}")
+        out = (p,) * n_hidden
+    if any(out) and len(sizes) > 256:
+        raise ValueError(f"dropout needs a network of fewer than 256 layers (the masks' counter holds the "
+                         f"layer in 8 bits), got {len(sizes)} layers")
+    return out
 
 
 # ---- sgd's options ---------------------------------------------------------------------------------

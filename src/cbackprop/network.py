@@ -13,7 +13,7 @@ import numpy.typing as npt
 from . import _core
 from ._base import NetworkBase
 from ._model import allocation_error, blob_views
-from ._validation import ACTIVATIONS, COSTS, DEFAULT_DTYPE, Array, FloatArray, Hyper
+from ._validation import ACTIVATIONS, COSTS, DEFAULT_BETAS, DEFAULT_DTYPE, DEFAULT_EPS, Array, FloatArray, Hyper
 
 _FORWARD_CHUNK = 1024  # rows per C forward call in feedforward/evaluate on large inputs
 
@@ -40,8 +40,14 @@ class Network(NetworkBase):
         finite-difference checks need; float32 halves memory traffic and is faster.
     seed : int >= 0 or None, keyword-only
         Seeds the network's own generator (np.random.default_rng), used for the N(0, 1)
-        initialisation and for the shuffles of sgd.  cbackprop.reference.Network with the
-        same seed draws the same parameters and shuffles.
+        initialisation and for the shuffles of sgd, and the dropout masks (dropout_seed).
+        cbackprop.reference.Network with the same seed draws the same parameters, shuffles
+        and masks.
+    dropout : float or sequence of float, keyword-only, default None
+        Dropout (chapter 3): the probability p in [0, 1) that update_mini_batch and sgd drop
+        a unit of a hidden layer, for every hidden layer or one per hidden layer; the kept
+        units are scaled by 1 / (1 - p) (inverted dropout), so that feedforward, evaluate
+        and predict use the whole network unchanged.  None or 0: no dropout.
 
     Attributes ``weights`` and ``biases`` are lists of writable views into one contiguous
     parameter buffer: ``net.weights[0][...] = w`` changes the network.  Calls on one network
@@ -52,14 +58,15 @@ class Network(NetworkBase):
 
     def __init__(self, sizes: Sequence[int], *, activations: Union[str, Sequence[str]] = "sigmoid",
                  cost: str = "quadratic", init: str = "large", dtype: npt.DTypeLike = DEFAULT_DTYPE,
-                 seed: Optional[int] = None) -> None:
-        self._build(sizes, dtype, seed, activations, cost, init)
+                 seed: Optional[int] = None, dropout: Union[None, float, Sequence[float]] = None) -> None:
+        self._build(sizes, dtype, seed, activations, cost, init, dropout)
 
     def _allocate(self) -> None:
+        rates = [0.0, *self._dropout, 0.0] if any(self._dropout) else None
         try:
             self._engine = _core.Engine(self.sizes, self.dtype,
                                         [ACTIVATIONS.index(a) for a in self.activations],
-                                        COSTS.index(self.cost_name))
+                                        COSTS.index(self.cost_name), dropout=rates, seed=self._dropout_seed)
         except (MemoryError, ValueError) as exc:
             raise allocation_error(self.sizes, self.dtype, exc) from None
         self._weights, self._biases = blob_views(self._engine.params, self.sizes)
@@ -93,16 +100,21 @@ class Network(NetworkBase):
         self._engine.num_threads = n        # TypeError / ValueError naming num_threads
 
     def update_mini_batch(self, X: npt.ArrayLike, Y: npt.ArrayLike, eta: float, *, lmbda: float = 0.0,
-                          n: Optional[int] = None, mu: float = 0.0) -> None:
+                          n: Optional[int] = None, mu: float = 0.0, optimizer: str = "sgd",
+                          betas: tuple[float, float] = DEFAULT_BETAS, eps: float = DEFAULT_EPS) -> None:
         """One gradient-descent step on the mini-batch X, Y with the gradient averaged over
         its rows: w <- (1 - eta lmbda / n) w - eta nabla_w, b <- b - eta nabla_b (network2.py,
         n the training-set size, needed when lmbda > 0); with momentum mu > 0,
-        v <- mu v - eta nabla - (eta lmbda / n) w, w <- w + v (biases: no decay term)."""
+        v <- mu v - eta nabla - (eta lmbda / n) w, w <- w + v (biases: no decay term).
+        optimizer="nesterov" (with mu > 0) or "adam" (with betas, eps) choose another rule
+        (see sgd).  With dropout, the step drops units of the hidden layers."""
         # Fast path for the common case (contiguous arrays of the network's dtype, a float
-        # eta, no decay or momentum); anything else goes through the general checks.
+        # eta, plain SGD without decay); anything else goes through the general checks.
         if (type(lmbda) is not float or lmbda != 0.0 or type(mu) is not float or mu != 0.0
-                or n is not None or not self._engine.try_step(X, Y, eta)):
-            super().update_mini_batch(X, Y, eta, lmbda=lmbda, n=n, mu=mu)
+                or n is not None or type(optimizer) is not str or optimizer != "sgd"
+                or not self._engine.try_step(X, Y, eta)):
+            super().update_mini_batch(X, Y, eta, lmbda=lmbda, n=n, mu=mu, optimizer=optimizer, betas=betas,
+                                      eps=eps)
 
     def _params(self) -> tuple[Array, ...]:
         # What updates and accumulate_gradient write (the parameter blob, the accumulated
@@ -139,6 +151,7 @@ class Network(NetworkBase):
 
     def _step(self, X: Array, Y: Array, h: Hyper) -> None:
         with self._lock:
+            self._prepare_state(h)
             self._engine.reserve(X.shape[0])
             self._engine.sgd_step(X, Y, *h)
 
@@ -148,6 +161,7 @@ class Network(NetworkBase):
         if T.ndim == 1:
             T = np.ascontiguousarray(T, dtype=np.int64)
         with self._lock:
+            self._prepare_state(h)
             self._engine.reserve(mini_batch_size)
             self._engine.sgd_epoch(X, T, np.ascontiguousarray(perm, dtype=np.int64),
                                    mini_batch_size, *h)
@@ -165,15 +179,27 @@ class Network(NetworkBase):
         v = self._engine.velocity
         return [] if v is None else [v]
 
+    def _moments(self, create: bool = False) -> list[Array]:
+        if create:
+            self._engine.ensure_moment2()
+        m = self._engine.moment2
+        return [] if m is None else [m]
+
+    def _counters(self) -> tuple[float, int]:
+        return self._engine.adam_steps, self._engine.dropout_round
+
+    def _set_counters(self, counters: tuple[float, int]) -> None:
+        self._engine.adam_steps, self._engine.dropout_round = counters
+
     def _accumulate(self, X: Array, Y: Array) -> None:
         with self._lock:
             self._engine.reserve(X.shape[0])
             self._engine.accumulate(X, Y)
 
     def _apply(self, h: Hyper, count: int) -> None:
-        eta, keep, decay, mu = h
         with self._lock:
-            self._engine.apply_accumulated(count, eta, keep, decay, mu)
+            self._prepare_state(h)
+            self._engine.apply_accumulated(count, *h)
             for a in self._accumulator():
                 a.fill(0)
 

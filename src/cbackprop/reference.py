@@ -11,6 +11,10 @@ All three return the same gradient.
 
 Derivatives here are computed from z (the C path computes them from a = f(z)), so the two
 implementations share no formula but the book's.
+
+The update rules (network2's SGD with L2 and momentum, Nesterov momentum, Adam) are written
+out in `_update`, and dropout draws its masks with a NumPy Philox4x32-10 (cbackprop._dropout)
+that gives the C engine's bits, so that both paths drop the same units.
 """
 # mypy: no-warn-return-any
 # (NumPy expressions on arrays of any dtype are typed Any; the book's formulas stay as printed)
@@ -23,8 +27,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ._base import NetworkBase
-from ._model import allocation_error, one_hot
+from ._dropout import dropout_keep
+from ._model import allocation_error, cost_sum, one_hot
 from ._validation import DEFAULT_DTYPE, Array, FloatArray, Hyper
+
+#: keep^l of each hidden layer l = 1 .. L-1 for one mini-batch ([m, n_l], 0 or 1 / (1 - p_l)),
+#: None for a layer without dropout
+Masks = list[Optional[Array]]
 
 #: f(z) or f'(z) of an activation, elementwise (softmax: row-wise)
 Activation = Callable[[Array], Array]
@@ -71,8 +80,8 @@ class Network(NetworkBase):
 
     def __init__(self, sizes: Sequence[int], *, activations: Union[str, Sequence[str]] = "sigmoid",
                  cost: str = "quadratic", init: str = "large", dtype: npt.DTypeLike = DEFAULT_DTYPE,
-                 seed: Optional[int] = None) -> None:
-        self._build(sizes, dtype, seed, activations, cost, init)
+                 seed: Optional[int] = None, dropout: Union[None, float, Sequence[float]] = None) -> None:
+        self._build(sizes, dtype, seed, activations, cost, init, dropout)
 
     def _allocate(self) -> None:
         shapes = [(n, n_prev) for n_prev, n in zip(self.sizes[:-1], self.sizes[1:])]
@@ -84,8 +93,12 @@ class Network(NetworkBase):
         except (MemoryError, ValueError) as exc:
             raise allocation_error(self.sizes, self.dtype, exc) from None
         self._fs = [ACTIVATION_FUNCTIONS[name] for name in self.activations]
-        self._velocity_w: list[Array] = []          # (empty until momentum is used)
+        self._velocity_w: list[Array] = []          # (empty until momentum or Adam is used)
         self._velocity_b: list[Array] = []
+        self._moment2_w: list[Array] = []           # Adam's second moment (empty until used)
+        self._moment2_b: list[Array] = []
+        self._adam_steps = 0.0                      # Adam's t: steps taken
+        self._dropout_round = 0                     # the next training call's dropout round
 
     # ---- feedforward, eq. (25): a^l = f(w^l a^{l-1} + b^l), rows as samples ---------------
     def _forward(self, X: Array) -> Array:
@@ -199,27 +212,35 @@ class Network(NetworkBase):
         return [nb / m for nb in nabla_b], [nw / m for nw in nabla_w]
 
     # ---- the fully matrix-based form over a whole mini-batch (rows are samples) -------------
-    def _trace(self, X: Array, Y: Array, scale: Optional[float] = None
+    def _trace(self, X: Array, Y: Array, scale: Optional[float] = None, keep: Optional[Masks] = None
                ) -> tuple[list[Array], list[Array], list[Array], list[Array], list[Array]]:
         """z, a, delta, nabla_b, nabla_w of C = scale * sum_x C_x over the m rows of X, Y
-        (scale 1/m: the batch average, the network's cost)."""
+        (scale 1/m: the batch average, the network's cost).  keep: dropout's masks keep^l of
+        the hidden layers (dropout_masks), or None: layer l + 1 then sees a^l (.) keep^l, and
+        BP2 goes through the mask."""
         m = X.shape[0]
         scale = 1.0 / m if scale is None else scale
-        activations, zs = [X], []
-        for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
-            zs.append(activations[-1] @ w.T + b)             # Z^l = A^{l-1} W^T + b
+        activations, zs, inputs = [X], [], [X]               # inputs[l]: what layer l + 1 sees
+        for l, (b, w, (f, _)) in enumerate(zip(self._biases, self._weights, self._fs), start=1):
+            zs.append(inputs[-1] @ w.T + b)                  # Z^l = A^{l-1} W^T + b
             activations.append(f(zs[-1]))
+            mask = keep[l - 1] if keep is not None and l < len(self._weights) else None
+            inputs.append(activations[-1] if mask is None else activations[-1] * mask)
         nabla_b: list[Array] = [np.empty(0)] * len(self._biases)
         nabla_w: list[Array] = [np.empty(0)] * len(self._weights)
         deltas: list[Array] = [np.empty(0)] * len(self._weights)
         # BP1 for the batch cost: the per-sample delta^L times scale
         delta = self._output_delta(zs[-1], activations[-1], Y) * self.dtype.type(scale)
         for l in range(1, self.num_layers):
-            if l > 1:  # BP2, row-wise: delta^l = (delta^{l+1} W^{l+1}) (.) f'(Z^l)
-                delta = (delta @ self._weights[-l + 1]) * self._prime(-l)(zs[-l])
+            if l > 1:  # BP2, row-wise: delta^l = ((delta^{l+1} W^{l+1}) (.) keep^l) (.) f'(Z^l)
+                delta = delta @ self._weights[-l + 1]
+                mask = keep[-l + 1] if keep is not None else None
+                if mask is not None:
+                    delta = delta * mask
+                delta = delta * self._prime(-l)(zs[-l])
             deltas[-l] = delta
             nabla_b[-l] = delta.sum(axis=0)                  # BP3, summed over the batch
-            nabla_w[-l] = delta.T @ activations[-l - 1]      # BP4, summed over the batch
+            nabla_w[-l] = delta.T @ inputs[-l - 1]           # BP4, summed over the batch
         return zs, activations, deltas, nabla_b, nabla_w
 
     def _gradient(self, X: Array, Y: Array) -> tuple[list[Array], list[Array]]:
@@ -227,49 +248,127 @@ class Network(NetworkBase):
         _, _, _, nabla_b, nabla_w = self._trace(X, Y)
         return nabla_b, nabla_w
 
+    # ---- dropout (chapter 3): the masks, and the cost and gradient with fixed masks ----------
+    def dropout_masks(self, m: int, round: int, batch: int = 0) -> Masks:
+        """keep^l of hidden layers l = 1 .. L-1 for the m rows of mini-batch `batch` of
+        training round `round` (update_mini_batch: batch 0 of each round; an epoch of sgd:
+        its mini-batches 0, 1, ... of one round): 0 for a dropped unit, 1 / (1 - p_l) for a
+        kept one; None for a layer without dropout.  The C engine draws the same masks."""
+        return [dropout_keep(self._dropout_seed, round, batch, l, m, n, p, self.dtype) if p else None
+                for l, (n, p) in enumerate(zip(self.sizes[1:-1], self._dropout), start=1)]
+
+    def _masked_forward(self, X: Array, keep: Masks) -> Array:
+        """a^L with the masks keep (layer l + 1 sees a^l (.) keep^l)."""
+        a = X
+        with np.errstate(over="ignore", invalid="ignore"):
+            for l, (b, w, (f, _)) in enumerate(zip(self._biases, self._weights, self._fs), start=1):
+                a = f(a @ w.T + b)
+                if l < len(self._weights) and keep[l - 1] is not None:
+                    a = a * keep[l - 1]
+        return a
+
+    def cost_with_masks(self, X: npt.ArrayLike, Y: npt.ArrayLike, keep: Masks) -> float:
+        """The cost C of the rows of X, Y through the network thinned by the dropout masks
+        keep (dropout_masks): what a training step with those masks descends."""
+        X2, Y2, _ = self._xy(X, Y)
+        return cost_sum(self.cost_name, self._masked_forward(X2, keep), Y2) / int(X2.shape[0])
+
+    def backprop_with_masks(self, X: npt.ArrayLike, Y: npt.ArrayLike, keep: Masks
+                            ) -> tuple[list[FloatArray], list[FloatArray]]:
+        """(nabla_b, nabla_w) of cost_with_masks: BP1-BP4 with BP2 through the masks,
+        delta^l = ((delta^{l+1} W^{l+1}) (.) keep^l) (.) f'(z^l), and BP4 on the kept
+        activations a^l (.) keep^l."""
+        X2, Y2, _ = self._xy(X, Y)
+        _, _, _, nabla_b, nabla_w = self._trace(X2, Y2, keep=keep)
+        return nabla_b, nabla_w
+
+    # ---- the update rules ------------------------------------------------------------------------
     def _velocity(self, create: bool = False) -> list[Array]:
-        """The momentum velocity arrays (zeros when first used; create=True makes them now)."""
+        """The momentum velocity (Adam: the first moment) arrays (zeros when first used;
+        create=True makes them now)."""
         if create and not self._velocity_w:
             self._velocity_w = [np.zeros_like(w) for w in self._weights]
             self._velocity_b = [np.zeros_like(b) for b in self._biases]
         return self._velocity_w + self._velocity_b
 
+    def _moments(self, create: bool = False) -> list[Array]:
+        """Adam's second moment arrays (zeros when first used)."""
+        if create and not self._moment2_w:
+            self._moment2_w = [np.zeros_like(w) for w in self._weights]
+            self._moment2_b = [np.zeros_like(b) for b in self._biases]
+        return self._moment2_w + self._moment2_b
+
+    def _counters(self) -> tuple[float, int]:
+        return self._adam_steps, self._dropout_round
+
+    def _set_counters(self, counters: tuple[float, int]) -> None:
+        self._adam_steps, self._dropout_round = float(counters[0]), int(counters[1])
+
     def _update(self, nabla_b: list[Array], nabla_w: list[Array], h: Hyper) -> None:
-        """One update (see cbp_hyper in csrc/cbackprop_decl.h): network2's
-        w <- (1 - eta lmbda / n) w - eta nabla_w, or with momentum
-        v <- mu v - eta nabla - (eta lmbda / n) w, w <- w + v (biases: no decay)."""
-        eta, keep, decay, mu = h
-        if mu:
-            self._velocity(create=True)
-            for w, v, nw in zip(self._weights, self._velocity_w, nabla_w):
-                v[...] = mu * v - eta * nw - decay * w
-                w += v
-            for b, v, nb in zip(self._biases, self._velocity_b, nabla_b):
-                v[...] = mu * v - eta * nb
-                b += v
-            return
-        for b, nb in zip(self._biases, nabla_b):
-            b -= eta * nb
-        for w, nw in zip(self._weights, nabla_w):
-            if keep != 1.0:
-                w[...] = keep * w - eta * nw
-            else:
-                w -= eta * nw
+        """One update of every parameter with the batch gradient, by h's rule (see
+        update.h in the C sources for the same rules):
+        SGD       w <- (1 - eta lmbda / n) w - eta nabla_w, b <- b - eta nabla_b (eq. (93))
+        momentum  v <- mu v - eta nabla - decay w, w <- w + v  (decay = eta lmbda / n; biases 0)
+        Nesterov  v <- mu v - eta nabla - decay w, w <- w + mu v - eta nabla - decay w
+        Adam      g = nabla + (lmbda / n) w; m <- beta1 m + (1 - beta1) g;
+                  s <- beta2 s + (1 - beta2) g^2; w <- w - eta m_hat / (sqrt(s_hat) + eps),
+                  m_hat = m / (1 - beta1^t), s_hat = s / (1 - beta2^t) at step t."""
+        self._prepare_state(h)
+        eta, keep, decay, mu, opt = h
+        layers = [(w, nw, decay) for w, nw in zip(self._weights, nabla_w)] + \
+                 [(b, nb, 0.0) for b, nb in zip(self._biases, nabla_b)]
+        if opt is not None and opt[0] == "adam":
+            self._adam_steps += 1
+            for (p, g, d), m, s in zip(layers, self._velocity(), self._moments()):
+                self._adam(p, g, eta, d / eta, m, s, opt[1:])
+        elif opt is not None or mu:
+            for (p, g, d), v in zip(layers, self._velocity()):
+                v[...] = mu * v - eta * g - d * p
+                if opt is None:                              # momentum (chapter 3)
+                    p += v
+                else:                                        # Nesterov: a look-ahead step
+                    p[...] = p + (mu * v - eta * g - d * p)
+        else:
+            for p, g, d in layers:
+                p[...] = (keep * p - eta * g) if d else p - eta * g
+
+    def _adam(self, p: Array, g: Array, eta: float, l2: float, m: Array, s: Array,
+              betas_eps: tuple[float, ...]) -> None:
+        """Adam's step t = self._adam_steps on one parameter array p (PyTorch's Adam with
+        weight_decay = l2 = lmbda / n; l2 = 0 for biases)."""
+        beta1, beta2, eps = betas_eps
+        t = self._adam_steps
+        g = g + l2 * p if l2 else g
+        m[...] = beta1 * m + (1 - beta1) * g
+        s[...] = beta2 * s + (1 - beta2) * (g * g)
+        m_hat = m / (1 - beta1 ** t)
+        s_hat = s / (1 - beta2 ** t)
+        p -= eta * m_hat / (np.sqrt(s_hat) + eps)
 
     def _step(self, X: Array, Y: Array, h: Hyper) -> None:
-        """update_mini_batch with the gradient averaged over the rows.  Overflow is not
-        warned about here: sgd checks the parameters after every epoch."""
+        """update_mini_batch with the gradient averaged over the rows (with dropout, through
+        the masks of mini-batch 0 of the next round).  Overflow is not warned about here:
+        sgd checks the parameters after every epoch."""
+        self._masked_step(X, Y, h, 0)
+        self._dropout_round += 1
+
+    def _masked_step(self, X: Array, Y: Array, h: Hyper, batch: int) -> None:
+        keep = self.dropout_masks(X.shape[0], self._dropout_round, batch) if any(self._dropout) else None
         with np.errstate(over="ignore", invalid="ignore"):
-            nabla_b, nabla_w = self._gradient(X, Y)
+            _, _, _, nabla_b, nabla_w = self._trace(X, Y, keep=keep)
             self._update(nabla_b, nabla_w, h)
 
     def _epoch(self, X: Array, T: Array, perm: Array, mini_batch_size: int, h: Hyper) -> None:
-        """update_mini_batch on consecutive slices of perm; T: target rows, or integer
-        labels whose one-hot rows are built for each mini-batch."""
-        for k in range(0, X.shape[0], mini_batch_size):
-            rows = perm[k:k + mini_batch_size]
+        """update_mini_batch on consecutive slices of perm (mini-batches k = 0, 1, ... of one
+        dropout round); T: target rows, or integer labels whose one-hot rows are built for
+        each mini-batch."""
+        if perm.shape[0] == 0:
+            return
+        for k, lo in enumerate(range(0, perm.shape[0], mini_batch_size)):
+            rows = perm[lo:lo + mini_batch_size]
             Y = T[rows] if T.ndim == 2 else one_hot(T[rows], self.sizes[-1], self.dtype)
-            self._step(X[rows], Y, h)
+            self._masked_step(X[rows], Y, h, k)
+        self._dropout_round += 1
 
     # ---- gradient accumulation ----------------------------------------------------------------
     def _accumulate(self, X: Array, Y: Array) -> None:

@@ -4,19 +4,21 @@
     clf = MLPClassifier(hidden_layer_sizes=(30,), learning_rate_init=0.05, random_state=0)
     labels = clf.fit(X, y).predict(X_test)
 
-The parameters keep the names and meanings of sklearn.neural_network's estimators (with
-solver="sgd"); the training runs in cbackprop's C engine: one Network.sgd epoch at a time,
-then scikit-learn's bookkeeping (loss_curve_, early stopping, tol, n_iter_no_change).
+The parameters keep the names and meanings of sklearn.neural_network's estimators (solver
+"sgd" with classical or Nesterov momentum, and "adam"); the training runs in cbackprop's C
+engine: one Network.sgd epoch at a time, then scikit-learn's bookkeeping (loss_curve_, early
+stopping, tol, n_iter_no_change).
 Needs scikit-learn: ``pip install "cbackprop[sklearn]"``; ``import cbackprop`` alone never
 imports it.
 
 The book's model underneath: hidden layers of one activation, the output layer and cost
 chosen together (softmax + log-likelihood, sigmoid + cross-entropy, identity + quadratic),
-network2's L2 weight decay and momentum.  alpha keeps scikit-learn's meaning, alpha * W /
-batch_size added to each mini-batch's averaged gradient: the network is trained with
-network2's lmbda = alpha * n / batch_size (n the training samples), the same decay
-eta * alpha / batch_size per step (a last, shorter mini-batch gets that decay too, where
-scikit-learn's is larger by batch_size / its length).
+network2's L2 weight decay and momentum, Nesterov momentum and Adam.  alpha keeps
+scikit-learn's meaning, alpha * W / batch_size added to each mini-batch's averaged gradient:
+the network is trained with network2's lmbda = alpha * n / batch_size (n the training
+samples), the same decay eta * alpha / batch_size per step (a last, shorter mini-batch gets
+that decay too, where scikit-learn's is larger by batch_size / its length), and for Adam the
+same L2 term alpha / batch_size * W in the gradient.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     raise ImportError('cbackprop.sklearn needs scikit-learn >= 1.4, which is not installed: '
                       'pip install "cbackprop[sklearn]"') from exc
 
+import copy
 import warnings
 from numbers import Integral, Real
 
@@ -63,13 +66,21 @@ INITS = ("glorot", "default", "large")
 
 
 def _sgd_options(estimator):
-    """solver="sgd": Network.sgd with network2's (classical) momentum."""
-    return {"mu": float(estimator.momentum)}
+    """solver="sgd": Network.sgd with Nesterov momentum (nesterovs_momentum, scikit-learn's
+    default) or network2's classical momentum; plain SGD for momentum 0."""
+    nesterov = estimator.nesterovs_momentum and estimator.momentum > 0
+    return {"mu": float(estimator.momentum), "optimizer": "nesterov" if nesterov else "sgd"}
+
+
+def _adam_options(estimator):
+    """solver="adam": Network.sgd's Adam with beta_1, beta_2, epsilon."""
+    return {"optimizer": "adam", "betas": (float(estimator.beta_1), float(estimator.beta_2)),
+            "eps": float(estimator.epsilon)}
 
 
 #: solver -> function(estimator) giving the optimiser's keyword arguments of Network.sgd and
-#: Network.update_mini_batch; None: not available in the engine yet (rejected by fit).
-SOLVERS = {"sgd": _sgd_options, "adam": None}
+#: Network.update_mini_batch.
+SOLVERS = {"sgd": _sgd_options, "adam": _adam_options}
 
 _DTYPE_NAMES = {"float32", "float64"}
 
@@ -97,20 +108,6 @@ def _in_dtype(A, dtype, name):
     return out
 
 
-def _network_state(net):
-    """A Network's configuration and parameters as plain data (what the estimators pickle)."""
-    return dict(sizes=net.sizes, activations=net.activations, cost=net.cost_name, dtype=net.dtype.name,
-                weights=[w.copy() for w in net.weights], biases=[b.copy() for b in net.biases])
-
-
-def _network_from(state, seed):
-    """A new Network from _network_state's data; its shuffles come from seed."""
-    net = Network(state["sizes"], activations=state["activations"], cost=state["cost"], dtype=state["dtype"],
-                  seed=seed)
-    net.weights, net.biases = state["weights"], state["biases"]
-    return net
-
-
 class _BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share.  Subclasses provide _targets(y, reset,
     incremental, classes) -> (Y, stratify) (the network's targets; on a fresh start it also
@@ -131,8 +128,12 @@ class _BaseMLP(BaseEstimator):
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "init": [StrOptions(set(INITS))],
         "dtype": [StrOptions(_DTYPE_NAMES), Options(type, {np.float32, np.float64}),
@@ -142,8 +143,8 @@ class _BaseMLP(BaseEstimator):
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="sgd", alpha=0.0001,
                  batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 init="glorot", dtype=np.float32):
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, init="glorot", dtype=np.float32):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -157,8 +158,12 @@ class _BaseMLP(BaseEstimator):
         self.verbose = verbose
         self.warm_start = warm_start
         self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.init = init
         self.dtype = dtype
@@ -175,13 +180,8 @@ class _BaseMLP(BaseEstimator):
         return [int(n) for n in sizes]
 
     def _optimizer_options(self):
-        """The solver's Network keyword arguments; ValueError for a solver not available yet
-        and for values the parameter constraints cannot express."""
-        make = SOLVERS[self.solver]
-        if make is None:
-            raise ValueError(f"solver={self.solver!r} is not available yet: cbackprop's engine has no "
-                             f"{self.solver} optimiser; use solver='sgd'")
-        return make(self)
+        """The solver's Network keyword arguments."""
+        return SOLVERS[self.solver](self)
 
     def _batch_size(self, n):
         if self.batch_size == "auto":
@@ -193,8 +193,8 @@ class _BaseMLP(BaseEstimator):
 
     def _decay(self, n, batch):
         """network2's lmbda giving scikit-learn's alpha: the decay eta * lmbda / n per step
-        equals eta * alpha / batch."""
-        if not self.learning_rate_init * self.alpha / batch < 1:
+        equals eta * alpha / batch (Adam: the L2 term alpha / batch * W of the gradient)."""
+        if self.solver == "sgd" and not self.learning_rate_init * self.alpha / batch < 1:
             raise ValueError(f"learning_rate_init * alpha / batch_size must be < 1 so that the weight "
                              f"decay factor 1 - learning_rate_init * alpha / batch_size stays positive, "
                              f"got learning_rate_init={self.learning_rate_init}, alpha={self.alpha}, "
@@ -254,22 +254,8 @@ class _BaseMLP(BaseEstimator):
     def __sklearn_is_fitted__(self):
         return "_net" in self.__dict__
 
-    def __getstate__(self):
-        # The network as its configuration and parameters (Network objects need not pickle):
-        # predictions after unpickling are the same bitwise; further training starts with a
-        # zero momentum velocity and the shuffles of the network's seed.
-        state = dict(super().__getstate__())     # (object's is the instance __dict__ itself)
-        net = state.pop("_net", None)
-        if net is not None:
-            state["_net_state"] = _network_state(net)
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        saved = state.pop("_net_state", None)
-        super().__setstate__(state)
-        if saved is not None:
-            self._net = _network_from(saved, self._net_seed)
+    # (pickling: scikit-learn's, with the Network pickled as itself: its parameters, optimizer
+    # state and generator, so that an unpickled estimator trains on bitwise as the original)
 
     # ---- fit --------------------------------------------------------------------------------------
     def _fit(self, X, y, incremental, classes=None):
@@ -351,7 +337,6 @@ class _BaseMLP(BaseEstimator):
 
     def _start(self, sizes, params, seed):
         """A new network and fresh training records (scikit-learn's _initialize)."""
-        self._net_seed = seed
         net = self._new_network(sizes, seed)
         if params is not None:
             net.weights, net.biases = params
@@ -400,9 +385,10 @@ class _BaseMLP(BaseEstimator):
     def _epoch(self, X, Y, batch, lmbda, options):
         """One epoch over X, Y; returns the training loss after it (the cost plus the L2 term
         alpha / (2 batch) sum W^2, network2's total_cost).  A divergence (non-finite
-        parameters) raises ValueError with the parameters from the start of the epoch."""
+        parameters) raises ValueError with the network (parameters, optimizer state,
+        generator) from the start of the epoch."""
         net, eta = self._net, float(self.learning_rate_init)
-        start = [w.copy() for w in net.weights], [b.copy() for b in net.biases]
+        start = copy.deepcopy(net)
         try:
             if self.shuffle:
                 record = net.sgd(X, Y, 1, batch, eta, lmbda=lmbda, monitor_training_cost=True,
@@ -414,8 +400,7 @@ class _BaseMLP(BaseEstimator):
                 raise FloatingPointError("non-finite parameters after the epoch")
             return net.total_cost(X, Y, lmbda)
         except FloatingPointError as exc:
-            state = dict(_network_state(net), weights=start[0], biases=start[1])
-            self._net = _network_from(state, self._net_seed)     # (momentum velocity: zero)
+            self._net = start
             raise ValueError(f"training diverged in epoch {self.n_iter_ + 1}: the parameters became "
                              f"non-finite with learning_rate_init={self.learning_rate_init}; a smaller "
                              f"learning_rate_init or scaled inputs (StandardScaler) usually help. The "
@@ -460,8 +445,8 @@ class _BaseMLP(BaseEstimator):
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained by cbackprop's C engine.
 
-    scikit-learn's MLPClassifier parameters with solver="sgd" (see docs/sklearn.md for the
-    side-by-side table), plus:
+    scikit-learn's MLPClassifier parameters with solver "sgd" or "adam" (see docs/sklearn.md
+    for the side-by-side table), plus:
 
     output : {"auto", "softmax", "sigmoid"}, default "auto"
         The output layer and its cost: "softmax" with the log-likelihood cost (one unit per
@@ -492,13 +477,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, output="auto", solver="sgd",
                  alpha=0.0001, batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, init="glorot",
-                 dtype=np.float32):
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, init="glorot", dtype=np.float32):
         super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate_init=learning_rate_init, max_iter=max_iter, shuffle=shuffle,
                          random_state=random_state, tol=tol, verbose=verbose, warm_start=warm_start,
-                         momentum=momentum, early_stopping=early_stopping,
-                         validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change,
+                         momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction,
+                         beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
                          init=init, dtype=dtype)
         self.output = output
 
