@@ -802,8 +802,8 @@ def format_summary(results, targets=()):
                "algorithm; cbackprop vs it = its median / cbackprop's median; ! = does not)")
     for t in targets:
         out.append(f"{t['impl']} on {t['config']} {t['dtype']}: {t['gflops']:.1f} GFLOP/s = {t['share']:.1%} "
-                   f"of the {t['ceiling'].replace('_', ' ')} multiply-add ceiling (target "
-                   f"{t['target']:.0%}: {'met' if t['met'] else 'NOT met'})")
+                   f"of the {t['ceiling'].replace('_', ' ')} multiply-add ceiling, {t['ceiling_gflops']:.0f} "
+                   f"GFLOP/s, the run's best (target {t['target']:.0%}: {'met' if t['met'] else 'NOT met'})")
     return "\n".join(out)
 
 
@@ -1024,7 +1024,7 @@ def main(argv=None):
                 print()
                 print(format_config_table(name, entry, n, data_source, ceilings, dtype), flush=True)
     meta["results"] = results
-    meta["targets"] = ceiling_targets(results)
+    meta["targets"] = ceiling_targets(results, ceilings)
     print()
     print(format_summary(results, meta["targets"]))
     status = 0 if baseline is None else compare_and_report(baseline, meta, args.margin, args.compare)
@@ -1255,18 +1255,20 @@ def fastest_peer(entry, name):
             "aim": AIM[name], "at_least_as_fast": ratio >= 1, "aim_met": ratio >= AIM[name]}
 
 
-def ceiling_targets(results):
-    """cbackprop's share of the multiply-add ceiling where issue 14 sets one (CEILING_TARGETS):
-    [{config, dtype, impl, ceiling, target, share, met}] for the configs that ran."""
+def ceiling_targets(results, ceilings):
+    """cbackprop's share of the multiply-add ceiling where issue 14 sets one (CEILING_TARGETS),
+    against the best ceiling measured over the whole run (a config's own fractions use the best
+    so far, which can be low when the other core was busy early in the run):
+    [{config, dtype, impl, ceiling, target, ceiling_gflops, gflops, share, met}]."""
     out = []
     for name, dtype, impl, ceiling, target in CEILING_TARGETS:
         r = ((results.get(dtype) or {}).get(name) or {}).get("impls", {}).get(impl) or {}
         if "gflops" in r:
-            share = r["frac_" + ceiling]
+            share = r["gflops"] / ceilings[dtype][ceiling]
             out.append({"config": name, "dtype": dtype, "impl": impl, "ceiling": ceiling,
-                        "target": target, "gflops": r["gflops"], "share": share, "met": share >= target})
+                        "target": target, "ceiling_gflops": ceilings[dtype][ceiling],
+                        "gflops": r["gflops"], "share": share, "met": share >= target})
     return out
-
 
 if __name__ == "__main__":
     sys.exit(main())

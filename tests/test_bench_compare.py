@@ -138,11 +138,14 @@ def test_fastest_peer_leaves_out_a_peer_that_does_not_match(bench):
 def test_ceiling_targets(bench):
     flops = bench.flops_per_sample([784, 30, 10])
     assert flops == 2 * (784 * 30 + 30 * 10) + 2 * (30 * 10) + 2 * (784 * 30 + 30 * 10)
-    results = {"float32": {"N1": {"impls": {"cbackprop-1thread": {"gflops": 70.0, "frac_one_core": 0.7}}},
-                           "N4": {"impls": {"cbackprop": {"gflops": 100.0, "frac_both_cores": 0.5}}}}}
-    t = {x["config"]: x for x in bench.ceiling_targets(results)}
-    assert t["N1"]["met"] and t["N1"]["ceiling"] == "one_core"
-    assert not t["N4"]["met"] and t["N4"]["ceiling"] == "both_cores"
+    results = {"float32": {"N1": {"impls": {"cbackprop-1thread": {"gflops": 70.0}}},
+                           "N4": {"impls": {"cbackprop": {"gflops": 150.0}}}}}
+    ceilings = {"float32": {"one_core": 100.0, "both_cores": 200.0}}
+    t = {x["config"]: x for x in bench.ceiling_targets(results, ceilings)}
+    assert t["N1"]["met"] and t["N1"]["ceiling"] == "one_core" and t["N1"]["share"] == pytest.approx(0.7)
+    assert t["N4"]["met"] and t["N4"]["share"] == pytest.approx(0.75)     # 75 %: just met
+    ceilings["float32"]["both_cores"] = 201.0
+    assert not {x["config"]: x for x in bench.ceiling_targets(results, ceilings)}["N4"]["met"]
 
 
 @pytest.mark.skipif(not os.environ.get("CBP_PEER_PYTHON"),
