@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark harness for cbackprop: seconds per training epoch on MNIST for the C path and
-for NumPy baselines of the same algorithm, on the same data and the same shuffled order.
+for NumPy, PyTorch and JAX versions of the same algorithm, on the same data and the same
+shuffled order.  The PyTorch and JAX peers run in child processes (peers.py).
 
     python benchmarks/bench.py --json benchmarks/results/<name>.json    # the full run
     python benchmarks/bench.py --quick --dtype float32                  # a smoke run
@@ -9,7 +10,8 @@ for NumPy baselines of the same algorithm, on the same data and the same shuffle
 See benchmarks/README.md for what the columns mean, the FLOP formula and the caveats.
 
 Importing this module has no side effects (it imports only the standard library and NumPy;
-cbackprop and torch are imported inside main()), so `compare_results` can be tested alone.
+cbackprop is imported inside main(), torch and jax only by peers.py), so `compare_results`
+can be tested alone.
 """
 from __future__ import annotations
 
@@ -54,10 +56,31 @@ NETPY_SAMPLES = 2_000    # network.py-loop runs on this many samples and is extr
 SYNTHETIC_SEED = 12345
 DTYPES = ("float32", "float64")
 
-IMPLS = ("cbackprop", "cbackprop-1thread", "cbackprop-pyloop", "numpy", "reference", "torch",
-         "network.py-loop")
+#: peer name -> the module its interpreter must import; each runs in a child process
+#: (benchmarks/peers.py) with the interpreter --peer-python gives (default: this one)
+PEER_MODULES = {"torch": "torch", "torch-autograd": "torch", "jax-step": "jax", "jax-scan": "jax"}
+IMPLS = ("cbackprop", "cbackprop-1thread", "cbackprop-pyloop", "numpy", "reference",
+         *PEER_MODULES, "network.py-loop")
 BASELINE_IMPL = "numpy"
-ENV_PREFIXES = ("OPENBLAS_", "OMP_", "GOMP_", "MKL_", "BLIS_", "GOTO_", "CBACKPROP_", "KMP_")
+#: the implementations cbackprop is measured against: its "fastest peer" is the fastest of
+#: these that ran and computes numpy's algorithm (see verdict)
+PEERS = ("numpy", *PEER_MODULES)
+#: the speed cbackprop aims at: fastest peer median / cbackprop median (issue 14)
+AIM = {"N1": 1.5, "N2": 1.5, "N3": 1.5, "N4": 1.2, "N5": 1.5}
+#: the share of the multiply-add ceiling cbackprop aims at (issue 14), counting the work done
+#: (config, dtype, implementation, ceiling, share): N1 on one core, N4 on both
+CEILING_TARGETS = (("N1", "float32", "cbackprop-1thread", "one_core", 0.60),
+                   ("N4", "float32", "cbackprop", "both_cores", 0.75))
+#: same-algorithm checks: max|param - numpy's| / max|numpy's param| allowed after a short
+#: epoch (the test suite's C-vs-reference rtol), and after the warm-up epoch this many times
+#: the spread rounding-level changes give numpy itself (rounding_controls), if larger
+ROUNDING_TOL = {"float32": 1e-5, "float64": 1e-12}
+CONTROL_FACTOR = 10
+PEERS_SCRIPT = Path(__file__).resolve().with_name("peers.py")
+PEER_TIMEOUT = 3600      # seconds for one peer's child process (N4 float64: about a minute)
+PROBE_TIMEOUT = 300      # seconds for `python -c "import torch"` and the like
+ENV_PREFIXES = ("OPENBLAS_", "OMP_", "GOMP_", "MKL_", "BLIS_", "GOTO_", "CBACKPROP_", "KMP_",
+                "XLA_", "JAX_")
 UNSET_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "CBP_BENCH_UNSET_FROM"
 
@@ -421,97 +444,132 @@ class NetworkPyRunner:
         return _timed(epoch) * (self.n / self.k)
 
 
-# ---- (e) torch, in its own process (see run_torch_worker) ------------------------------------
+# ---- (e) the peers: PyTorch and JAX, each in its own process (benchmarks/peers.py) -----------
 
-def torch_worker(spec_path):
-    """--torch-worker SPEC: time the torch implementation for the configs in SPEC (a JSON
-    file written by the parent) and print one JSON line.  Imports torch, never cbackprop."""
-    import torch
-    spec = json.loads(Path(spec_path).read_text())
-    dtype = np.dtype(spec["dtype"])
-    tdt = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[dtype]
-    if spec["data_source"] == "mnist":
-        u8, labels, _ = load_u8(spec["data_path"], spec["n"])
-    else:
-        u8, labels, _ = load_u8("/nonexistent/synthetic", spec["n"])
-    X, Y = as_float(u8, labels, dtype)
-    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
-    out = {"torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
-           "python": sys.executable, "results": {}}
-    eta = spec["eta"]
-    for name in spec["configs"]:
-        sizes, mbs = CONFIGS[name]
-        W, B = init_params(sizes, dtype)
-        W = [torch.from_numpy(w) for w in W]
-        B = [torch.from_numpy(b) for b in B]
-        perms = epoch_permutations(spec["n"], spec["repeats"] + 1)
-        times = []
-
-        def epoch(idx):
-            Xp, Yp = Xt.index_select(0, idx), Yt.index_select(0, idx)
-            n, L = Xp.shape[0], len(W)
-            for k in range(0, n, mbs):
-                x, y = Xp[k:k + mbs], Yp[k:k + mbs]
-                m = x.shape[0]
-                acts = [x]
-                a = x
-                for w, b in zip(W, B):
-                    a = torch.sigmoid(torch.addmm(b, a, w.t()))
-                    acts.append(a)
-                delta = (a - y).div_(m).mul_(a * (1 - a))
-                for l in range(L - 1, -1, -1):
-                    a_prev = acts[l]
-                    nabla_w = delta.t().mm(a_prev)
-                    nabla_b = delta.sum(0)
-                    if l > 0:
-                        d_prev = delta.mm(W[l]).mul_(a_prev * (1 - a_prev))
-                    W[l].add_(nabla_w, alpha=-eta)
-                    B[l].add_(nabla_b, alpha=-eta)
-                    if l > 0:
-                        delta = d_prev
-
-        with torch.inference_mode():
-            for i, perm in enumerate(perms):
-                idx = torch.from_numpy(perm)
-                t = _timed(epoch, idx)
-                if i > 0:                      # perms[0] is the warm-up epoch
-                    times.append(t)
-        out["results"][name] = times
-    print(json.dumps(out))
-    return 0
+def short_epoch_rows(perm, n, mbs):
+    """The rows of the short check epoch: one full mini-batch, then the partial one an epoch
+    of n rows ends with (n % mbs rows), when there is one."""
+    return perm[:mbs + n % mbs]
 
 
-def run_torch_worker(python, dtype, configs, n, repeats, data_path, data_source):
-    """Run torch_worker in a child process (its own thread pools, no OpenBLAS pool of the
-    parent's NumPy competing with torch's); (info, {config: times}) or (reason, None)."""
-    spec = {"dtype": dtype, "configs": list(configs), "n": n, "repeats": repeats, "eta": ETA,
-            "data_path": str(data_path), "data_source": data_source}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(spec, f)
-        spec_file = f.name
+def peer_python(args, module, cache):
+    """(interpreter, None) for an interpreter that imports `module` and numpy (--peer-python
+    PATH when given, else this one), or (None, reason); cached per module."""
+    if module not in cache:
+        py = args.peer_python or sys.executable
+        try:
+            ok = subprocess.run([py, "-c", f"import {module}, numpy"], capture_output=True,
+                                timeout=PROBE_TIMEOUT).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        cache[module] = (py, None) if ok else (None, f"skipped (`import {module}` fails with {py}; "
+                                                     f"see --peer-python)")
+    return cache[module]
+
+
+def run_peer(python, peer, dtype, config, n, repeats, data_path, data_source, workdir):
+    """Time one peer on one config in a child process (peers.py; torch's and XLA's thread pools
+    never spin there against this process's OpenBLAS pool).  Returns (result, npz path) with
+    result as peers.run returns it, or (reason, None)."""
+    npz = Path(workdir) / f"{peer}-{dtype}-{config}.npz"
+    spec = {"peer": peer, "dtype": dtype, "config": config, "n": n, "repeats": repeats, "eta": ETA,
+            "data_path": str(data_path), "data_source": data_source, "out_npz": str(npz)}
+    spec_file = Path(workdir) / "spec.json"
+    spec_file.write_text(json.dumps(spec))
     try:
-        proc = subprocess.run([python, os.path.abspath(__file__), "--torch-worker", spec_file],
-                              capture_output=True, text=True)
-    finally:
-        os.unlink(spec_file)
+        proc = subprocess.run([python, str(PEERS_SCRIPT), str(spec_file)], capture_output=True,
+                              text=True, timeout=PEER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"failed: no result within {PEER_TIMEOUT} s", None
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return f"torch worker failed ({python}): {' | '.join(tail)}", None
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
-    return info, info.pop("results")
+        return f"failed ({python}): {' | '.join(tail)}", None
+    return json.loads(proc.stdout.strip().splitlines()[-1]), npz
 
 
-def torch_python(args):
-    """The interpreter to run torch with, or (None, reason)."""
-    if args.no_torch:
-        return None, "skipped (--no-torch)"
-    candidates = [args.torch_python] if args.torch_python else [sys.executable]
-    for py in candidates:
-        r = subprocess.run([py, "-c", "import torch, numpy; print(torch.__version__)"],
-                           capture_output=True, text=True)
-        if r.returncode == 0:
-            return py, None
-    return None, f"skipped (`import torch` fails with {candidates[0]}; see --torch-python)"
+def run_peers(peers, pythons, args, dtype, config, n, repeats, data_source, workdir):
+    """Every selected peer on one config, one child process after the other.  Returns
+    ({peer: impls entry}, {peer: npz path of its checked parameters})."""
+    entries, npz = {}, {}
+    for peer in peers:
+        python, reason = pythons[peer]
+        if python is None:
+            entries[peer] = {"skipped": reason}
+            continue
+        print(f"# {dtype} {config}: {peer} in a child process ({python}) ...", file=sys.stderr, flush=True)
+        if args.settle:
+            time.sleep(args.settle)
+        res, path = run_peer(python, peer, dtype, config, n, repeats, args.data, data_source, workdir)
+        if path is None:
+            entries[peer] = {"skipped": res}
+            continue
+        entries[peer] = {**summarize(res.pop("times")), "peer": res}
+        npz[peer] = path
+    return entries, npz
+
+
+def _flat(weights_biases):
+    W, B = weights_biases
+    return list(W) + list(B)
+
+
+def rel_diff(params, numpy_params):
+    """max |param - numpy's param| / max |numpy's param| over every weight and bias."""
+    scale = max(float(np.abs(p).max()) for p in numpy_params)
+    return max(float(np.abs(np.asarray(a, dtype=np.float64) - b).max())
+               for a, b in zip(params, numpy_params)) / scale
+
+
+def rounding_controls(sizes, dtype, X, Y, perm, mbs, numpy_params):
+    """How far numpy's warm-up epoch ends from itself under rounding-level changes: three
+    more numpy epochs (untimed), one from initial parameters moved one ulp each (up or down
+    at random), one with eta one ulp larger and one with eta one ulp smaller (every update
+    rounded differently).  Returns their rel_diff to numpy_params.  Sigmoid training with
+    eta 3.0 amplifies such changes, by an amount that varies between configs and between
+    the three by up to 10x: on full N1 and N5 epochs in float32 they end about 0.1 away."""
+    dt = np.dtype(dtype)
+    inf = np.array(np.inf, dtype=dt)
+    rng = np.random.default_rng(SEED)
+    out = []
+    for start_moved, eta in ((True, ETA), (False, np.nextafter(dt.type(ETA), inf)),
+                             (False, np.nextafter(dt.type(ETA), -inf))):
+        W, B = init_params(sizes, dt)
+        if start_moved:
+            W, B = ([np.nextafter(p, np.where(rng.random(p.shape) < 0.5, inf, -inf)) for p in ps]
+                    for ps in (W, B))
+        numpy_epoch(W, B, X, Y, perm, mbs, eta)
+        out.append(rel_diff(W + B, numpy_params))
+    return out
+
+
+def verdict(short, warmup, control, dtype):
+    """Whether an implementation computes numpy's algorithm: its short epoch within the
+    rounding tolerance of numpy's, and its warm-up epoch within the larger of that tolerance
+    and CONTROL_FACTOR times the control (the largest of rounding_controls)."""
+    tol = ROUNDING_TOL[np.dtype(dtype).name]
+    wtol = max(tol, CONTROL_FACTOR * control)
+    return {"short": short, "short_tol": tol, "warmup": warmup, "warmup_tol": wtol,
+            "ok": bool(short <= tol and warmup <= wtol)}
+
+
+def peer_checks(peer_npz, sizes, dtype, X, Y, perm0, mbs, numpy_params, control):
+    """verdict() for each peer, from the parameters it saved (see peers.py) and numpy's after
+    the same short epoch and the same warm-up epoch."""
+    W, B = init_params(sizes, dtype)
+    numpy_epoch(W, B, X, Y, short_epoch_rows(perm0, X.shape[0], mbs), mbs, ETA)
+    out = {}
+    for peer, path in peer_npz.items():
+        L = len(W)
+        try:
+            with np.load(path) as d:
+                short = rel_diff([d[f"short_w{i}"] for i in range(L)] + [d[f"short_b{i}"] for i in range(L)], W + B)
+                warm = rel_diff([d[f"warmup_w{i}"] for i in range(L)] + [d[f"warmup_b{i}"] for i in range(L)],
+                                numpy_params)
+        except (OSError, KeyError, ValueError) as exc:
+            out[peer] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        out[peer] = verdict(short, warm, control, dtype)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -662,10 +720,16 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
         if "skipped" in r:
             lines.append(f"  {impl:18} {r['skipped']}")
             continue
-        flag = " *" if r.get("extrapolated_from") else ""
+        flag = " *" if r.get("extrapolated_from") else " !" if r.get("matches_numpy") is False else ""
         lines.append(f"  {impl:18} {r['median']:9.4f} {r['min']:9.4f} {r['max']:9.4f} {r['noise']:6.1%} "
                      f"{r['gflops']:8.2f} {r['frac_one_core']:7.1%} {r['frac_both_cores']:7.1%} "
                      f"{r['speedup']:8.2f}x{flag}")
+    return "\n".join(lines + format_config_notes(entry))
+
+
+def format_config_notes(entry):
+    """The lines under a config's table: pyloop overhead, extrapolation, memory, checks."""
+    lines = []
     ov = entry.get("pyloop_overhead_us")
     if ov is not None:
         g = entry["impls"]["cbackprop-pyloop"].get("gather_seconds_untimed")
@@ -678,6 +742,9 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
     if ex.get("extrapolated_from"):
         lines.append(f"  * network.py-loop: extrapolated from {ex['extrapolated_from']:,} samples, "
                      f"float64 (its fractions are of the float64 ceilings)")
+    if any(r.get("matches_numpy") is False for r in entry["impls"].values()):
+        lines.append("  ! does not compute numpy's algorithm (same-algorithm check below): "
+                     "not counted as a peer")
     mem = entry.get("memory")
     if mem:
         mb = 1 / 2 ** 20
@@ -695,21 +762,48 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
     if chk:
         lines.append("  after the whole warm-up epoch (rounding differences grow): " +
                      ", ".join(f"{k} {v:.1e}" for k, v in chk.items()))
-    return "\n".join(lines)
+    same = entry.get("same_algorithm") or {}
+    if same:
+        lines.append("  same algorithm as numpy? (short epoch <= tol; warm-up epoch <= max(tol, "
+                     f"{CONTROL_FACTOR} x control)): " + ", ".join(
+                         f"{k} " + (f"ERROR {v['error']}" if "error" in v else
+                                    f"{'ok' if v['ok'] else 'NO'} ({_within(v['short'], v['short_tol'])}; "
+                                    f"{_within(v['warmup'], v['warmup_tol'])})")
+                         for k, v in same.items()))
+    return lines
 
 
-def format_summary(results):
+def _within(value, tol):
+    return f"{value:.1e} {'<=' if value <= tol else '>'} {tol:.1e}"
+
+
+def format_summary(results, targets=()):
+    """Speed-up over numpy per implementation; the fastest peer per config and dtype with
+    cbackprop's ratio to it and the aims; cbackprop's share of the ceilings with targets."""
     out = ["speed-up over numpy (median / median):"]
     impls = [i for i in IMPLS if any(i in e["impls"] and "speedup" in e["impls"][i]
                                      for d in results.values() for e in d.values())]
-    out.append(f"  {'dtype':8} {'config':6} " + " ".join(f"{i:>17}" for i in impls))
+    out.append(f"  {'dtype':8} {'config':6} " + " ".join(f"{i:>17}" for i in impls) +
+               "   fastest peer      its median  cbackprop vs it  >= 1   aim")
     for dtype, cfgs in results.items():
         for name, e in cfgs.items():
             cells = []
             for i in impls:
                 r = e["impls"].get(i) or {}
                 cells.append(f"{r['speedup']:16.2f}x" if "speedup" in r else f"{'-':>17}")
-            out.append(f"  {dtype:8} {name:6} " + " ".join(cells))
+                cells[-1] += "!" if r.get("matches_numpy") is False else ""
+            f = e.get("fastest_peer")
+            tail = ("   -" if not f else
+                    f"   {f['impl']:16} {f['median']:10.4f} {f['cbackprop_ratio']:15.2f}x  "
+                    f"{'yes' if f['at_least_as_fast'] else 'NO':4}  {f['aim']:.1f}x "
+                    f"{'met' if f['aim_met'] else 'not met'}")
+            out.append(f"  {dtype:8} {name:6} " + " ".join(cells) + tail)
+    out.append("  (fastest peer: the fastest of " + ", ".join(PEERS) + " that computes numpy's "
+               "algorithm; cbackprop vs it = its median / cbackprop's median; ! = does not)")
+    for t in targets:
+        out.append(f"{t['impl']} on {t['config']} {t['dtype']}: {t['gflops']:.1f} GFLOP/s = {t['share']:.1%} "
+                   f"of the {t['ceiling'].replace('_', ' ')} multiply-add ceiling, {t['ceiling_gflops']:.0f} "
+                   f"GFLOP/s, the run's best (target {t['target']:.0%}: {'met' if t['met'] else 'NOT met'})")
     return "\n".join(out)
 
 
@@ -734,9 +828,12 @@ def parse_args(argv):
                    help=f"comma-separated subset of {','.join(IMPLS)} (numpy is always run)")
     p.add_argument("--all-baselines", action="store_true",
                    help="also run network.py-loop for N4 (minutes)")
-    p.add_argument("--no-torch", action="store_true", help="skip the torch column")
-    p.add_argument("--torch-python", default=None, help="a Python interpreter that imports torch "
-                   "and numpy, for the torch column (default: this one)")
+    p.add_argument("--peer-python", "--torch-python", dest="peer_python", default=None, metavar="PATH",
+                   help="a Python interpreter that imports numpy and torch and/or jax, for the peers' "
+                   "columns (default: this one; a peer whose framework it lacks is skipped)")
+    p.add_argument("--no-peers", action="store_true", help="skip the torch and jax peers")
+    p.add_argument("--no-torch", action="store_true", help="skip the torch peers")
+    p.add_argument("--no-jax", action="store_true", help="skip the jax peers")
     p.add_argument("--json", default=None, metavar="PATH", help="write all results as JSON")
     p.add_argument("--compare", default=None, metavar="BASELINE.json",
                    help="rerun the baseline's configs and dtypes (cbackprop and numpy only) and "
@@ -748,10 +845,11 @@ def parse_args(argv):
                    "implementation (OpenBLAS workers spin after a call) go idle first; "
                    "default 0.2, 0.05 with --quick")
     p.add_argument("--fma-iters", type=float, default=2e7, help="iterations per fma_loop call")
+    p.add_argument("--keep-openblas-env", action="store_true",
+                   help=f"keep {' and '.join(UNSET_VARS)} when set (by default the script re-executes "
+                   "without them, so that numpy's OpenBLAS runs its own kernels for this CPU)")
     p.add_argument("--unset-openblas-coretype", action="store_true",
-                   help=f"re-execute without {' and '.join(UNSET_VARS)} so that numpy's OpenBLAS "
-                   "picks its own kernels (AVX-512 on this CPU) for the NumPy-with-AVX-512 figure")
-    p.add_argument("--torch-worker", default=None, help=argparse.SUPPRESS)
+                   help="the default (kept for older command lines); see --keep-openblas-env")
     return p.parse_args(argv)
 
 
@@ -776,20 +874,23 @@ def import_cbackprop():
     return cbackprop, cbackprop.reference, _core
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
-    if args.torch_worker:
-        return torch_worker(args.torch_worker)
-
-    if args.unset_openblas_coretype and any(v in os.environ for v in UNSET_VARS):
+def reexec_without_openblas_overrides(args, argv):
+    """Unless --keep-openblas-env: re-execute this script without OPENBLAS_CORETYPE and
+    OPENBLAS_L2_SIZE when either is set (OpenBLAS picks its kernels when it loads, so this
+    cannot be done in-process).  Returns the variables removed ({} when none were)."""
+    if not args.keep_openblas_env and any(v in os.environ for v in UNSET_VARS):
         env = dict(os.environ)
         removed = {v: env.pop(v) for v in UNSET_VARS if v in env}
         env[REEXEC_MARK] = json.dumps(removed)
-        print(f"bench: re-executing without {removed}", file=sys.stderr, flush=True)
+        print(f"bench: re-executing without {removed} (--keep-openblas-env keeps them)",
+              file=sys.stderr, flush=True)
         os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + argv, env)
-    removed_env = json.loads(os.environ.get(REEXEC_MARK, "{}"))
+    return json.loads(os.environ.get(REEXEC_MARK, "{}"))
 
+
+def select_run(args):
+    """(baseline or None, dtypes, configs, quick, impls, repeats) from the command line, or
+    from the --compare baseline's run (cbackprop and numpy only)."""
     baseline = None
     if args.compare:
         try:
@@ -820,14 +921,25 @@ def main(argv=None):
         raise BenchError("--repeats must be >= 1")
     if BASELINE_IMPL not in impls:
         impls.append(BASELINE_IMPL)
-    n = N_QUICK if quick else N_FULL
-    if args.settle is None:
-        args.settle = 0.05 if quick else 0.2
+    return baseline, dtypes, configs, quick, impls, repeats
 
-    cbackprop, reference, core = import_cbackprop()
+
+def peer_pythons(args, impls):
+    """{peer: (interpreter, None) or (None, reason)} for the selected peers."""
+    cache, out = {}, {}
+    for peer, module in PEER_MODULES.items():
+        if peer not in impls:
+            continue
+        if args.no_peers or (args.no_torch and module == "torch") or (args.no_jax and module == "jax"):
+            out[peer] = (None, f"skipped (--no-peers, --no-{module})")
+        else:
+            out[peer] = peer_python(args, module, cache)
+    return out
+
+
+def run_header(args, cbackprop, core, removed_env, quick, n, repeats, data_source, configs):
+    """The JSON header of the run (machine, versions, environment, mode), printed too."""
     kernels = core.best_kernels()
-    u8, labels, data_source = load_u8(args.data, n)
-
     meta = {
         **machine_header(cbackprop),
         "kernels": kernels,
@@ -850,12 +962,31 @@ def main(argv=None):
           f"{meta['cpus_allowed']} cpus; python {meta['python']}, numpy {np.__version__}, "
           f"cbackprop {meta['cbackprop_version']} (kernels {kernels}), git {str(meta['git']['commit'])[:10]}"
           f"{' dirty' if meta['git']['dirty'] else ''}")
-    print(f"# env: {' '.join(f'{k}={v}' for k, v in meta['env'].items()) or '(no BLAS/OpenMP variables)'}"
-          f"{'; removed: ' + str(removed_env) if removed_env else ''}")
-    if ob:
-        print(f"# numpy's OpenBLAS runs core type {ob.get('corename')} with {ob.get('num_threads')} threads")
+    print(f"# env: {' '.join(f'{k}={v}' for k, v in meta['env'].items()) or '(no BLAS/OpenMP variables)'}")
+    kept = {v: os.environ[v] for v in UNSET_VARS if v in os.environ}
+    print(f"# numpy baseline's OpenBLAS: {ob.get('library', 'not found')}, core type "
+          f"{ob.get('corename', '?')}, {ob.get('num_threads', '?')} threads; " +
+          (f"{kept} kept (--keep-openblas-env)" if kept else
+           f"removed for this run: {removed_env}" if removed_env else
+           f"{' and '.join(UNSET_VARS)} were not set"))
     print(f"# data: {data_source}, {n:,} samples per epoch{' [QUICK]' if quick else ''}; "
           f"{repeats} timed epochs per implementation after one untimed warm-up; eta {ETA}")
+    return meta
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    removed_env = reexec_without_openblas_overrides(args, argv)
+    baseline, dtypes, configs, quick, impls, repeats = select_run(args)
+    n = N_QUICK if quick else N_FULL
+    if args.settle is None:
+        args.settle = 0.05 if quick else 0.2
+
+    cbackprop, reference, core = import_cbackprop()
+    kernels = core.best_kernels()
+    u8, labels, data_source = load_u8(args.data, n)
+    meta = run_header(args, cbackprop, core, removed_env, quick, n, repeats, data_source, configs)
 
     # Multiply-add ceilings for both dtypes (network.py-loop computes in float64).
     iters = int(args.fma_iters if not quick else args.fma_iters / 2)
@@ -867,73 +998,63 @@ def main(argv=None):
               f"tables use the best so far)")
     meta["ceilings"] = ceilings
 
-    tpy, torch_reason = (None, "not selected") if "torch" not in impls else torch_python(args)
-    meta["torch"] = None
+    pythons = peer_pythons(args, impls)
+    meta["peers"] = {}
     results = {}
-    for dtype in dtypes:
-        X, Y = as_float(u8, labels, dtype)
-        torch_times = {}
-        if tpy:
-            print(f"# {dtype}: timing torch in a child process ({tpy}) ...", file=sys.stderr, flush=True)
-            info, torch_times = run_torch_worker(tpy, dtype, configs, n, repeats, args.data, data_source)
-            if torch_times is None:
-                torch_reason, torch_times = info, {}
-            else:
-                meta["torch"] = info
-        results[dtype] = {}
-        for name in configs:
-            sizes, mbs = CONFIGS[name]
-            entry = run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls,
-                               cbackprop, reference, args.all_baselines, args.settle)
-            if "torch" in impls:
-                if name in torch_times:
-                    entry["impls"]["torch"] = summarize(torch_times[name])
-                else:
-                    entry["impls"]["torch"] = {"skipped": torch_reason or "no result"}
-            # the ceilings once more (best so far): a shared VM's second core is sometimes
-            # busy elsewhere for a moment, and one measurement at the start then reads low
-            measure_ceilings(core, kernels, iters, ceilings, reps=1)
-            finish_entry(entry, name, dtype, n, ceilings)
-            entry["ceilings_used"] = {dt: dict(c) for dt, c in ceilings.items()}  # (best so far)
-            results[dtype][name] = entry
-            print()
-            print(format_config_table(name, entry, n, data_source, ceilings, dtype), flush=True)
+    with tempfile.TemporaryDirectory(prefix="cbp-bench-") as workdir:
+        for dtype in dtypes:
+            X, Y = as_float(u8, labels, dtype)
+            results[dtype] = {}
+            for name in configs:
+                peer_entries, peer_npz = run_peers(list(pythons), pythons, args, dtype, name, n,
+                                                   repeats, data_source, workdir)
+                entry = run_config(name, dtype, X, Y, u8, labels, n, repeats, impls, cbackprop,
+                                   reference, args.all_baselines, args.settle, peer_npz)
+                entry["impls"].update(peer_entries)
+                for peer, e in peer_entries.items():
+                    if "peer" in e:
+                        meta["peers"].setdefault(dtype, {})[peer] = {
+                            k: v for k, v in e["peer"].items() if k not in ("config", "dtype", "warmup_seconds")}
+                # the ceilings once more (best so far): a shared VM's second core is sometimes
+                # busy elsewhere for a moment, and one measurement at the start then reads low
+                measure_ceilings(core, kernels, iters, ceilings, reps=1)
+                finish_entry(entry, name, dtype, n, ceilings)
+                entry["ceilings_used"] = {dt: dict(c) for dt, c in ceilings.items()}  # (best so far)
+                results[dtype][name] = entry
+                print()
+                print(format_config_table(name, entry, n, data_source, ceilings, dtype), flush=True)
     meta["results"] = results
+    meta["targets"] = ceiling_targets(results, ceilings)
     print()
-    print(format_summary(results))
-
-    status = 0
-    if baseline is not None:
-        rows, ok = compare_results(baseline, meta, args.margin)
-        meta["comparison"] = {"baseline": str(args.compare), "margin": args.margin, "rows": rows, "ok": ok}
-        for key in ("hostname", "cpu_model", "data", "n_samples", "kernels",
-                    "cbackprop_default_num_threads", "env"):
-            if baseline.get(key) != meta.get(key):
-                print(f"bench: WARNING: baseline {key} {baseline.get(key)!r} != now {meta.get(key)!r}; "
-                      f"compare runs on the same machine and data", file=sys.stderr)
-        print()
-        print(format_comparison(rows, args.margin))
-        print("RESULT: " + ("ok" if ok else "REGRESSION"))
-        status = 0 if ok else 1
-
+    print(format_summary(results, meta["targets"]))
+    status = 0 if baseline is None else compare_and_report(baseline, meta, args.margin, args.compare)
     if args.json:
         write_json(args.json, meta)
     return status
 
 
-def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cbackprop, reference,
-               all_baselines, settle=0.0):
-    """Warm-up round, then `repeats` rounds; each round runs every implementation once in
-    turn (interleaved, so slow drifts of a shared machine hit all of them alike)."""
-    W0, B0 = init_params(sizes, dtype)
-    ref_net = reference.Network(sizes, dtype=dtype, seed=SEED)
-    if not all(np.array_equal(a, b) for a, b in zip(W0 + B0, ref_net.weights + ref_net.biases)):
-        raise BenchError("init_params no longer matches cbackprop's initialisation")
-    del ref_net
-    entry = {"sizes": sizes, "mini_batch_size": mbs, "n_batches": -(-n // mbs), "impls": {}}
+def compare_and_report(baseline, meta, margin, baseline_path):
+    """The --compare step: rows under meta["comparison"], the table printed, exit status."""
+    rows, ok = compare_results(baseline, meta, margin)
+    meta["comparison"] = {"baseline": str(baseline_path), "margin": margin, "rows": rows, "ok": ok}
+    for key in ("hostname", "cpu_model", "data", "n_samples", "kernels",
+                "cbackprop_default_num_threads", "env"):
+        if baseline.get(key) != meta.get(key):
+            print(f"bench: WARNING: baseline {key} {baseline.get(key)!r} != now {meta.get(key)!r}; "
+                  f"compare runs on the same machine and data", file=sys.stderr)
+    print()
+    print(format_comparison(rows, margin))
+    print("RESULT: " + ("ok" if ok else "REGRESSION"))
+    return 0 if ok else 1
+
+
+def make_runners(name, sizes, mbs, dtype, X, Y, u8, labels, n, impls, cbackprop, reference,
+                 all_baselines, entry):
+    """{impl: runner} for the in-process implementations selected; an implementation that
+    cannot run here gets a "skipped" entry in entry["impls"] instead."""
     runners = {}
     for impl in IMPLS:
-        if impl not in impls or impl == "torch":
+        if impl not in impls or impl in PEER_MODULES:
             continue
         if impl == "cbackprop":
             runners[impl] = CbackpropRunner(cbackprop, sizes, dtype, X, Y, mbs, ETA)
@@ -953,6 +1074,23 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
                 entry["impls"][impl] = {"skipped": "skipped for N4 (minutes per epoch); --all-baselines runs it"}
                 continue
             runners[impl] = NetworkPyRunner(sizes, u8, labels, n, mbs, ETA)
+    return runners
+
+
+def run_config(name, dtype, X, Y, u8, labels, n, repeats, impls, cbackprop, reference,
+               all_baselines, settle=0.0, peer_npz=None):
+    """Warm-up round, then `repeats` rounds; each round runs every implementation once in
+    turn (interleaved, so slow drifts of a shared machine hit all of them alike).  After the
+    warm-up round, the same-algorithm checks, with the peers' parameters from peer_npz."""
+    sizes, mbs = CONFIGS[name]
+    W0, B0 = init_params(sizes, dtype)
+    ref_net = reference.Network(sizes, dtype=dtype, seed=SEED)
+    if not all(np.array_equal(a, b) for a, b in zip(W0 + B0, ref_net.weights + ref_net.biases)):
+        raise BenchError("init_params no longer matches cbackprop's initialisation")
+    del ref_net
+    entry = {"sizes": sizes, "mini_batch_size": mbs, "n_batches": -(-n // mbs), "impls": {}}
+    runners = make_runners(name, sizes, mbs, dtype, X, Y, u8, labels, n, impls, cbackprop,
+                           reference, all_baselines, entry)
     if "cbackprop" in runners:
         entry["kernels"] = runners["cbackprop"].net.kernels
     perms = epoch_permutations(n, repeats + 1)
@@ -969,8 +1107,8 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
             t = runner.run(perm)
             if rnd:
                 times[impl].append(t)
-        if rnd == 0 and "numpy" in runners:
-            entry["checks"] = same_algorithm_checks(runners)
+        if rnd == 0:
+            warmup_checks(entry, runners, peer_npz or {}, sizes, dtype, X, Y, perm, mbs)
     for impl, ts in times.items():
         entry["impls"][impl] = summarize(ts)
         if impl == "network.py-loop":
@@ -978,16 +1116,40 @@ def run_config(name, sizes, mbs, dtype, X, Y, u8, labels, n, repeats, impls, cba
         if impl == "cbackprop-pyloop":
             entry["impls"][impl]["gather_seconds_untimed"] = runners[impl].gather_seconds
     if "cbackprop" in runners:
-        used = runners["cbackprop"].threads_used[1:]            # the timed epochs
-        known = [u for u in used if u is not None]
-        entry["cbackprop_threads_used"] = used
-        entry["cbackprop_num_threads"] = max(set(known), key=known.count) if known else None
-        fed = [f for f in runners["cbackprop"].fed[1:] if f is not None]
-        entry["cbackprop_fed_fraction"] = (sum(fed) / (len(fed) * entry["n_batches"])
-                                           if fed else None)
-        split = [bool(x) for x in runners["cbackprop"].split[1:] if x is not None]
-        entry["cbackprop_split_epochs"] = sum(split) if split else None
+        thread_stats(entry, runners["cbackprop"])
     return entry
+
+
+def warmup_checks(entry, runners, peer_npz, sizes, dtype, X, Y, perm0, mbs):
+    """After the warm-up round: entry["checks"] (every in-process implementation and peer
+    against numpy, and the rounding control) and entry["same_algorithm"] (the verdicts)."""
+    entry["checks"] = same_algorithm_checks(runners)
+    numpy_params = _flat(runners["numpy"].params())
+    controls = rounding_controls(sizes, dtype, X, Y, perm0, mbs, numpy_params)
+    control = max(controls)
+    entry["rounding_controls"] = controls
+    entry["checks"]["control: numpy with a rounding-level change vs numpy (largest of 3)"] = control
+    entry["same_algorithm"] = peer_checks(peer_npz, sizes, dtype, X, Y, perm0, mbs, numpy_params, control)
+    for peer, v in entry["same_algorithm"].items():
+        if "warmup" in v:
+            entry["checks"][f"{peer} vs numpy"] = v["warmup"]
+    if "cbackprop" in runners and entry.get("one_step_check") is not None:
+        entry["same_algorithm"]["cbackprop"] = verdict(
+            entry["one_step_check"], entry["checks"]["cbackprop vs numpy"], control, dtype)
+
+
+def thread_stats(entry, runner):
+    """The threads cbackprop's timed epochs finished on, the feeder's share and the hidden
+    split's epochs (see README: the table header)."""
+    used = runner.threads_used[1:]                              # the timed epochs
+    known = [u for u in used if u is not None]
+    entry["cbackprop_threads_used"] = used
+    entry["cbackprop_num_threads"] = max(set(known), key=known.count) if known else None
+    fed = [f for f in runner.fed[1:] if f is not None]
+    entry["cbackprop_fed_fraction"] = (sum(fed) / (len(fed) * entry["n_batches"])
+                                       if fed else None)
+    split = [bool(x) for x in runner.split[1:] if x is not None]
+    entry["cbackprop_split_epochs"] = sum(split) if split else None
 
 
 def memory_check(cbackprop, sizes, dtype, X, Y, mbs):
@@ -1031,35 +1193,33 @@ def one_step_check(cbackprop, sizes, dtype, X, Y, rows):
     xb, yb = X[rows], Y[rows]
     net.update_mini_batch(xb, yb, ETA)
     numpy_epoch(W, B, xb, yb, np.arange(len(rows)), len(rows), ETA)
-    scale = max(float(np.abs(p).max()) for p in W + B)
-    return max(float(np.abs(np.asarray(a, np.float64) - b).max())
-               for a, b in zip(net.weights + net.biases, W + B)) / scale
+    return rel_diff(net.weights + net.biases, W + B)
 
 
 def same_algorithm_checks(runners):
     """max|param - numpy's param| / max|numpy's param| after the same warm-up epoch."""
-    Wn, Bn = runners["numpy"].params()
-    scale = max(float(np.abs(p).max()) for p in Wn + Bn)
+    numpy_params = _flat(runners["numpy"].params())
     out = {}
     for impl in ("cbackprop", "cbackprop-1thread", "cbackprop-pyloop"):
         if impl in runners:
-            W, B = runners[impl].params()
-            d = max(float(np.abs(np.asarray(a, dtype=np.float64) - b).max()) for a, b in zip(W + B, Wn + Bn))
-            out[f"{impl} vs numpy"] = d / scale
+            out[f"{impl} vs numpy"] = rel_diff(_flat(runners[impl].params()), numpy_params)
     if "cbackprop" in runners and "cbackprop-1thread" in runners:   # threads: bitwise the same
         (W1, B1), (W2, B2) = runners["cbackprop"].params(), runners["cbackprop-1thread"].params()
         out["cbackprop vs cbackprop-1thread (bitwise)"] = max(
-            float(np.abs(a - b).max()) for a, b in zip(W1 + B1, W2 + B2)) / scale
+            float(np.abs(a - b).max()) for a, b in zip(W1 + B1, W2 + B2)) / max(
+            float(np.abs(p).max()) for p in numpy_params)
     return out
 
 
 def finish_entry(entry, name, dtype, n, ceilings):
-    """GFLOP/s, speed-up over numpy and fractions of the ceilings for every implementation."""
+    """GFLOP/s, speed-up over numpy and fractions of the ceilings for every implementation,
+    whether each peer computes numpy's algorithm, and the fastest peer."""
     flops = n * flops_per_sample(entry["sizes"])
     entry["gflop_per_epoch"] = flops / 1e9
     multi = (entry.get("cbackprop_num_threads") or 1) >= 2
     entry["ceiling"] = "both_cores" if name in BOTH_CORES_CONFIGS or multi else "one_core"
     base = entry["impls"].get(BASELINE_IMPL, {}).get("median")
+    same = entry.get("same_algorithm") or {}
     for impl, r in entry["impls"].items():
         if "median" not in r:
             continue
@@ -1069,13 +1229,46 @@ def finish_entry(entry, name, dtype, n, ceilings):
         r["frac_one_core"] = r["gflops"] / ceilings[cdt]["one_core"]
         r["frac_both_cores"] = r["gflops"] / ceilings[cdt]["both_cores"]
         r["frac_ceiling"] = r["frac_" + entry["ceiling"]]
+        if impl in PEER_MODULES:
+            r["matches_numpy"] = bool(same.get(impl, {}).get("ok"))
     cb, py = entry["impls"].get("cbackprop", {}), entry["impls"].get("cbackprop-pyloop", {})
     one = entry["impls"].get("cbackprop-1thread", {})
     if "median" in cb and "median" in py:
         entry["pyloop_overhead_us"] = (py["median"] - cb["median"]) / entry["n_batches"] * 1e6
     if "median" in one and "median" in py:
         entry["pyloop_overhead_vs_1thread_us"] = (py["median"] - one["median"]) / entry["n_batches"] * 1e6
+    entry["fastest_peer"] = fastest_peer(entry, name)
 
+
+def fastest_peer(entry, name):
+    """The fastest of PEERS that ran and computes numpy's algorithm (numpy always does: it
+    is the yardstick), with cbackprop's ratio to it (peer median / cbackprop median) and the
+    aims: at least 1 and AIM[name].  None when neither numpy nor cbackprop ran."""
+    impls = entry["impls"]
+    ok = [p for p in PEERS if "median" in (impls.get(p) or {})
+          and (p == BASELINE_IMPL or impls[p].get("matches_numpy"))]
+    if not ok or "median" not in (impls.get("cbackprop") or {}):
+        return None
+    peer = min(ok, key=lambda p: impls[p]["median"])
+    ratio = impls[peer]["median"] / impls["cbackprop"]["median"]
+    return {"impl": peer, "median": impls[peer]["median"], "cbackprop_ratio": ratio,
+            "aim": AIM[name], "at_least_as_fast": ratio >= 1, "aim_met": ratio >= AIM[name]}
+
+
+def ceiling_targets(results, ceilings):
+    """cbackprop's share of the multiply-add ceiling where issue 14 sets one (CEILING_TARGETS),
+    against the best ceiling measured over the whole run (a config's own fractions use the best
+    so far, which can be low when the other core was busy early in the run):
+    [{config, dtype, impl, ceiling, target, ceiling_gflops, gflops, share, met}]."""
+    out = []
+    for name, dtype, impl, ceiling, target in CEILING_TARGETS:
+        r = ((results.get(dtype) or {}).get(name) or {}).get("impls", {}).get(impl) or {}
+        if "gflops" in r:
+            share = r["gflops"] / ceilings[dtype][ceiling]
+            out.append({"config": name, "dtype": dtype, "impl": impl, "ceiling": ceiling,
+                        "target": target, "ceiling_gflops": ceilings[dtype][ceiling],
+                        "gflops": r["gflops"], "share": share, "met": share >= target})
+    return out
 
 if __name__ == "__main__":
     sys.exit(main())
