@@ -46,7 +46,7 @@ CONFIGS = {
 }
 #: configs whose multiply-add ceiling is the both-cores one (those the automatic thread count
 #: trains on every core); the others' is one core's, unless most of cbackprop's timed epochs
-#: ran on two or more threads (N1-N3 on two, when that measured faster than the feeder)
+#: ran on two or more threads
 BOTH_CORES_CONFIGS = ("N4", "N5")
 ETA = 3.0
 SEED = 0                 # network initialisation (cbackprop's convention) and shuffles
@@ -263,8 +263,6 @@ class CbackpropRunner:
         self.net = cbackprop.Network(sizes, dtype=dtype, seed=SEED)
         self.X, self.Y, self.mbs, self.eta = X, Y, mbs, eta
         self.threads_used = []
-        self.fed = []
-        self.split = []
 
     def run(self, perm):
         self.net._rng = _GivenPermutation(perm)   # the shared shuffle instead of its own
@@ -274,13 +272,9 @@ class CbackpropRunner:
             hist = self.net.sgd(self.X, self.Y, 1, self.mbs, self.eta)
         finally:
             gc.enable()
-        # the threads that finished this epoch (automatic thread counts decide per network),
-        # the mini-batches a feeder thread gathered for a one-thread epoch, and whether the
-        # threads split the hidden layer
+        # the threads that took part in this epoch (automatic thread counts decide per network)
         engine = getattr(self.net, "_engine", None)
         self.threads_used.append(getattr(engine, "last_epoch_threads", None))
-        self.fed.append(getattr(engine, "last_epoch_fed", None))
-        self.split.append(getattr(engine, "last_epoch_split", None))
         return hist[0]["seconds"]
 
     def params(self):
@@ -703,11 +697,6 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
         threads = f"cbackprop epochs finished on {used} threads"
     else:
         threads = f"cbackprop sgd on {entry['cbackprop_num_threads']} thread(s)"
-    if entry.get("cbackprop_fed_fraction"):
-        threads += (f" + a feeder thread (gathered {100 * entry['cbackprop_fed_fraction']:.1f}% "
-                    f"of the mini-batches)")
-    if entry.get("cbackprop_split_epochs"):
-        threads += f"; hidden split in {entry['cbackprop_split_epochs']} of {len(used)} epochs"
     lines = [f"{name} {sizes} mini-batch {mbs}, {dtype}, {data_source} data: {n:,} samples = "
              f"{entry['n_batches']:,} mini-batches, {entry['gflop_per_epoch']:.3g} GFLOP; {threads}",
              f"  {'implementation':18} {'median':>9} {'min':>9} {'max':>9} {'noise':>6} "
@@ -1139,17 +1128,12 @@ def warmup_checks(entry, runners, peer_npz, sizes, dtype, X, Y, perm0, mbs):
 
 
 def thread_stats(entry, runner):
-    """The threads cbackprop's timed epochs finished on, the feeder's share and the hidden
-    split's epochs (see README: the table header)."""
+    """The threads that took part in cbackprop's timed epochs (see README: the table
+    header)."""
     used = runner.threads_used[1:]                              # the timed epochs
     known = [u for u in used if u is not None]
     entry["cbackprop_threads_used"] = used
     entry["cbackprop_num_threads"] = max(set(known), key=known.count) if known else None
-    fed = [f for f in runner.fed[1:] if f is not None]
-    entry["cbackprop_fed_fraction"] = (sum(fed) / (len(fed) * entry["n_batches"])
-                                       if fed else None)
-    split = [bool(x) for x in runner.split[1:] if x is not None]
-    entry["cbackprop_split_epochs"] = sum(split) if split else None
 
 
 def memory_check(cbackprop, sizes, dtype, X, Y, mbs):
@@ -1158,8 +1142,8 @@ def memory_check(cbackprop, sizes, dtype, X, Y, mbs):
     and workspace are NumPy arrays).  Returns bytes: `data` (X and Y, allocated before),
     `network` (what Network() allocated: parameters and gradient blob), `epoch_peak` (the
     most the epoch held at once above that), and the parts the epoch is expected to hold:
-    `params`, `grads`, `workspace` (engine.workspace_nbytes(), including the feeder's
-    second mini-batch buffers and the hidden split's blocks), `permutation` (int64 [n]) and `snapshot` (the copy of the
+    `params`, `grads`, `workspace` (engine.workspace_nbytes(): the mini-batch's blocks and
+    each thread's packed panels), `permutation` (int64 [n]) and `snapshot` (the copy of the
     parameters sgd keeps to roll back a divergence).  Untimed; run once per config."""
     import tracemalloc
     was_tracing = tracemalloc.is_tracing()
