@@ -441,10 +441,15 @@ class _Training:
             self.net.save(self.args.save)
         self.saved = self.kept
 
-    def interrupted(self):
-        """Ctrl-C: make sure --save holds the kept epoch, say where; exit status 130."""
+    def interrupted(self, everywhere=False):
+        """Ctrl-C: make sure --save holds the kept epoch, say where; exit status 130.
+        everywhere: the interrupt was raised on every MPI rank alike (distributed.sgd's
+        collective stop), so every rank exits normally with 130 instead of aborting the job."""
+        exit_130 = SystemExit(130)
+        if everywhere:
+            exit_130._cbackprop_collective = True  # (call_or_abort lets it through)
         if self.rank != 0:
-            raise SystemExit(130)
+            raise exit_130
         what = f"after epoch {self.last[1]}" if self.last else "before the first epoch finished"
         if self.args.save is None:
             note = "nothing saved (no --save)"
@@ -457,7 +462,7 @@ class _Training:
             note = (f"{self.args.save} holds epoch {epoch} ({self.args.evaluate} accuracy "
                     f"{_percent(correct, self.n_eval)})")
         print(f"cbackprop: interrupted {what}; {note}", file=sys.stderr, flush=True)
-        raise SystemExit(130)
+        raise exit_130
 
 
 def _finish(run, total, describe):
@@ -513,8 +518,8 @@ def train(args):
                 evaluation_data=(Xe, le), monitor_evaluation_accuracy=True, monitor_evaluation_cost=plot,
                 monitor_training_cost=plot, monitor_training_accuracy=plot, early_stopping_n=args.early_stopping,
                 eta_schedule_n=args.eta_schedule, callback=run.after_epoch)
-        except KeyboardInterrupt:
-            run.interrupted()
+        except KeyboardInterrupt as exc:
+            run.interrupted(everywhere=getattr(exc, "_cbackprop_collective", False))
         except FloatingPointError as exc:
             print(f"cbackprop: error: {exc}", file=sys.stderr)
             return 1
