@@ -173,6 +173,14 @@ def _add_train_output_options(p):
     g.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
 
 
+def _add_max_images(p, what="--data"):
+    from .datasets import MAX_IMAGES
+
+    p.add_argument("--max-images", type=_int_at_least(1), default=MAX_IMAGES, metavar="N",
+                   help=f"read at most N samples (images) from {what} in all, checked from the files' headers "
+                        f"before their data is read; a file declaring more is refused (default {MAX_IMAGES:,})")
+
+
 def build_parser():
     """(parser, {command: subparser})."""
     from . import __version__
@@ -195,6 +203,7 @@ def build_parser():
                     "the package (10,000 training / 2,000 test images; MNIST (c) Yann LeCun and "
                     "Corinna Cortes, CC BY-SA 3.0).")
     train.add_argument("--data", metavar="PATH", default=None, help=DATA_HELP)
+    _add_max_images(train)
     _add_train_network_options(train)
     _add_train_sgd_options(train)
     _add_train_output_options(train)
@@ -205,6 +214,7 @@ def build_parser():
     evaluate.add_argument("model", metavar="MODEL", help="a file written by --save or Network.save, "
                           "or network2.py's JSON")
     evaluate.add_argument("--data", metavar="PATH", default=None, help=DATA_HELP)
+    _add_max_images(evaluate)
     evaluate.add_argument("--split", choices=("test", "validation", "train"), default="test",
                           help="which split to evaluate (default test)")
 
@@ -218,6 +228,7 @@ def build_parser():
                               "test_x or its only array), or an image file (PNG, JPEG, PGM ...; one "
                               "sample, read as 8-bit grey levels scaled by 1/256, needs Pillow)")
     predict.add_argument("--proba", action="store_true", help="also print the probabilities")
+    _add_max_images(predict, "INPUTs")
     predict.add_argument("--invert", action="store_true",
                          help="invert image grey levels (dark ink on light paper; MNIST is light on dark)")
     predict.add_argument("--output", metavar="PATH", default=None,
@@ -279,7 +290,7 @@ def _load_model(path, option="MODEL", seed=None):
         raise CliError(option, message) from None
 
 
-def _read_data(path, option="--data"):
+def _read_data(path, max_images, option="--data"):
     """({split: (x, y)}, source, unit): the embedded sample (path None) or read_data(path)."""
     from . import _cli_data, datasets
 
@@ -287,7 +298,7 @@ def _read_data(path, option="--data"):
         train, test = datasets.load_sample()
         return {"train": train, "test": test}, "embedded MNIST sample", "images"
     try:
-        data, unit = _cli_data.read_data(path)
+        data, unit = _cli_data.read_data(path, max_images)
     except ValueError as exc:
         raise CliError(option, exc) from None
     return data, path, unit
@@ -366,7 +377,7 @@ def _prepare_training(args):
         _check_plot_target(args.plot)
     if args.mu > 1:
         raise CliError("--mu", f"must lie in [0, 1], got {args.mu}")
-    data, source, unit = _read_data(args.data)
+    data, source, unit = _read_data(args.data, args.max_images)
     train = _split_arrays(data, source, "train", "--data")
     evaluation = _split_arrays(data, source, args.evaluate, "--evaluate")
     n_in, n_out = _checked_shape(data, source)
@@ -538,7 +549,7 @@ def evaluate(args):
     from . import _cli_data
 
     net = _load_model(args.model)
-    data, source, _ = _read_data(args.data)
+    data, source, _ = _read_data(args.data, args.max_images)
     x, y = _split_arrays(data, source, args.split, "--split")
     try:
         _checked_shape({args.split: (x, y)}, source)
@@ -592,7 +603,8 @@ def predict(args):
         _check_output_target(args.output, "--output")
     net = _load_model(args.model)
     try:
-        names, X = _cli_data.read_inputs(args.inputs, net.sizes[0], net.dtype, invert=args.invert)
+        names, X = _cli_data.read_inputs(args.inputs, net.sizes[0], net.dtype, invert=args.invert,
+                                         max_images=args.max_images)
     except ValueError as exc:
         raise CliError("INPUT", exc) from None
     labels, proba = _predictions(net, X)
