@@ -149,3 +149,25 @@ def test_sgd_monitors_report_the_stable_cost(cls, dtype):
     assert np.isfinite(rec["training_cost"]) and rec["training_cost"] > 20
     assert rec["training_cost"] == pytest.approx(net.total_cost(X, Y, 0.1), rel=1e-15)
     assert rec["evaluation_cost"] == pytest.approx(net.total_cost(Xe, np.zeros((10, 2)), 0.1), rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_engine_predict_z_chunks_through_the_workspace(dtype):
+    """Engine.predict_z (the C path's z^L): m_cap rows per forward pass, z^L copied from the
+    workspace after each; a^L is predict's, z^L the trace's up to rounding, and softmax(z^L)
+    is a^L."""
+    rng = np.random.default_rng(4)
+    net = cbackprop.Network([5, 7, 4], activations=["tanh", "softmax"], cost="log-likelihood", dtype=dtype,
+                            seed=2)
+    engine = net._engine
+    engine.reserve(4)
+    X = rng.standard_normal((11, 5)).astype(dtype)          # 4 + 4 + 3 rows
+    z, a = engine.predict_z(X)
+    assert z.shape == a.shape == (11, 4) and z.dtype == a.dtype == dtype
+    np.testing.assert_array_equal(a, engine.predict(X))
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(z, net.trace(X, np.zeros((11, 4))).z[-1], rtol=tol, atol=tol)
+    e = np.exp(z.astype(np.float64) - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(a, e / e.sum(axis=1, keepdims=True), rtol=10 * tol, atol=10 * tol)
+    with pytest.raises(ValueError, match="reserve"):
+        cbackprop.Network([5, 4], dtype=dtype)._engine.predict_z(X)

@@ -450,6 +450,8 @@ cdef class Engine:
         cdef char *pa = <char *>_data(a)
         cdef char *pz = <char *>_data(z)
         cdef const char *px = <const char *>_data(x)
+        if cap == 0:
+            raise ValueError("predict_z needs a workspace: reserve(m) first")
         cdef const char *zL = <const char *>self.net.work + self.elem * cbp_workspace_offset(
             &self.net, CBP_WS_Z, self.net.n_layers)                      # [m_cap, n_L]
         with nogil:
