@@ -27,6 +27,17 @@ rounding difference grows about tenfold per epoch (so does one ulp added to ever
 parameter of a single-process run), and the distributed run drifts the same way: 1e-14
 after 1 epoch, 2e-11 after 3, 3e-3 after 10, with the same test accuracy in every epoch.
 
+No rank waits forever: every collective operation of sgd is a nonblocking MPI collective
+waited for at most sgd's timeout (default 600 s), after which the rank says what it waited
+for and ends the job with MPI_Abort (_collectives.Collectives).  Ctrl-C on several ranks:
+while sgd runs on the main thread with Python's default SIGINT handler, the first SIGINT a
+rank receives only sets a flag, which the ranks reduce with each mini-batch's gradient and
+each epoch's verdict, so every rank raises KeyboardInterrupt after the same whole
+mini-batch, with equal parameters (or, if they are not finite, those from before the
+mini-batch that diverged) and the finished epochs in its ``history``, and nothing is
+aborted; a second SIGINT raises at once on that rank, which then aborts the job with status
+130 (_collectives.Interrupts).
+
 Needs mpi4py and an MPI library: ``pip install 'cbackprop[mpi]'`` installs mpi4py and the
 MPICH wheel.  ``import cbackprop`` never imports mpi4py, and neither does importing this
 module: is_distributed, shard and local_slice work without it; world, sgd and the rest import
@@ -528,23 +539,13 @@ def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batc
     ``python -m mpi4py`` does for uncaught exceptions.  The errors above, raised on every
     rank alike, do not abort.
 
-    No rank waits for the others forever: every collective operation (the checks, the
-    broadcast, each mini-batch's Allreduce, the measurements and the verdict after each
-    epoch) is waited for at most timeout seconds (default 600; None: no limit).  A rank
-    that waits longer (because another rank never called sgd, raised with
-    abort_on_error=False, or hangs) prints what it waited for and calls MPI_Abort (exit
-    status 1).  Make timeout longer than any wait your ranks can legitimately have, such
-    as a callback that saves a large checkpoint on rank 0 only.
-
-    Ctrl-C: with several ranks, while sgd runs (on the main thread, with Python's default
-    SIGINT handler), the first SIGINT a rank receives is not raised at once: the ranks
-    agree on it with the next mini-batch's Allreduce (or the verdict after the epoch) and
-    all raise KeyboardInterrupt after the same whole mini-batch, with equal parameters (or,
-    if they are not finite, those from before the mini-batch that diverged) and the
-    finished epochs in its ``history``; nothing is aborted.  MPICH's mpiexec forwards the
-    SIGINT of Ctrl-C to every rank.  A second SIGINT on a rank raises KeyboardInterrupt
-    there at once, and that rank ends the job with MPI_Abort (status 130) when
-    abort_on_error.  On one rank, Ctrl-C behaves as in net.sgd.
+    timeout: the seconds a rank waits in any collective operation (default 600; None: no
+    limit); a rank that waits longer (another rank never called sgd, raised with
+    abort_on_error=False, or hangs) prints what it waited for and calls MPI_Abort (status
+    1).  Ctrl-C (a SIGINT on any rank; MPICH's mpiexec forwards it to every rank): every
+    rank raises KeyboardInterrupt after the same whole mini-batch, with equal parameters
+    and ``history``, nothing aborted; a second SIGINT aborts (status 130).  See the module
+    docstring.
 
     On a single rank sgd runs net.sgd's C epoch loop (on net.num_threads threads), so the
     parameters are bitwise net.sgd's and it is as fast; on several ranks each rank runs one
@@ -565,7 +566,13 @@ def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batc
                            flags, early_stopping_n, eta_schedule_n, callback)
     except Exception as exc:  # reported on every rank, so that none waits in a collective
         error = exc
-    coll = Collectives(comm, _mpi(), wait)
+    return _train_together(Collectives(comm, _mpi(), wait), net, plan, error, verbose, abort_on_error)
+
+
+def _train_together(coll: Collectives, net: Network, plan: Optional[Plan], error: Optional[BaseException],
+                    verbose: bool, abort_on_error: bool) -> list[Record]:
+    """sgd's collective part, from the check of every rank's arguments (error: this rank's)
+    to the last epoch, under Interrupts on several ranks."""
     with Interrupts() if coll.size > 1 else contextlib.nullcontext(Interrupts()) as interrupts:
         try:
             _raise_if_any(coll, error, "invalid arguments")
@@ -575,7 +582,7 @@ def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batc
             history = train(net, plan, runner)
         except BaseException as exc:
             if coll.size > 1 and abort_on_error and not getattr(exc, "_cbackprop_collective", False):
-                _abort(comm, exc)
+                _abort(coll.comm, exc)
             raise
     if interrupts.requested:  # (a SIGINT after the last agreement: now, on this rank)
         late = KeyboardInterrupt()
