@@ -188,6 +188,12 @@ WORKER = textwrap.dedent('''
             hist = distributed.sgd(net, Xs, Ys, case["epochs"], case["mbs"], case["eta"],
                                    callback=callback, **kw)
             result["history"] = hist
+        except MemoryError:
+            if case.get("stay_after_error"):   # a rank that catches it and goes on with other work
+                import time, traceback
+                traceback.print_exc()
+                time.sleep(3600)
+            raise
         except (ValueError, TypeError, FloatingPointError, RuntimeError, KeyError) as exc:
             result["error"] = f"{type(exc).__name__}: {exc}"
             result["error_epoch"] = getattr(exc, "epoch", None)
@@ -603,24 +609,28 @@ def test_cli_train_under_mpiexec_matches_one_process(tmp_path, n):
 @pytest.mark.parametrize("absent", ["leaves", "hangs"])
 def test_a_rank_that_never_calls_sgd_ends_the_job_after_the_timeout(tmp_path, data, absent):
     """Rank 1 skips distributed.sgd (and exits, or sleeps for an hour): the others wait at
-    most timeout seconds in the first collective, say what they waited for and abort."""
+    most timeout seconds in the first collective, say what they waited for and abort.  (A
+    rank that exits sometimes makes MPICH end the job itself first, from that rank's
+    MPI_Finalize: then nobody waits either.)"""
     case = dict(CASES[0], name="absent", absent_rank=1, absent=absent, kw={"timeout": 3})
     code, results, output, out = _run_cases(tmp_path, data, 3, [case])
-    assert code != 0
+    assert code != 0 and results == []
+    said = re.findall(r"rank (\d) of 3 waited 3 s \(timeout=3\) for the other ranks in the check of the "
+                      r"arguments \(invalid arguments\): a rank did not take part \(it never called "
+                      r"distributed\.sgd, failed with abort_on_error=False, or hangs\); aborting all ranks "
+                      r"\(MPI_Abort\)", output)
     # (the first rank past its deadline aborts the job, the other may not get to say it)
-    assert re.search(r"rank [02] of 3 waited 3 s \(timeout=3\) for the other ranks in the check of the "
-                     r"arguments \(invalid arguments\)", output), output
-    assert "rank 1 of 3 waited" not in output
-    assert "a rank did not take part (it never called distributed.sgd, failed with abort_on_error=False, or " \
-           "hangs); aborting all ranks (MPI_Abort)" in output, output
-    assert results == []
+    assert set(said) <= {"0", "2"} and (said or absent == "leaves"), output
+    assert output.count(" waited ") == len(said), output
 
 
 @needs_mpi
 def test_a_rank_that_raises_with_abort_on_error_false_ends_the_job_after_the_timeout(tmp_path, data):
-    """Rank 1 raises MemoryError in the third mini-batch it has rows of, without aborting:
-    the others wait for its gradient in that mini-batch's Allreduce, at most 3 s."""
-    case = dict(CASES[0], name="noabort", fail_rank=1, kw={"timeout": 3, "abort_on_error": False})
+    """Rank 1 raises MemoryError in the third mini-batch it has rows of, without aborting,
+    and goes on with other work (an hour's sleep): the others wait for its gradient in that
+    mini-batch's Allreduce, at most 3 s."""
+    case = dict(CASES[0], name="noabort", fail_rank=1, stay_after_error=True,
+                kw={"timeout": 3, "abort_on_error": False})
     code, results, output, out = _run_cases(tmp_path, data, 3, [case])
     assert code != 0
     assert "MemoryError: simulated" in output

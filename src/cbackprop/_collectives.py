@@ -49,6 +49,19 @@ _PAUSE = 1e-3   # then the sleep between two tests
 INTERRUPTED_STATUS = 130
 TIMEOUT_STATUS = 1
 
+#: seconds between saying why and MPI_Abort: the launcher forwards what the rank wrote
+#: (through pipes to mpiexec) and could drop it when it tears the job down at once
+ABORT_GRACE = 0.5
+
+
+def abort(comm: Comm, status: int) -> None:
+    """MPI_Abort(comm, status), after flushing this rank's output and giving the launcher
+    ABORT_GRACE seconds to pass it on."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(ABORT_GRACE)
+    comm.Abort(status)
+
 
 class Collectives:
     """The collective operations of one distributed.sgd call on comm, each waited for at
@@ -80,8 +93,7 @@ class Collectives:
             f"cbackprop.distributed: rank {self.rank} of {self.size} waited {waited:.0f} s (timeout={self.timeout:g}) "
             f"for the other ranks in {what}: a rank did not take part (it never called distributed.sgd, failed "
             f"with abort_on_error=False, or hangs); aborting all ranks (MPI_Abort)\n")
-        sys.stderr.flush()
-        self.comm.Abort(TIMEOUT_STATUS)
+        abort(self.comm, TIMEOUT_STATUS)
 
     def allreduce(self, bufs: Sequence[tuple[np.ndarray[Any, Any], Any]], what: str) -> None:
         """In-place Allreduce of each (buffer, op), started together and waited for."""

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union, overload
 import numpy as np
 import numpy.typing as npt
 
-from ._collectives import DEFAULT_TIMEOUT, INTERRUPTED_STATUS, Collectives, Interrupts
+from ._collectives import DEFAULT_TIMEOUT, INTERRUPTED_STATUS, Collectives, Interrupts, abort
 from ._model import one_hot
 from ._training import Epochs, Plan, Record, Rows, make_plan, train, training_rows
 from ._validation import Array, Hyper, check_int, check_nonneg
@@ -207,9 +207,7 @@ def call_or_abort(func: Callable[..., Any], *args: Any, comm: Optional[Comm] = N
         how = "was interrupted" if status == INTERRUPTED_STATUS else "failed"
         sys.stderr.write(f"cbackprop.distributed: rank {comm.Get_rank()} of {comm.Get_size()} {how}; "
                          f"aborting all ranks (MPI_Abort)\n")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        comm.Abort(status)
+        abort(comm, status)
         raise
 
 
@@ -483,8 +481,7 @@ def _abort(comm: Comm, exc: BaseException) -> None:
                      f"(MPI_Abort)\n")
     if not interrupted:
         traceback.print_exc()
-    sys.stderr.flush()
-    comm.Abort(INTERRUPTED_STATUS if interrupted else 1)
+    abort(comm, INTERRUPTED_STATUS if interrupted else 1)
 
 
 def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batch_size: int, eta: float,
