@@ -8,7 +8,7 @@
 #   --keep         keep the work directory (venv, CMake build tree, logs); kept on failure
 #   --no-variants  skip the second pass (test_crosscheck.py, test_reference.py once per other
 #                  kernel variant, as .ci/run does)
-#   PYTEST ARGS    replace the default selection (the whole suite), e.g. tests/test_kernels.py
+#   PYTEST ARGS    replace the default selection (the whole suite), e.g. tests/crosscheck/test_kernels.py
 #
 # Exit status: 0 clean; 1 a sanitizer report (or a crash); 3 no report but failing tests.
 #
@@ -126,8 +126,8 @@ run suite "$@"
 
 if [ $VARIANTS = 1 ] && [ $# = 0 ]; then
   for k in $("$WORK/venv/bin/python" -c "from cbackprop import _core as c; print(*[k for k in c.kernels_supported() if k != c.best_kernels()])"); do
-    step "kernels $k: tests/test_crosscheck.py tests/test_reference.py"
-    CBACKPROP_KERNELS=$k run "$k" tests/test_crosscheck.py tests/test_reference.py
+    step "kernels $k: tests/crosscheck/test_crosscheck.py tests/crosscheck/test_reference.py"
+    CBACKPROP_KERNELS=$k run "$k" tests/crosscheck/test_crosscheck.py tests/crosscheck/test_reference.py
   done
 fi
 

@@ -173,6 +173,14 @@ def _add_train_output_options(p):
     g.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
 
 
+def _add_max_images(p, what="--data"):
+    from .datasets import MAX_IMAGES
+
+    p.add_argument("--max-images", type=_int_at_least(1), default=MAX_IMAGES, metavar="N",
+                   help=f"read at most N samples (images) from {what} in all, checked from the files' headers "
+                        f"before their data is read; a file declaring more is refused (default {MAX_IMAGES:,})")
+
+
 def build_parser():
     """(parser, {command: subparser})."""
     from . import __version__
@@ -195,6 +203,7 @@ def build_parser():
                     "the package (10,000 training / 2,000 test images; MNIST (c) Yann LeCun and "
                     "Corinna Cortes, CC BY-SA 3.0).")
     train.add_argument("--data", metavar="PATH", default=None, help=DATA_HELP)
+    _add_max_images(train)
     _add_train_network_options(train)
     _add_train_sgd_options(train)
     _add_train_output_options(train)
@@ -205,6 +214,7 @@ def build_parser():
     evaluate.add_argument("model", metavar="MODEL", help="a file written by --save or Network.save, "
                           "or network2.py's JSON")
     evaluate.add_argument("--data", metavar="PATH", default=None, help=DATA_HELP)
+    _add_max_images(evaluate)
     evaluate.add_argument("--split", choices=("test", "validation", "train"), default="test",
                           help="which split to evaluate (default test)")
 
@@ -218,6 +228,7 @@ def build_parser():
                               "test_x or its only array), or an image file (PNG, JPEG, PGM ...; one "
                               "sample, read as 8-bit grey levels scaled by 1/256, needs Pillow)")
     predict.add_argument("--proba", action="store_true", help="also print the probabilities")
+    _add_max_images(predict, "INPUTs")
     predict.add_argument("--invert", action="store_true",
                          help="invert image grey levels (dark ink on light paper; MNIST is light on dark)")
     predict.add_argument("--output", metavar="PATH", default=None,
@@ -279,7 +290,7 @@ def _load_model(path, option="MODEL", seed=None):
         raise CliError(option, message) from None
 
 
-def _read_data(path, option="--data"):
+def _read_data(path, max_images, option="--data"):
     """({split: (x, y)}, source, unit): the embedded sample (path None) or read_data(path)."""
     from . import _cli_data, datasets
 
@@ -287,7 +298,7 @@ def _read_data(path, option="--data"):
         train, test = datasets.load_sample()
         return {"train": train, "test": test}, "embedded MNIST sample", "images"
     try:
-        data, unit = _cli_data.read_data(path)
+        data, unit = _cli_data.read_data(path, max_images)
     except ValueError as exc:
         raise CliError(option, exc) from None
     return data, path, unit
@@ -366,7 +377,7 @@ def _prepare_training(args):
         _check_plot_target(args.plot)
     if args.mu > 1:
         raise CliError("--mu", f"must lie in [0, 1], got {args.mu}")
-    data, source, unit = _read_data(args.data)
+    data, source, unit = _read_data(args.data, args.max_images)
     train = _split_arrays(data, source, "train", "--data")
     evaluation = _split_arrays(data, source, args.evaluate, "--evaluate")
     n_in, n_out = _checked_shape(data, source)
@@ -441,10 +452,15 @@ class _Training:
             self.net.save(self.args.save)
         self.saved = self.kept
 
-    def interrupted(self):
-        """Ctrl-C: make sure --save holds the kept epoch, say where; exit status 130."""
+    def interrupted(self, everywhere=False):
+        """Ctrl-C: make sure --save holds the kept epoch, say where; exit status 130.
+        everywhere: the interrupt was raised on every MPI rank alike (distributed.sgd's
+        collective stop), so every rank exits normally with 130 instead of aborting the job."""
+        exit_130 = SystemExit(130)
+        if everywhere:
+            exit_130._cbackprop_collective = True  # (call_or_abort lets it through)
         if self.rank != 0:
-            raise SystemExit(130)
+            raise exit_130
         what = f"after epoch {self.last[1]}" if self.last else "before the first epoch finished"
         if self.args.save is None:
             note = "nothing saved (no --save)"
@@ -457,7 +473,7 @@ class _Training:
             note = (f"{self.args.save} holds epoch {epoch} ({self.args.evaluate} accuracy "
                     f"{_percent(correct, self.n_eval)})")
         print(f"cbackprop: interrupted {what}; {note}", file=sys.stderr, flush=True)
-        raise SystemExit(130)
+        raise exit_130
 
 
 def _finish(run, total, describe):
@@ -513,8 +529,8 @@ def train(args):
                 evaluation_data=(Xe, le), monitor_evaluation_accuracy=True, monitor_evaluation_cost=plot,
                 monitor_training_cost=plot, monitor_training_accuracy=plot, early_stopping_n=args.early_stopping,
                 eta_schedule_n=args.eta_schedule, callback=run.after_epoch)
-        except KeyboardInterrupt:
-            run.interrupted()
+        except KeyboardInterrupt as exc:
+            run.interrupted(everywhere=getattr(exc, "_cbackprop_collective", False))
         except FloatingPointError as exc:
             print(f"cbackprop: error: {exc}", file=sys.stderr)
             return 1
@@ -533,7 +549,7 @@ def evaluate(args):
     from . import _cli_data
 
     net = _load_model(args.model)
-    data, source, _ = _read_data(args.data)
+    data, source, _ = _read_data(args.data, args.max_images)
     x, y = _split_arrays(data, source, args.split, "--split")
     try:
         _checked_shape({args.split: (x, y)}, source)
@@ -587,7 +603,8 @@ def predict(args):
         _check_output_target(args.output, "--output")
     net = _load_model(args.model)
     try:
-        names, X = _cli_data.read_inputs(args.inputs, net.sizes[0], net.dtype, invert=args.invert)
+        names, X = _cli_data.read_inputs(args.inputs, net.sizes[0], net.dtype, invert=args.invert,
+                                         max_images=args.max_images)
     except ValueError as exc:
         raise CliError("INPUT", exc) from None
     labels, proba = _predictions(net, X)

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 import numpy as np
 
-from . import _io
+from . import _io, _nonfinite
 from ._dropout import mask_seed
 from ._model import check_memory, cost_sum, draw_initial_parameters, make_rng, one_hot, skip_initial_parameters
 from ._training import Epochs, Rows, make_plan, train, training_rows
@@ -27,6 +27,7 @@ _CHUNK_VALUES = 1 << 18
 #: of float64 per layer (the book's 1,000 MNIST images in one call)
 _SPEED_VALUES = 1 << 20
 N = TypeVar("N", bound="NetworkBase")
+R = TypeVar("R")
 
 
 class Trace:
@@ -65,7 +66,7 @@ class NetworkBase:
 
     Primitives, all on validated
     [m, n] arrays; h = (eta, keep, decay, mu) is one update's hyper-parameters (hyper()):
-    _forward(X) -> a^L; _gradient(X, Y) -> (nabla_b, nabla_w); _trace(X, Y) -> (z, a,
+    _forward(X) -> a^L; _forward_z(X) -> (z^L, a^L); _gradient(X, Y) -> (nabla_b, nabla_w); _trace(X, Y) -> (z, a,
     delta, nabla_b, nabla_w); _step(X, Y, h); _epoch(X, T, perm, mini_batch_size, h) (T:
     target rows, or int64 class labels, 1-D); _accumulate(X, Y) (adds the summed
     gradient); _apply(h, count) (one update from it, then zeroes it); _zero_accumulated();
@@ -159,6 +160,10 @@ class NetworkBase:
     def _forward(self, X: Array) -> Array:
         raise NotImplementedError
 
+    def _forward_z(self, X: Array) -> tuple[Array, Array]:
+        """(z^L, a^L) of the rows of X (the costs computed from z^L need both)."""
+        raise NotImplementedError
+
     def _gradient(self, X: Array, Y: Array) -> tuple[list[Array], list[Array]]:
         raise NotImplementedError
 
@@ -211,6 +216,57 @@ class NetworkBase:
     def _finite(self) -> bool:
         """Whether every parameter is finite."""
         return all(self._all_finite(p) for p in self._weights + self._biases)
+
+    # ---- the rule for non-finite results of calls that change the network (_nonfinite) ------
+    def _guarded(self, method: str, change: Callable[[], R], X2: Optional[Array] = None,
+                 Y2: Optional[Array] = None, *, state: bool = True, accumulator: bool = False,
+                 hyper: Optional[Hyper] = None) -> R:
+        """change() (update_mini_batch's step, accumulate_gradient's sum, apply_gradient's
+        update) under the lock, so that when it leaves a value of the arrays it may change
+        (the training state when state, the accumulated gradient when accumulator or not
+        state) non-finite, the network is put back as it was and FloatingPointError raised
+        (_nonfinite.update_error, locating the cause in the forward and backward pass of X2,
+        Y2 when given).  The arrays are saved into scratch buffers kept for the next call
+        (_scratch), so that a step allocates nothing."""
+        with self._locked():
+            before = self._watched(state, accumulator or not state)
+            saved = self._scratch(before)
+            for buf, a in zip(saved, before):
+                np.copyto(buf, a)
+            counters = self._counters()
+            with np.errstate(all="ignore"):
+                result = change()
+            after = self._watched(state, accumulator or not state)
+            if all(self._all_finite(a) for a in after):
+                return result
+            what = self._what_went_bad(state)
+            for i, a in enumerate(after):     # (arrays the change created: zeros, as none)
+                a[...] = saved[i] if i < len(saved) else 0
+            self._set_counters(counters)
+        hint = (f"the sum of the gradients exceeds the {self.dtype} range" if not state
+                else "eta is too large for these values (a smaller eta helps)")
+        raise _nonfinite.update_error(self, method, X2, Y2, what, hint)
+
+    def _what_went_bad(self, state: bool) -> _nonfinite.Found:
+        """After a change that left a non-finite value: which array holds it."""
+        found = _nonfinite.first_nonfinite_parameter(self) if state else None
+        if found is not None:
+            return found
+        if state and not all(self._all_finite(a) for a in self._state()):
+            return "the optimizer state (momentum velocity)", "inf or NaN"
+        return "the accumulated gradient", "inf or NaN"
+
+    def _watched(self, state: bool, accumulator: bool) -> list[Array]:
+        return ((self._state() + self._moments() if state else [])
+                + (self._accumulator() if accumulator else []))
+
+    def _scratch(self, arrays: list[Array]) -> list[Array]:
+        """Buffers shaped as arrays, kept on the network and reused (new ones only when a
+        shape or dtype differs from the last call's)."""
+        kept: list[Array] = self.__dict__.setdefault("_scratch_buffers", [])
+        if [(b.shape, b.dtype) for b in kept[:len(arrays)]] != [(a.shape, a.dtype) for a in arrays]:
+            kept[:] = [np.empty_like(a) for a in arrays]
+        return kept[:len(arrays)]
 
     # ---- parameters: lists of arrays, writable in place -----------------------------------
     @property
@@ -294,30 +350,45 @@ class NetworkBase:
         Computed a chunk of rows at a time (as predict, predict_proba and cost, which give
         the same values)."""
         X2, single = self._rows(X, allow_empty=True)
-        out = self._forward_all(X2)
+        out = self._forward_all(X2, "feedforward")
         return out[0] if single else out
 
-    def _forward_all(self, X2: Array) -> Array:
-        """a^L of every row of X2, chunk by chunk (_chunks)."""
+    def _forward_all(self, X2: Array, method: str) -> Array:
+        """a^L of every row of X2, chunk by chunk (_chunks); FloatingPointError (method's)
+        when a value is not finite."""
         if X2.shape[0] <= self._chunk_rows():
-            return self._forward(X2)
+            with np.errstate(all="ignore"):
+                out = self._forward(X2)
+            self._check_outputs(method, X2, out)
+            return out
         out = np.empty((X2.shape[0], self.sizes[-1]), dtype=self.dtype)
-        for lo, hi, A in self._chunks(X2):
+        for lo, hi, A, _ in self._chunks(X2, method):
             out[lo:hi] = A
         return out
+
+    def _check_outputs(self, method: str, X2: Array, *outputs: Array, first_row: int = 0) -> None:
+        """FloatingPointError (_nonfinite.output_error) unless every value of the outputs
+        ([m, n_L] each, of the rows X2, numbered from first_row) is finite."""
+        for out in outputs:
+            if not self._all_finite(out):
+                raise _nonfinite.output_error(self, method, X2, np.asarray(~np.isfinite(out).all(axis=1)), first_row)
 
     def backprop(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> tuple[list[FloatArray], list[FloatArray]]:
         """(nabla_b, nabla_w): the gradient of the network's cost C (the average of the
         per-sample costs over the m rows of X, Y), shaped like biases and weights (new
         arrays).  A gradient being accumulated (accumulate_gradient) is not affected."""
         X2, Y2, _ = self._xy(X, Y)
-        return self._gradient(X2, Y2)
+        with np.errstate(all="ignore"):
+            nabla_b, nabla_w = self._gradient(X2, Y2)
+        if not all(self._all_finite(g) for g in nabla_b + nabla_w):
+            raise _nonfinite.gradient_error(self, "backprop", X2, Y2)
+        return nabla_b, nabla_w
 
     def cost(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
         """The network's cost C = 1/m sum_x C_x over the m rows of X, Y (a float; for the
         quadratic cost C = 1/(2m) sum_x ||y(x) - a^L(x)||^2)."""
         X2, T, _ = self._xt(X, Y)
-        return self._sums(Rows(X2, T, self.sizes[-1]), True, False)[0] / int(X2.shape[0])
+        return self._sums(Rows(X2, T, self.sizes[-1]), True, False, "cost")[0] / int(X2.shape[0])
 
     def total_cost(self, X: npt.ArrayLike, Y: npt.ArrayLike, lmbda: float = 0.0) -> float:
         """network2.py's total_cost: the cost over the rows of X, Y plus the L2 term
@@ -325,7 +396,7 @@ class NetworkBase:
         lmbda_ = check("lmbda", lmbda)
         X2, T, _ = self._xt(X, Y)
         n = int(X2.shape[0])
-        return self._sums(Rows(X2, T, self.sizes[-1]), True, False)[0] / n + self._l2_term(lmbda_, n)
+        return self._sums(Rows(X2, T, self.sizes[-1]), True, False, "total_cost")[0] / n + self._l2_term(lmbda_, n)
 
     def _l2_term(self, lmbda: float, n: int) -> float:
         """total_cost's L2 term lmbda / (2 n) sum_w w^2 (eq. (85)); 0.0 when lmbda is 0."""
@@ -337,36 +408,52 @@ class NetworkBase:
     def _chunk_rows(self) -> int:
         return max(1, _CHUNK_VALUES // max(self.sizes[1:]))
 
-    def _chunks(self, X2: Array) -> Iterator[tuple[int, int, Array]]:
-        """(lo, hi, a^L of rows lo:hi) for consecutive chunks of the rows of X2, each small
-        enough that its activations (and one-hot targets) take at most about 2 MiB per
-        layer."""
-        step = self._chunk_rows()
+    def _chunks(self, X2: Array, method: str, with_z: bool = False
+                ) -> Iterator[tuple[int, int, Array, Optional[Array]]]:
+        """(lo, hi, a^L, z^L (with_z, else None)) of rows lo:hi for consecutive chunks of the
+        rows of X2, each small enough that its activations (and one-hot targets) take at
+        most about 2 MiB per layer (1 MiB with_z: the costs from z^L hold a few more arrays of
+        the chunk's outputs); FloatingPointError (method's) when a value is not finite."""
+        step = max(1, self._chunk_rows() // (2 if with_z else 1))
         for lo in range(0, X2.shape[0], step):
             hi = min(X2.shape[0], lo + step)
-            yield lo, hi, self._forward(X2[lo:hi])
+            with np.errstate(all="ignore"):
+                Z, A = self._forward_z(X2[lo:hi]) if with_z else (None, self._forward(X2[lo:hi]))
+            self._check_outputs(method, X2[lo:hi], A, *(() if Z is None else (Z,)), first_row=lo)
+            yield lo, hi, A, Z
 
-    def _sums(self, data: Rows, cost: bool, accuracy: bool) -> tuple[float, int]:
+    def _sums(self, data: Rows, cost: bool, accuracy: bool,
+              method: str = "sgd (measuring the epoch)") -> tuple[float, int]:
         """(sum_x C_x when cost, how many rows the network classifies as their label (argmax
         of a^L) when accuracy) over the rows of data, from one feedforward per chunk of
-        rows (one-hot targets of labels are built per chunk)."""
+        rows (one-hot targets of labels are built per chunk); the cross-entropy and
+        log-likelihood costs from z^L (cost_sum).  FloatingPointError (method's) when a
+        value is not finite."""
         s, correct = 0.0, 0
-        for lo, hi, A in self._chunks(data.X):
+        with_z = cost and self.cost_name != "quadratic"
+        for lo, hi, A, Z in self._chunks(data.X, method, with_z):
             if cost:
-                c = cost_sum(self.cost_name, A, data.targets(lo, hi))
+                c = cost_sum(self.cost_name, Z, A, data.targets(lo, hi))
                 s = c if lo == 0 else s + c
             if accuracy:
                 correct += int(np.count_nonzero(np.argmax(A, axis=1) == data.labels[lo:hi]))
+        if cost and not np.isfinite(s):
+            raise _nonfinite.cost_error(method, s)
         return s, correct
 
     def trace(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> Trace:
         """Every quantity of BP1-BP4 for the mini-batch X, Y from one backpropagation:
         a Trace with lists z, a (a^0 = X first), delta, nabla_b, nabla_w and the cost."""
         X2, Y2, _ = self._xy(X, Y)
-        z, a, delta, nabla_b, nabla_w = self._trace(X2, Y2)
+        with np.errstate(all="ignore"):
+            z, a, delta, nabla_b, nabla_w = self._trace(X2, Y2)
+        if not all(self._all_finite(v) for v in z + a[1:] + delta + nabla_b + nabla_w):
+            raise _nonfinite.gradient_error(self, "trace", X2, Y2)
         if np.may_share_memory(a[0], X):
             a = [a[0].copy()] + a[1:]        # never hand back the caller's own array
-        cost = cost_sum(self.cost_name, a[-1], Y2) / X2.shape[0]
+        cost = cost_sum(self.cost_name, z[-1], a[-1], Y2) / X2.shape[0]
+        if not np.isfinite(cost):
+            raise _nonfinite.cost_error("trace", cost)
         return Trace(z, a, delta, nabla_b, nabla_w, cost)
 
     def update_mini_batch(self, X: npt.ArrayLike, Y: npt.ArrayLike, eta: float, *, lmbda: float = 0.0,
@@ -380,7 +467,7 @@ class NetworkBase:
         (see sgd).  With dropout, the step drops units of the hidden layers."""
         h = check_update(eta, lmbda, n, mu, self.dtype, optimizer, betas, eps)
         X2, Y2, _ = self._xy(X, Y)
-        self._step(X2, Y2, h)
+        self._guarded("update_mini_batch", lambda: self._step(X2, Y2, h), X2, Y2, hyper=h)
 
     # ---- gradient accumulation ------------------------------------------------------------------
     @property
@@ -393,7 +480,7 @@ class NetworkBase:
         of their per-sample gradients, so that micro-batches of any sizes add up to their
         union); apply_gradient then takes one step with the average."""
         X2, Y2, _ = self._xy(X, Y)
-        self._accumulate(X2, Y2)
+        self._guarded("accumulate_gradient", lambda: self._accumulate(X2, Y2), X2, Y2, state=False)
         self._accumulated += X2.shape[0]
 
     def apply_gradient(self, eta: float, *, lmbda: float = 0.0, n: Optional[int] = None, mu: float = 0.0,
@@ -414,7 +501,7 @@ class NetworkBase:
         else:
             count = check("samples", samples)
         h = check_update(eta, lmbda, n, mu, self.dtype, optimizer, betas, eps)
-        self._apply(h, count)
+        self._guarded("apply_gradient", lambda: self._apply(h, count), accumulator=True, hyper=h)
         self._accumulated = 0
 
     def zero_gradient(self) -> None:
@@ -464,10 +551,8 @@ class NetworkBase:
     def evaluate(self, X: npt.ArrayLike, labels: npt.ArrayLike) -> int:
         """How many rows of X the network classifies as labels (argmax of a^L)."""
         X2, _ = self._rows(X, allow_empty=True)
-        return self._evaluate(X2, self._labels(labels, "labels", X2.shape[0]))
-
-    def _evaluate(self, X2: Array, labels: Array) -> int:
-        return self._sums(Rows(X2, labels, self.sizes[-1]), False, True)[1]
+        return self._sums(Rows(X2, self._labels(labels, "labels", X2.shape[0]), self.sizes[-1]), False, True,
+                          "evaluate")[1]
 
     def predict(self, X: npt.ArrayLike) -> Union[LabelArray, int]:
         """The class of each row of X: the output neuron with the largest activation
@@ -479,7 +564,7 @@ class NetworkBase:
             raise ValueError(f"predict needs a network with at least 2 output neurons (one per class), got "
                              f"sizes {list(self.sizes)}; feedforward(X) gives a^L")
         out = np.empty(X2.shape[0], dtype=np.int64)
-        for lo, hi, A in self._chunks(X2):
+        for lo, hi, A, _ in self._chunks(X2, "predict"):
             out[lo:hi] = np.argmax(A, axis=1)
         return int(out[0]) if single else out
 
@@ -494,7 +579,7 @@ class NetworkBase:
                              f"whose a^L rows sum to 1), got output activation {self.activations[-1]!r}; "
                              f"feedforward(X) gives a^L")
         X2, single = self._rows(X, allow_empty=True)
-        out = self._forward_all(X2)
+        out = self._forward_all(X2, "predict_proba")
         return out[0] if single else out
 
     # ---- copies and pickles -----------------------------------------------------------------------

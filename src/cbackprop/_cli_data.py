@@ -17,7 +17,11 @@ ValueError) whose message names the file, the member, the rule and the value.
 
 Before a member of an ``.npz`` is read, its header is checked: no object arrays, and the
 declared size must agree with the archive's record of it and fit in this machine's memory,
-so a small hostile file cannot make the reader allocate what it declares.
+so a small hostile file cannot make the reader allocate what it declares.  Every reader
+takes ``max_images`` (the command line's ``--max-images``, default
+:data:`cbackprop.datasets.MAX_IMAGES`): at most that many samples in all (the rows of the
+``*_x`` arrays, or of the INPUT files), checked from the headers before any data is read;
+the MNIST formats pass it to :func:`cbackprop.datasets.load_mnist`.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import zipfile
 import numpy as np
 
 from ._model import _physical_memory
+from .datasets import MAX_IMAGES
 
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
@@ -67,17 +72,30 @@ def _member_header(zf, info, path):
     return shape, dtype, nbytes
 
 
-def read_npz(path):
-    """{key: array} of every member of an .npz, each header checked before it is read."""
+def _too_many(path, n, max_images, who="{path} holds"):
+    return DataError(f"{who.format(path=path)} {n} samples, more than --max-images allows ({max_images}); give a "
+                     f"larger --max-images to read it")
+
+
+def read_npz(path, max_images=MAX_IMAGES, counted=None):
+    """{key: array} of every member of an .npz, each header checked before it is read: at
+    most max_images rows in all in the members counted(key) is true of (default: the
+    *_x members)."""
+    counted = counted or (lambda key: key.endswith("_x"))
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DataError(f"{path} is not a readable .npz file ({exc})") from None
     with zf:
         members = [i for i in zf.infolist() if i.filename.endswith(".npy")]
-        total = 0
+        total = rows = 0
         for info in members:
-            total += _member_header(zf, info, path)[2]
+            shape, _, nbytes = _member_header(zf, info, path)
+            total += nbytes
+            if counted(info.filename[:-4]):
+                rows += shape[0] if shape else 1
+        if rows > max_images:
+            raise _too_many(path, rows, max_images)
         if total > _physical_memory():
             raise DataError(f"{path} declares {total / 2**30:.3g} GiB of arrays, more than this machine's "
                             f"memory ({_physical_memory() / 2**30:.3g} GiB)")
@@ -91,8 +109,9 @@ def read_npz(path):
         return out
 
 
-def _read_npy_dir(path):
-    """{key: memory-mapped array} of the <split>_x.npy / <split>_y.npy files in a directory."""
+def _read_npy_dir(path, max_images=MAX_IMAGES):
+    """{key: memory-mapped array} of the <split>_x.npy / <split>_y.npy files in a directory
+    (at most max_images rows of *_x in all)."""
     out = {}
     for split in SPLITS:
         for part in ("x", "y"):
@@ -102,6 +121,9 @@ def _read_npy_dir(path):
                     out[f"{split}_{part}"] = np.load(file, mmap_mode="r", allow_pickle=False)
                 except (ValueError, OSError, EOFError) as exc:
                     raise DataError(f"{file} is not a readable .npy array ({exc})") from None
+    rows = sum(a.shape[0] if a.ndim else 1 for k, a in out.items() if k.endswith("_x"))
+    if rows > max_images:
+        raise _too_many(path, rows, max_images)
     return out
 
 
@@ -110,10 +132,10 @@ def _has_idx_files(path):
     return any(os.path.isfile(os.path.join(path, n + s)) for n in IDX_FILES for s in ("", ".gz"))
 
 
-def _from_mnist(path):
+def _from_mnist(path, max_images=MAX_IMAGES):
     from . import datasets
     try:
-        train, val, test = datasets.load_mnist(path)
+        train, val, test = datasets.load_mnist(path, max_images=max_images)
     except (OSError, ValueError) as exc:
         raise DataError(str(exc)) from None
     return {k: v for k, v in (("train", train), ("val", val), ("test", test)) if v is not None}
@@ -136,22 +158,22 @@ def _pairs(arrays, path):
     return out
 
 
-def read_data(path):
+def read_data(path, max_images=MAX_IMAGES):
     """({split: (x, y)} of raw arrays, "images" for MNIST files else "samples") from --data
-    PATH (see the module docstring)."""
+    PATH (see the module docstring), at most max_images samples in all."""
     path = os.path.expanduser(os.fspath(path))
     if os.path.isdir(path):
         if _has_idx_files(path):
-            return _from_mnist(path), "images"
-        arrays = _read_npy_dir(path)
+            return _from_mnist(path, max_images), "images"
+        arrays = _read_npy_dir(path, max_images)
         if not arrays:
             raise DataError(f"{path} is a directory without train_x.npy, test_x.npy ... or the MNIST IDX files")
         return _pairs(arrays, path), "samples"
     magic = _magic(path)
     if magic[:2] == b"PK":
-        return _pairs(read_npz(path), path), "samples"
+        return _pairs(read_npz(path, max_images), path), "samples"
     if magic[:2] == b"\x1f\x8b" or magic[:1] == b"\x80":
-        return _from_mnist(path), "images"
+        return _from_mnist(path, max_images), "images"
     if magic == b"\x93NUMPY":
         raise DataError(f"{path} is a single .npy array, which holds no labels; give an .npz with "
                         f"train_x, train_y, test_x, test_y ... or a directory of .npy files with those names")
@@ -256,10 +278,10 @@ def _image(path, n_in, invert):
     return (255 - u8 if invert else u8).reshape(1, n_in)
 
 
-def _array_input(path, n_in):
+def _array_input(path, n_in, max_images):
     magic = _magic(path)
     if magic[:2] == b"PK":
-        arrays = read_npz(path)
+        arrays = read_npz(path, max_images, counted=lambda key: key in ("x", "test_x"))
         key = next((k for k in ("x", "test_x") if k in arrays), None)
         if key is None and len(arrays) == 1:
             key = next(iter(arrays))
@@ -280,15 +302,15 @@ def _array_input(path, n_in):
     return x
 
 
-def read_inputs(paths, n_in, dtype, invert=False):
-    """(names, X): every sample of every INPUT (.npy, .npz, or an image file, one sample each)."""
+def read_inputs(paths, n_in, dtype, invert=False, max_images=MAX_IMAGES):
+    """(names, X): every sample of every INPUT (.npy, .npz, or an image file, one sample
+    each), at most max_images in all (each file's count checked before it is converted)."""
     names, blocks = [], []
     for path in paths:
-        if os.path.splitext(path)[1].lower() in _IMAGE_SUFFIXES:
-            blocks.append(features(_image(path, n_in, invert), path, dtype))
-            names.append(path)
-        else:
-            x = _array_input(path, n_in)
-            blocks.append(features(x, path, dtype))
-            names.extend(f"{path}[{i}]" for i in range(x.shape[0]))
+        image = os.path.splitext(path)[1].lower() in _IMAGE_SUFFIXES
+        x = _image(path, n_in, invert) if image else _array_input(path, n_in, max_images - len(names))
+        if len(names) + x.shape[0] > max_images:
+            raise _too_many(path, len(names) + x.shape[0], max_images, "the INPUTs up to {path} hold")
+        blocks.append(features(x, path, dtype))
+        names.extend([path] if image else [f"{path}[{i}]" for i in range(x.shape[0])])
     return names, np.concatenate(blocks) if blocks else np.zeros((0, n_in), dtype)

@@ -17,6 +17,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from cpython.exc cimport PyErr_CheckSignals
+from libc.string cimport memcpy
 
 from ._validation import check_int
 
@@ -228,7 +229,7 @@ def _after_fork_in_child():
     rebuilding.)  The child's copy of a network that another thread was training holds the
     parameters as they were at the fork, possibly in the middle of a mini-batch."""
     for engine in list(_ENGINES):
-        engine.lock = threading.Lock()
+        engine.lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -249,8 +250,9 @@ cdef class Engine:
     cdef public double adam_steps     # Adam steps taken (its bias correction's t)
     cdef readonly object accum        # [n_params] accumulated gradient sum (None until used)
     cdef readonly object work         # the workspace (cbp_workspace_len elements), or None
-    cdef public object lock           # serialises calls on this engine (threading.Lock;
-                                      # a new one in a forked child)
+    cdef public object lock           # serialises calls on this engine (threading.RLock:
+                                      # a call may hold it across several; a new one in a
+                                      # forked child)
     cdef object __weakref__
     cdef readonly int last_epoch_threads   # threads that took part in the last sgd epoch
     cdef readonly Py_ssize_t last_epoch_batches  # mini-batches it finished
@@ -301,7 +303,7 @@ cdef class Engine:
         self.velocity = self.moment2 = self.accum = self.work = None
         self.poll_seconds = 0.02
         self.kernels = best_kernels()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         _ENGINES.add(self)
         self.n_in, self.n_out = self.sizes[0], self.sizes[L]
         self.eta_min = float(np.finfo(self.dtype).tiny)
@@ -436,6 +438,29 @@ cdef class Engine:
         with nogil:
             cbp_net_forward(&self.net, po, px, m)
         return out
+
+    def predict_z(self, cnp.ndarray x):
+        """(z^L, a^L) for all rows of x ([m, n_0], m >= 1; reserve first): new [m, n_L]
+        arrays, from one forward pass of m_cap rows at a time (z^L copied from the
+        workspace after each)."""
+        cdef size_t m = x.shape[0], cap = self.net.m_cap, start = 0, rows
+        cdef size_t row_in = self.n_in * self.elem, row_out = self.n_out * self.elem
+        cdef cnp.ndarray a = np.empty((m, self.n_out), dtype=self.dtype)
+        cdef cnp.ndarray z = np.empty((m, self.n_out), dtype=self.dtype)
+        cdef char *pa = <char *>_data(a)
+        cdef char *pz = <char *>_data(z)
+        cdef const char *px = <const char *>_data(x)
+        if cap == 0:
+            raise ValueError("predict_z needs a workspace: reserve(m) first")
+        cdef const char *zL = <const char *>self.net.work + self.elem * cbp_workspace_offset(
+            &self.net, CBP_WS_Z, self.net.n_layers)                      # [m_cap, n_L]
+        with nogil:
+            while start < m:
+                rows = cap if m - start > cap else m - start
+                cbp_net_forward(&self.net, pa + start * row_out, px + start * row_in, rows)
+                memcpy(pz + start * row_out, zL, rows * row_out)
+                start += rows
+        return z, a
 
     def backprop(self, cnp.ndarray x, cnp.ndarray y, double scale, bint accumulate=False,
                  cnp.ndarray into=None):

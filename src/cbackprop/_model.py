@@ -109,25 +109,57 @@ def check_memory(sizes: Sequence[int], dtype: npt.DTypeLike) -> None:
                                f"the machine has {_physical_memory() / 2**30:.3g} GiB")
 
 
-def cost_sum(cost: str, A: npt.ArrayLike, Y: npt.ArrayLike) -> float:
-    """sum_x C_x over the rows of a^L = A and y = Y, in float64 (see cbackprop.h):
-    quadratic 1/2 ||y - a||^2; cross-entropy -sum_j [y ln a + (1-y) ln(1-a)];
-    log-likelihood -sum_j y ln a.  Terms 0 * ln 0 count as 0 (the limit); a saturated
-    output against its target gives inf, the true value (network2 reports ~1.8e308 via
-    nan_to_num)."""
-    A = np.asarray(A, dtype=np.float64)
+def cost_sum(cost: str, Z: Optional[npt.ArrayLike], A: Optional[npt.ArrayLike], Y: npt.ArrayLike) -> float:
+    """sum_x C_x over the rows of z^L = Z, a^L = A and y = Y, in float64 (see cbackprop.h):
+    quadratic 1/2 ||y - a||^2, from a^L; cross-entropy -sum_j [y ln a + (1-y) ln(1-a)] and
+    log-likelihood -sum_j y ln a from z^L (cross_entropy_sum, log_likelihood_sum), so that
+    a saturated output (a^L rounded to exactly 0 or 1: a float32 sigmoid from z ~ 17) still
+    gives the finite, accurate cost.  Z or A may be None where the cost does not use it."""
     Y = np.asarray(Y, dtype=np.float64)
     if cost == "quadratic":
-        d = Y - A
+        d = Y - np.asarray(A, dtype=np.float64)
         return float(0.5 * np.einsum("ij,ij->", d, d))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if cost == "cross-entropy":
-            t = np.where(Y != 0, Y * np.log(A), 0.0) + np.where(Y != 1, (1 - Y) * np.log1p(-A), 0.0)
-        else:
-            t = np.where(Y != 0, Y * np.log(A), 0.0)
-        # (targets outside [0, 1] can meet a saturated output as inf - inf: the cost is then
-        # undefined and the result NaN, without a warning, as the C path's other results)
-        return float(-t.sum())
+    Z = np.asarray(Z, dtype=np.float64)
+    return cross_entropy_sum(Z, Y) if cost == "cross-entropy" else log_likelihood_sum(Z, Y)
+
+
+def cross_entropy_sum(Z: np.ndarray[Any, Any], Y: np.ndarray[Any, Any]) -> float:
+    """sum of -[y ln a + (1-y) ln(1-a)] (eq. (63)) over a = sigma(z), from z (float64
+    arrays): ln sigma(z) = -softplus(-z) and ln(1 - sigma(z)) = -softplus(z), softplus(t) =
+    max(t, 0) + ln(1 + e^-|t|), so each term is ln(1 + e^-|z|) + y max(-z, 0) + (1-y)
+    max(z, 0) (for any y; for y in [0, 1] three sums of terms >= 0, nothing cancels).  A
+    few [m, n] temporaries, no more."""
+    T = np.abs(Z)
+    np.negative(T, out=T)
+    np.exp(T, out=T)
+    np.log1p(T, out=T)
+    total = float(T.sum())
+    np.maximum(Z, 0, out=T)
+    total += float(np.einsum("ij,ij->", np.subtract(1.0, Y), T))
+    np.minimum(Z, 0, out=T)
+    return total - float(np.einsum("ij,ij->", Y, T))
+
+
+def log_likelihood_sum(Z: np.ndarray[Any, Any], Y: np.ndarray[Any, Any]) -> float:
+    """sum of -y_j ln a_j (eq. (80)) over a = softmax(z) (rows), from z (float64 arrays):
+    -ln a_j = logsumexp(z) - z_j = (z_max - z_j) + ln(1 + s), s the sum of e^(z_k - z_max)
+    over every k but the row's largest (one of them, if tied), so that ln(1 + s) keeps its
+    digits when a_j is close to 1.  Terms with y_j = 0 are 0, even where z_max - z_j
+    overflows."""
+    if Z.shape[0] == 0:
+        return 0.0
+    rows = np.arange(Z.shape[0])
+    k = np.argmax(Z, axis=1)
+    z_max = Z[rows, k][:, None]
+    E = np.subtract(Z, z_max)
+    np.exp(E, out=E)
+    E[rows, k] = 0.0
+    log1p_s = np.log1p(E.sum(axis=1, keepdims=True))
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.subtract(z_max, Z, out=E)
+        E += log1p_s
+        E[Y == 0] = 0.0
+        return float(np.einsum("ij,ij->", Y, E))
 
 
 def one_hot(labels: np.ndarray[Any, Any], n_out: int, dtype: npt.DTypeLike) -> np.ndarray[Any, Any]:

@@ -51,6 +51,17 @@ def _short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _given(value: object, converted: Optional[float] = None, limit: int = 40) -> str:
+    """A number as the caller gave it, shortened: converted (its float) when that is the
+    same number, else str() of the value itself, so that a NumPy scalar beyond the float64
+    range reads as it prints (np.longdouble 1e4000 as 1e+4000, not as the inf that
+    formatting it through a Python float gives)."""
+    if converted is not None and converted == value:
+        return str(converted)
+    text = str(value) if isinstance(value, (numbers.Number, np.generic)) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # ---- scalars ----------------------------------------------------------------------------------
 def check_int(value: object, name: str, minimum: int) -> int:
     """A Python or NumPy integer (not bool) >= minimum, returned as int."""
@@ -69,11 +80,11 @@ def check_nonneg(value: object, name: str, upper: Optional[float] = None) -> flo
     try:
         out = float(value)
     except OverflowError:
-        raise ValueError(f"{name} must be a finite number >= 0, got {_short(value)}") from None
+        out = float("inf")
     if not np.isfinite(out) or out < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {out}")
+        raise ValueError(f"{name} must be a finite number >= 0, got {_given(value, out)}")
     if upper is not None and out > upper:
-        raise ValueError(f"{name} must lie in [0, {upper}], got {out}")
+        raise ValueError(f"{name} must lie in [0, {upper}], got {_given(value, out)}")
     return out
 
 
@@ -275,13 +286,13 @@ def check_eta(eta: object, dtype: npt.DTypeLike = DEFAULT_DTYPE) -> float:
     try:
         out = float(eta)
     except OverflowError:  # an int or Fraction beyond the float range
-        raise ValueError(f"eta must be a finite number > 0, got {_short(eta)}") from None
-    if not np.isfinite(out) or out <= 0:
-        raise ValueError(f"eta must be a finite number > 0, got {out}")
+        out = float("inf")
+    if not np.isfinite(out) or not cast(Any, eta) > 0:   # (a positive eta below the float range: the rule below)
+        raise ValueError(f"eta must be a finite number > 0, got {_given(eta, out)}")
     info = np.finfo(cast(Any, dtype))
     if not float(info.tiny) <= out <= float(info.max):
         raise ValueError(f"eta must lie in [{info.tiny:.3g}, {info.max:.3g}] to be a normal {np.dtype(dtype)} "
-                         f"number, got {out}")
+                         f"number, got {_given(eta, out)}")
     return out
 
 
@@ -444,7 +455,7 @@ def _finite_or_raise(arr: np.ndarray[Any, Any], name: str, all_finite: Optional[
         src = arr if source is None else source
         flat = int(np.flatnonzero(~np.isfinite(arr))[0])
         where = tuple(int(i) for i in np.unravel_index(flat, src.shape))
-        raise error(f"{name} must hold only finite {arr.dtype} values, got {src[where]} at index {where}")
+        raise error(f"{name} must hold only finite {arr.dtype} values, got {_given(src[where])} at index {where}")
 
 
 def as_parameter_list(new: object, name: str, shapes: Sequence[tuple[int, ...]], dtype: npt.DTypeLike,

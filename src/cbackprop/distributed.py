@@ -27,6 +27,17 @@ rounding difference grows about tenfold per epoch (so does one ulp added to ever
 parameter of a single-process run), and the distributed run drifts the same way: 1e-14
 after 1 epoch, 2e-11 after 3, 3e-3 after 10, with the same test accuracy in every epoch.
 
+No rank waits forever: every collective operation of sgd is a nonblocking MPI collective
+waited for at most sgd's timeout (default 600 s), after which the rank says what it waited
+for and ends the job with MPI_Abort (_collectives.Collectives).  Ctrl-C on several ranks:
+while sgd runs on the main thread with Python's default SIGINT handler, the first SIGINT a
+rank receives only sets a flag, which the ranks reduce with each mini-batch's gradient and
+each epoch's verdict, so every rank raises KeyboardInterrupt after the same whole
+mini-batch, with equal parameters (or, if they are not finite, those from before the
+mini-batch that diverged) and the finished epochs in its ``history``, and nothing is
+aborted; a second SIGINT raises at once on that rank, which then aborts the job with status
+130 (_collectives.Interrupts).
+
 Needs mpi4py and an MPI library: ``pip install 'cbackprop[mpi]'`` installs mpi4py and the
 MPICH wheel.  ``import cbackprop`` never imports mpi4py, and neither does importing this
 module: is_distributed, shard and local_slice work without it; world, sgd and the rest import
@@ -37,6 +48,7 @@ small network on every rank and compares rank 0's result with a single-process r
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -47,9 +59,10 @@ from typing import TYPE_CHECKING, Any, Optional, Union, overload
 import numpy as np
 import numpy.typing as npt
 
+from ._collectives import DEFAULT_TIMEOUT, INTERRUPTED_STATUS, Collectives, Interrupts, abort
 from ._model import one_hot
 from ._training import Epochs, Plan, Record, Rows, make_plan, train, training_rows
-from ._validation import Array, Hyper, check_int
+from ._validation import Array, Hyper, check_int, check_nonneg
 
 if TYPE_CHECKING:
     from .network import Network
@@ -166,10 +179,12 @@ def call_or_abort(func: Callable[..., Any], *args: Any, comm: Optional[Comm] = N
 
     Under MPI with several ranks (is_distributed()), an exception that escapes func on this
     rank, or SystemExit with a non-zero status (argparse's errors), prints the traceback (for
-    exceptions) and ends every rank of the job with MPI_Abort and that status (1 for
-    exceptions): e.g. a --data path missing on one node only, or Ctrl-C.  Errors that
-    distributed.sgd raises on every rank alike propagate normally, and so does a returned
-    status.  Without MPI, or on one rank, this is just ``func(*args, **kwargs)``.
+    exceptions other than KeyboardInterrupt) and ends every rank of the job with MPI_Abort
+    and that status (1 for exceptions, 130 for KeyboardInterrupt): e.g. a --data path
+    missing on one node only, or a Ctrl-C that reached this rank alone.  Errors (and
+    KeyboardInterrupt) that distributed.sgd raises on every rank alike propagate normally,
+    and so do a SystemExit made from one and a returned status.  Without MPI, or on one
+    rank, this is just ``func(*args, **kwargs)``.
     """
     if not is_distributed():
         return func(*args, **kwargs)
@@ -182,16 +197,17 @@ def call_or_abort(func: Callable[..., Any], *args: Any, comm: Optional[Comm] = N
             if exc.code in (0, None):
                 raise
             status = exc.code if isinstance(exc.code, int) else 1
+        elif isinstance(exc, KeyboardInterrupt):
+            status = INTERRUPTED_STATUS
         else:
             import traceback
             traceback.print_exc()
             status = 1
         comm = _comm(comm)
-        sys.stderr.write(f"cbackprop.distributed: rank {comm.Get_rank()} of {comm.Get_size()} failed; "
+        how = "was interrupted" if status == INTERRUPTED_STATUS else "failed"
+        sys.stderr.write(f"cbackprop.distributed: rank {comm.Get_rank()} of {comm.Get_size()} {how}; "
                          f"aborting all ranks (MPI_Abort)\n")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        comm.Abort(status)
+        abort(comm, status)
         raise
 
 
@@ -202,14 +218,15 @@ def _collective(exc: BaseException) -> BaseException:
     return exc
 
 
-def _raise_if_any(comm: Comm, error: Optional[BaseException], what: str) -> None:
+def _raise_if_any(coll: Collectives, error: Optional[BaseException], what: str) -> None:
     """Every rank calls this with its local error (an exception or None); if any rank has
     one, every rank raises the same exception naming each failing rank and its message (the
     local exception chained on the rank where it happened): ValueError when every failing
     rank had a TypeError or ValueError, RuntimeError otherwise.  One allgather: no rank is
     left waiting in a later collective."""
-    gathered = comm.allgather(None if error is None else (type(error).__name__, str(error),
-                                                          isinstance(error, (TypeError, ValueError))))
+    gathered = coll.allgather(None if error is None else (type(error).__name__, str(error),
+                                                          isinstance(error, (TypeError, ValueError))),
+                              f"the check of the arguments ({what})")
     bad = [(r, g) for r, g in enumerate(gathered) if g is not None]
     if bad:
         text = "; ".join(f"rank {r}: {name}: {msg}" for r, (name, msg, _) in bad)
@@ -218,10 +235,10 @@ def _raise_if_any(comm: Comm, error: Optional[BaseException], what: str) -> None
         raise _collective(cls(msg)) from error
 
 
-def _check_agree(comm: Comm, values: dict[str, Any]) -> None:
+def _check_agree(coll: Collectives, values: dict[str, Any]) -> None:
     """Every rank passes a dict name -> value; ValueError on every rank, naming the ranks and
     values that differ from rank 0's, if any differs."""
-    gathered = comm.allgather(values)
+    gathered = coll.allgather(values, "the comparison of the ranks' networks and arguments")
     diffs = []
     for name, v0 in gathered[0].items():
         odd = [(r, g[name]) for r, g in enumerate(gathered) if g[name] != v0]
@@ -240,64 +257,76 @@ def _params_crc(net: Network) -> int:
     return crc
 
 
-def _broadcast_state(comm: Comm, net: Network) -> None:
+def _broadcast_state(coll: Collectives, net: Network) -> None:
     """Rank 0's parameters, momentum velocity (or none) and generator state to every rank."""
-    has_v = comm.bcast(len(net._state()) > 1, root=0)
+    what = "the broadcast of rank 0's parameters"
+    has_v = coll.bcast(len(net._state()) > 1, what)
     state = net._state(create=has_v)
     for a in state[:1 + has_v]:
-        comm.Bcast(a, root=0)
+        coll.Bcast(a, what)
     for v in state[1 + has_v:]:
         v.fill(0)  # rank 0 has none: zeros are the same thing
-    net._rng.bit_generator.state = comm.bcast(net._rng.bit_generator.state, root=0)
+    net._rng.bit_generator.state = coll.bcast(net._rng.bit_generator.state, what)
 
 
 # ---- training -----------------------------------------------------------------------------------
 class _Allreduce(Epochs):
     """distributed.sgd's epochs: each mini-batch's gradient summed over the ranks (one
     in-place Allreduce of the gradient buffer), every rank applying the same update; counts
-    and cost sums added over the ranks; the callback's verdict agreed by every rank.  On one
-    rank, Network.sgd's own epochs."""
+    and cost sums added over the ranks; the callback's verdict agreed by every rank; a
+    Ctrl-C agreed by every rank with each mini-batch and each epoch's verdict (the
+    Interrupts flag), so that all stop after the same mini-batch.  On one rank, Network.sgd's
+    own epochs."""
 
     net: Network
 
-    def __init__(self, net: Network, plan: Plan, comm: Comm, lo: int, verbose: bool) -> None:
+    def __init__(self, net: Network, plan: Plan, coll: Collectives, lo: int, verbose: bool,
+                 interrupts: Interrupts) -> None:
         super().__init__(net, plan)
-        self.comm, self.lo = comm, lo
-        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.coll, self.lo, self.interrupts = coll, lo, interrupts
+        self.rank, self.size = coll.rank, coll.size
         self.say = print if (verbose and self.rank == 0) else None
         self._perm: Optional[Array] = None
         self._bounds = self._local = np.zeros(0, dtype=np.intp)
+        self.epochs_begun = 0
 
     def prepare(self) -> None:
         """Rank 0's state on every rank, and the buffers of the steps."""
         net, mbs = self.net, self.plan.mini_batch_size
-        _broadcast_state(self.comm, net)
+        _broadcast_state(self.coll, net)
         net._state(create=bool(self.plan.mu))  # (the velocity, as a new one: zeros)
         self.buf = net.gradient_buffer         # allocated here, zero (accumulated == 0 checked)
         self.buf.fill(0)
         self.xb = np.empty((mbs, net.sizes[0]), dtype=net.dtype)
         self.yb = np.empty((mbs, net.sizes[-1]), dtype=net.dtype)
+        self.flag = np.zeros(1, dtype=np.int32)
         self.n_batches = -(-self.plan.n // mbs)
         self.mpi = _mpi()
 
     def epoch(self, data: Rows, perm: Array, mini_batch_size: int, h: Hyper) -> Record:
+        self.epochs_begun += 1
         extras = {"allreduce_seconds": 0.0, "ranks": self.size, "samples": self.plan.n}
         if self.size == 1:  # nothing to reduce: net.sgd's own C epoch loop (and its threads)
             super().epoch(data, perm, mini_batch_size, h)
             return extras
         for k in range(self.n_batches):
-            extras["allreduce_seconds"] += self._batch(data, perm, k, h)
+            seconds, stop = self._batch(data, perm, k, h)
+            extras["allreduce_seconds"] += seconds
+            if stop:
+                raise self._interrupted(f"after mini-batch {k + 1} of {self.n_batches} of epoch "
+                                        f"{self.epochs_begun}")
         return extras
 
     def batch(self, data: Rows, perm: Array, mini_batch_size: int, k: int, h: Hyper) -> None:
         if self.size == 1:
             super().batch(data, perm, mini_batch_size, k, h)
         else:
-            self._batch(data, perm, k, h)
+            self._batch(data, perm, k, h)     # (a replay: an interrupt is acted on already)
 
-    def _batch(self, data: Rows, perm: Array, k: int, h: Hyper) -> float:
+    def _batch(self, data: Rows, perm: Array, k: int, h: Hyper) -> tuple[float, bool]:
         """Mini-batch k of the epoch shuffled by perm: this rank's rows of it accumulated,
-        the sum over the ranks, one update; returns the seconds spent in Allreduce."""
+        the sum over the ranks, one update; returns the seconds spent in Allreduce and
+        whether a rank was interrupted (the flags' maximum, reduced with the gradient)."""
         if self._perm is not perm:  # positions of my rows in perm, per mini-batch
             pos = np.flatnonzero((perm >= self.lo) & (perm < self.lo + data.m))
             self._perm, self._local = perm, perm[pos] - self.lo
@@ -312,11 +341,16 @@ class _Allreduce(Epochs):
                 np.take(data.T, rows, axis=0, out=self.yb[:b - a], mode="clip")
             self.net._accumulate(self.xb[:b - a], self.yb[:b - a])
         t = time.perf_counter()
-        self.comm.Allreduce(self.mpi.IN_PLACE, self.buf, op=self.mpi.SUM)
+        self.flag[0] = self.interrupts.requested
+        self.coll.allreduce([(self.buf, self.mpi.SUM), (self.flag, self.mpi.MAX)],
+                            f"the Allreduce of mini-batch {k + 1} of {self.n_batches} of epoch {self.epochs_begun}")
         seconds = time.perf_counter() - t
         mbs = self.plan.mini_batch_size
         self.net._apply(h, min(mbs, self.plan.n - k * mbs))
-        return seconds
+        return seconds, bool(self.flag[0])
+
+    def _interrupted(self, where: str) -> BaseException:
+        return _collective(KeyboardInterrupt(f"distributed.sgd: interrupted (SIGINT) {where}, on every rank"))
 
     def replays(self, exc: BaseException) -> bool:
         # a replay is collective: only for what every rank raised alike
@@ -325,19 +359,27 @@ class _Allreduce(Epochs):
     def settle(self, record: Record) -> None:
         """The ranks compare a checksum of their parameters; rank 0's are broadcast if any
         differs."""
-        if len(set(self.comm.allgather(_params_crc(self.net)))) > 1:
-            _broadcast_state(self.comm, self.net)
+        if self.size == 1:
+            return
+        if len(set(self.coll.allgather(_params_crc(self.net), "the comparison of the ranks' parameters"))) > 1:
+            _broadcast_state(self.coll, self.net)
             record["resynchronised"] = True
 
     def total(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """Each value added over the ranks, in rank order (the same result on every rank)."""
-        gathered = self.comm.allgather(values)
+        if self.size == 1:
+            return values
+        gathered = self.coll.allgather(values, "the sum of the epoch's measurements")
         return tuple(sum(g[i] for g in gathered) for i in range(len(values)))
 
     def end_epoch(self, record: Record, stop: bool) -> bool:
         if self.say is not None:
             self.say(_report_line(record, self.plan.epochs, self.size), flush=True)
-        return _callback_verdict(self.comm, self.plan.callback, record, stop)
+        stop, interrupted = _callback_verdict(self.coll, self.plan.callback, record, stop,
+                                              self.interrupts.requested)
+        if interrupted:
+            raise self._interrupted(f"after epoch {record['epoch']}")
+        return stop
 
     def collective(self, exc: BaseException) -> BaseException:
         return _collective(exc)
@@ -362,27 +404,30 @@ def _report_line(record: Record, epochs: int, size: int) -> str:
     return line
 
 
-def _callback_verdict(comm: Comm, callback: Optional[Callable[[Record], Any]], record: Record, stop: bool) -> bool:
+def _callback_verdict(coll: Collectives, callback: Optional[Callable[[Record], Any]], record: Record, stop: bool,
+                      interrupted: bool = False) -> tuple[bool, bool]:
     """Call callback(record) on this rank and agree with the others: if it raised on any
-    rank, every rank raises; if it returned true on any rank, every rank stops."""
+    rank, every rank raises; if it returned true on any rank, every rank stops.  Returns
+    (stop, whether any rank was interrupted)."""
     asked, error = False, None
     if callback is not None:
         try:
             asked = bool(callback(record))
         except Exception as exc:
             error = exc
-    verdicts = comm.allgather((asked, None if error is None else f"{type(error).__name__}: {error}"))
-    failed = [(r, m) for r, (_, m) in enumerate(verdicts) if m is not None]
+    verdicts = coll.allgather((asked, None if error is None else f"{type(error).__name__}: {error}", interrupted),
+                              f"the verdict after epoch {record['epoch']}")
+    failed = [(r, m) for r, (_, m, _) in enumerate(verdicts) if m is not None]
     if failed:
         if error is not None:
             raise _collective(error)
         where = "; ".join(f"rank {r}: {m}" for r, m in failed)
         raise _collective(RuntimeError(f"distributed.sgd: the callback raised on {where}"))
-    if any(a for a, _ in verdicts) and not stop:
+    if any(a for a, _, _ in verdicts) and not stop:
         record["stop_reason"] = "callback asked to stop on rank(s) " + ", ".join(
-            str(r) for r, (a, _) in enumerate(verdicts) if a)
+            str(r) for r, (a, _, _) in enumerate(verdicts) if a)
         stop = True
-    return stop
+    return stop, any(i for _, _, i in verdicts)
 
 
 def _local_plan(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: object, mini_batch_size: object,
@@ -401,13 +446,13 @@ def _local_plan(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: object
                      early_stopping_n, eta_schedule_n, callback)
 
 
-def _global_plan(comm: Comm, net: Network, plan: Plan) -> int:
+def _global_plan(coll: Collectives, net: Network, plan: Plan) -> int:
     """Every rank's plan completed with the totals over the ranks, after checking that the
     ranks agree; returns this rank's first row in the global data set."""
-    gathered = comm.allgather(plan.local_counts())
+    gathered = coll.allgather(plan.local_counts(), "the count of the ranks' samples")
     counts = [g[0] for g in gathered]
     n = sum(counts)
-    _check_agree(comm, {
+    _check_agree(coll, {
         "sizes": tuple(net.sizes), "dtype": net.dtype.name, "activations": tuple(net.activations),
         "cost": net.cost_name, "epochs": plan.epochs, "mini_batch_size": plan.mini_batch_size, "eta": plan.eta,
         "lmbda": plan.lmbda, "mu": plan.mu, "early_stopping_n": plan.early_stopping_n,
@@ -420,19 +465,23 @@ def _global_plan(comm: Comm, net: Network, plan: Plan) -> int:
     plan.finish(n, sum(g[1] for g in gathered), any(g[2] for g in gathered), sum(g[3] for g in gathered),
                 any(g[4] for g in gathered), who="distributed.sgd: ", none=" on every rank",
                 over=" over all ranks")
-    return sum(counts[:comm.Get_rank()])
+    return sum(counts[:coll.rank])
 
 
 def _abort(comm: Comm, exc: BaseException) -> None:
-    """End the whole job (MPI_Abort) after an exception raised on this rank only (Ctrl-C,
-    MemoryError, a bug): the other ranks would wait in the next Allreduce forever, as
-    `python -m mpi4py` does for uncaught exceptions."""
+    """End the whole job (MPI_Abort) after an exception raised on this rank only (Ctrl-C
+    twice, MemoryError, a bug): the other ranks would wait for it until their timeout, as
+    `python -m mpi4py` does for uncaught exceptions.  Status 130 for KeyboardInterrupt
+    (without a traceback), 1 otherwise."""
     import traceback
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    sys.stdout.flush()
     sys.stderr.write(f"cbackprop.distributed: rank {comm.Get_rank()} of {comm.Get_size()}: "
-                     f"{type(exc).__name__} during training; aborting all ranks (MPI_Abort)\n")
-    traceback.print_exc()
-    sys.stderr.flush()
-    comm.Abort(1)
+                     f"{'interrupted' if interrupted else type(exc).__name__} during training; aborting all ranks "
+                     f"(MPI_Abort)\n")
+    if not interrupted:
+        traceback.print_exc()
+    abort(comm, INTERRUPTED_STATUS if interrupted else 1)
 
 
 def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batch_size: int, eta: float,
@@ -442,7 +491,7 @@ def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batc
         monitor_training_cost: bool = False, monitor_training_accuracy: bool = False,
         early_stopping_n: Optional[int] = None, eta_schedule_n: Optional[int] = None,
         callback: Optional[Callable[[Record], Any]] = None, verbose: bool = False,
-        abort_on_error: bool = True) -> list[Record]:
+        abort_on_error: bool = True, timeout: Optional[float] = DEFAULT_TIMEOUT) -> list[Record]:
     """Data-parallel mini-batch SGD: net.sgd on the rows of all ranks together.
 
     Call it on every rank of comm (default COMM_WORLD) with the same network configuration
@@ -481,11 +530,19 @@ def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batc
     libraries tested (MPICH), and if they ever are not, rank 0's are broadcast and the
     record has "resynchronised": True.
 
-    An exception that happens on one rank only during training (KeyboardInterrupt,
-    MemoryError) would leave the other ranks waiting in Allreduce forever; with
-    abort_on_error (the default) that rank prints its traceback and calls MPI_Abort, which
-    ends every rank of the job (exit status non-zero), as ``python -m mpi4py`` does for
-    uncaught exceptions.  The errors above, raised on every rank alike, do not abort.
+    An exception that happens on one rank only during training (MemoryError, a bug) would
+    leave the other ranks waiting for it; with abort_on_error (the default) that rank prints
+    its traceback and calls MPI_Abort, which ends every rank of the job (exit status 1), as
+    ``python -m mpi4py`` does for uncaught exceptions.  The errors above, raised on every
+    rank alike, do not abort.
+
+    timeout: the seconds a rank waits in any collective operation (default 600; None: no
+    limit); a rank that waits longer (another rank never called sgd, raised with
+    abort_on_error=False, or hangs) prints what it waited for and calls MPI_Abort (status
+    1).  Ctrl-C (a SIGINT on any rank; MPICH's mpiexec forwards it to every rank): every
+    rank raises KeyboardInterrupt after the same whole mini-batch, with equal parameters
+    and ``history``, nothing aborted; a second SIGINT aborts (status 130).  See the module
+    docstring.
 
     On a single rank sgd runs net.sgd's C epoch loop (on net.num_threads threads), so the
     parameters are bitwise net.sgd's and it is as fast; on several ranks each rank runs one
@@ -499,22 +556,51 @@ def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batc
              "monitor_training_accuracy": monitor_training_accuracy,
              "verbose": verbose, "abort_on_error": abort_on_error}
     plan, error = None, None
+    wait: Optional[float] = DEFAULT_TIMEOUT
     try:
+        wait = _check_timeout(timeout)
+        if comm.Get_size() > 1 and any(getattr(net, "dropout", ())):
+            raise ValueError(f"distributed.sgd on {comm.Get_size()} ranks does not apply dropout (its steps "
+                             f"accumulate and reduce plain gradients), got a network with "
+                             f"dropout={list(net.dropout)}: train it with net.sgd on one rank, or "
+                             f"without dropout")
         plan = _local_plan(net, X, Y, epochs, mini_batch_size, eta, test_data, lmbda, mu, evaluation_data,
                            flags, early_stopping_n, eta_schedule_n, callback)
     except Exception as exc:  # reported on every rank, so that none waits in a collective
         error = exc
-    _raise_if_any(comm, error, "invalid arguments")
-    assert plan is not None
-    lo = _global_plan(comm, net, plan)
-    runner = _Allreduce(net, plan, comm, lo, verbose)
-    try:
-        runner.prepare()
-        return train(net, plan, runner)
-    except BaseException as exc:
-        if runner.size > 1 and abort_on_error and not getattr(exc, "_cbackprop_collective", False):
-            _abort(comm, exc)
-        raise
+    return _train_together(Collectives(comm, _mpi(), wait), net, plan, error, verbose, abort_on_error)
+
+
+def _train_together(coll: Collectives, net: Network, plan: Optional[Plan], error: Optional[BaseException],
+                    verbose: bool, abort_on_error: bool) -> list[Record]:
+    """sgd's collective part, from the check of every rank's arguments (error: this rank's)
+    to the last epoch, under Interrupts on several ranks."""
+    with Interrupts() if coll.size > 1 else contextlib.nullcontext(Interrupts()) as interrupts:
+        try:
+            _raise_if_any(coll, error, "invalid arguments")
+            assert plan is not None
+            runner = _Allreduce(net, plan, coll, _global_plan(coll, net, plan), verbose, interrupts)
+            runner.prepare()
+            history = train(net, plan, runner)
+        except BaseException as exc:
+            if coll.size > 1 and abort_on_error and not getattr(exc, "_cbackprop_collective", False):
+                _abort(coll.comm, exc)
+            raise
+    if interrupts.requested:  # (a SIGINT after the last agreement: now, on this rank)
+        late = KeyboardInterrupt()
+        late.history = history  # type: ignore[attr-defined]
+        raise late
+    return history
+
+
+def _check_timeout(timeout: object) -> Optional[float]:
+    """distributed.sgd's timeout: None, or a number of seconds > 0."""
+    if timeout is None:
+        return None
+    value = check_nonneg(timeout, "timeout")
+    if value == 0:
+        raise ValueError("timeout must be a number of seconds > 0 or None (no limit), got 0")
+    return value
 
 
 # ---- python -m cbackprop.distributed --selftest --------------------------------------------------

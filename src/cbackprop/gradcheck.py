@@ -61,7 +61,7 @@ def _check_layers(ref: Reference, X2: Array, Y2: Array, nabla_b: list[Array], na
     m = int(X2.shape[0])
 
     def cost() -> float:
-        return cost_sum(ref.cost_name, ref._forward(X2), Y2) / m
+        return cost_sum(ref.cost_name, *ref._forward_z(X2), Y2) / m
 
     layers, evaluations, checked_total = [], 0, 0
     for l, (w, b, gw, gb) in enumerate(zip(ref._weights, ref._biases, nabla_w, nabla_b), start=1):

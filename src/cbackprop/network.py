@@ -13,6 +13,7 @@ import numpy.typing as npt
 from . import _core
 from ._base import NetworkBase
 from ._model import allocation_error, blob_views
+from ._nonfinite import first_nonfinite_parameter, update_error
 from ._validation import ACTIVATIONS, COSTS, DEFAULT_BETAS, DEFAULT_DTYPE, DEFAULT_EPS, Array, FloatArray, Hyper
 
 _FORWARD_CHUNK = 1024  # rows per C forward call in feedforward/evaluate on large inputs
@@ -73,7 +74,7 @@ class Network(NetworkBase):
         self._nabla_w, self._nabla_b = blob_views(self._engine.grads, self.sizes)
 
     @property
-    def _lock(self) -> threading.Lock:
+    def _lock(self) -> threading.RLock:
         # (the engine's: a forked child gives the engine a new one)
         return self._engine.lock
 
@@ -112,9 +113,28 @@ class Network(NetworkBase):
         # eta, plain SGD without decay); anything else goes through the general checks.
         if (type(lmbda) is not float or lmbda != 0.0 or type(mu) is not float or mu != 0.0
                 or n is not None or type(optimizer) is not str or optimizer != "sgd"
-                or not self._engine.try_step(X, Y, eta)):
+                or not self._fast_step(X, Y, eta)):
             super().update_mini_batch(X, Y, eta, lmbda=lmbda, n=n, mu=mu, optimizer=optimizer, betas=betas,
                                       eps=eps)
+
+    def _fast_step(self, X: object, Y: object, eta: object) -> bool:
+        """The engine's try_step (no momentum: only the parameters and the dropout round
+        change) under _guarded's rule, without its generality: the parameter blob is saved
+        into the gradient blob first and put back, with FloatingPointError, when the step
+        leaves a parameter non-finite.  False when try_step does not apply."""
+        e = self._engine
+        with e.lock:
+            np.copyto(e.grads, e.params)
+            round_ = e.dropout_round
+            if not e.try_step(X, Y, eta):
+                return False
+            if _core.all_finite(e.params):
+                return True
+            what = first_nonfinite_parameter(self)
+            np.copyto(e.params, e.grads)
+            e.dropout_round = round_
+        raise update_error(self, "update_mini_batch", X, Y, what,  # type: ignore[arg-type]
+                           "eta is too large for these values (a smaller eta helps)")
 
     def _params(self) -> tuple[Array, ...]:
         # What updates and accumulate_gradient write (the parameter blob, the accumulated
@@ -132,6 +152,14 @@ class Network(NetworkBase):
             if self._engine.m_cap == 0:
                 self._engine.reserve(min(m, _FORWARD_CHUNK))
             return self._engine.predict(X)
+
+    def _forward_z(self, X: Array) -> tuple[Array, Array]:
+        if X.shape[0] == 0:
+            return (np.empty((0, self.sizes[-1]), dtype=self.dtype),) * 2
+        with self._lock:
+            if self._engine.m_cap == 0:
+                self._engine.reserve(min(X.shape[0], _FORWARD_CHUNK))
+            return self._engine.predict_z(X)
 
     def _gradient(self, X: Array, Y: Array) -> tuple[list[Array], list[Array]]:
         with self._lock:
@@ -219,6 +247,14 @@ class Network(NetworkBase):
 
     def _locked(self) -> contextlib.AbstractContextManager[Any]:
         return self._lock
+
+    def _scratch(self, arrays: list[Array]) -> list[Array]:
+        # (the gradient blob is scratch between calls, and none of the calls _guarded
+        # watches writes it: it holds the copy of the parameter blob or of the accumulated
+        # gradient, so that a step needs no memory of its own)
+        if arrays and arrays[0].shape == self._engine.grads.shape:
+            return [self._engine.grads] + super()._scratch(arrays[1:])
+        return super()._scratch(arrays)
 
     def _extra_state(self, take: Callable[[Array], Array]) -> dict[str, Any]:
         state = super()._extra_state(take)

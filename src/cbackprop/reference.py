@@ -110,6 +110,15 @@ class Network(NetworkBase):
                 a = f(a @ w.T + b)
         return a
 
+    def _forward_z(self, X: Array) -> tuple[Array, Array]:
+        """(z^L, a^L): the forward pass, keeping the output layer's weighted input."""
+        a, z = X, X
+        with np.errstate(over="ignore", invalid="ignore"):
+            for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
+                z = a @ w.T + b
+                a = f(z)
+        return z, a
+
     def _prime(self, l: int) -> Activation:
         """f' of layer l's activation (hidden layers: never softmax, so one exists)."""
         fprime = self._fs[l][1]

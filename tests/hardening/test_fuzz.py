@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-FUZZ = pathlib.Path(__file__).with_name("fuzzing.py")
+FUZZ = pathlib.Path(__file__).resolve().parents[1] / "fuzzing.py"
 
 
 def run_fuzz(tmp_path, n_calls, seed, timeout):

@@ -752,3 +752,60 @@ def test_info_and_evaluate_read_network2_json_and_legacy_files(model, tmp_path, 
              **{f"biases_{i}": b for i, b in enumerate(net.biases)})
     assert main(["info", str(legacy)]) == 0
     assert "unversioned cbackprop .npz" in capsys.readouterr().out
+
+
+# ---- --max-images -------------------------------------------------------------------------------------
+def test_max_images_refuses_a_data_set_that_declares_more_before_reading_it(tmp_path, capsys, model):
+    """An .npz whose train_x declares 500,010 images of deflated zeros (392 MB from a file of
+    a few hundred KB) was read whole and trained on; now every command that reads data
+    refuses it from the headers, with --max-images' default of 100,000, allocating nothing
+    of that size."""
+    import tracemalloc
+
+    import hostile
+    bomb = hostile.mnist_npz_bomb(str(tmp_path))
+    assert os.path.getsize(bomb) < 1_000_000
+    want = (f"argument --data: {bomb} holds 500010 samples, more than --max-images allows (100000); give a larger "
+            f"--max-images to read it")
+    for args in (["train", "--data", bomb, "--epochs", "1"], ["evaluate", str(model[0]), "--data", bomb]):
+        tracemalloc.start()
+        try:
+            assert main(args) == 2
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        err = capsys.readouterr().err
+        assert err.endswith(want + "\n") and err.count("\n") == 1, err
+        assert peak < 20 << 20, peak
+
+
+def test_max_images_applies_to_every_format(tmp_path, capsys, model):
+    import hostile
+    data = small_data(tmp_path)                     # 600 + 150 samples
+    assert main(["train", "--data", str(data), "--epochs", "1", "--max-images", "749", "-q"]) == 2
+    assert "holds 750 samples, more than --max-images allows (749)" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--epochs", "1", "--max-images", "750", "-q"]) == 0
+    capsys.readouterr()
+    # a directory of .npy files (read memory-mapped: counted from the headers)
+    d = tmp_path / "npy"
+    d.mkdir()
+    with np.load(data) as z:
+        for key in z.files:
+            np.save(d / f"{key}.npy", z[key])
+    assert main(["evaluate", str(model[0]), "--data", str(d), "--max-images", "700"]) == 2
+    assert "holds 750 samples, more than --max-images allows (700)" in capsys.readouterr().err
+    # the MNIST formats: load_mnist's max_images
+    idx = hostile.mnist_idx_gz_bomb(str(tmp_path), scale=0.001)     # 500 training images declared
+    assert main(["evaluate", str(model[0]), "--data", idx, "--max-images", "300"]) == 2
+    err = capsys.readouterr().err
+    assert "the header declares 500 images, more than this loader accepts (max_images=300" in err, err
+    # predict: the INPUTs together
+    np.save(tmp_path / "a.npy", np.zeros((3, 784), np.float32))
+    np.savez(tmp_path / "b.npz", x=np.zeros((4, 784), np.float32))
+    assert main(["predict", str(model[0]), str(tmp_path / "a.npy"), str(tmp_path / "b.npz"), "--max-images", "6"]) == 2
+    assert "holds 4 samples, more than --max-images allows (3)" in capsys.readouterr().err
+    assert main(["predict", str(model[0]), str(tmp_path / "b.npz"), str(tmp_path / "a.npy"), "--max-images", "6"]) == 2
+    assert "the INPUTs up to " in capsys.readouterr().err
+    assert main(["predict", str(model[0]), str(tmp_path / "a.npy"), str(tmp_path / "b.npz"), "--max-images", "7"]) == 0
+    assert main(["train", "--max-images", "0"]) == 2
+    assert "argument --max-images: must be an integer >= 1, got 0" in capsys.readouterr().err

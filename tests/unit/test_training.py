@@ -48,8 +48,11 @@ def by_hand(cls, X, Y, mbs, eta, epochs, batches, **kw):
             if e == epochs:
                 before.append([p.copy() for p in net.weights + net.biases])
             rows = perm[k:k + mbs]
-            with np.errstate(over="ignore", invalid="ignore"):
+            try:    # (a step that would make a parameter non-finite raises, changing nothing)
                 net.update_mini_batch(X[rows], Y[rows], eta)
+            except FloatingPointError:
+                net.diverged_at = (e + 1, j + 1)
+                return net, before
     return net, before
 
 
@@ -98,7 +101,7 @@ def test_interrupt_after_a_divergence_rolls_back_like_a_divergence(cls):
     for a, b in zip(net.weights + net.biases, before[k - 1]):
         np.testing.assert_array_equal(a, b)
     # the step by hand that follows diverges
-    assert not all(np.isfinite(p).all() for p in ref.weights + ref.biases)
+    assert ref.diverged_at == (1, k)
 
 
 @pytest.mark.parametrize("cls", CLASSES)

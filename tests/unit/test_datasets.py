@@ -23,7 +23,7 @@ import cbackprop.network  # noqa: F401  the compiled module (rebuilt if editable
 from cbackprop import datasets
 from cbackprop.__main__ import main
 
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist.npz"
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = datasets.IDX_FILES
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -10,7 +10,7 @@ Each case runs today's C path and checks it
   3. bitwise across thread counts (1, 2, 3 and the automatic choice) for the sgd epochs.
 
 Regenerate (only when the computation itself is meant to change, saying why in the commit):
-    python tests/test_golden.py --record tests/data/golden_trajectories.npz
+    python tests/crosscheck/test_golden.py --record tests/data/golden_trajectories.npz
 """
 import pathlib
 import sys
@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-GOLDEN = pathlib.Path(__file__).parent / "data" / "golden_trajectories.npz"
+GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "data" / "golden_trajectories.npz"
 
 # (name, sizes, activations, cost, eta, lmbda, mu): sizes cover a thin deep net, the book's
 # [784, 30, 10], a hidden layer wide enough for threads to split, and odd widths.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -127,7 +128,7 @@ WORKER = textwrap.dedent('''
         per = case.get("per_rank", {}).get(str(rank), {})   # deliberate mismatches
         net = Network(per.get("sizes", case["sizes"]), activations=case.get("activations", "sigmoid"),
                       cost=case.get("cost", "quadratic"), init=case.get("init", "large"),
-                      dtype=per.get("dtype", case.get("dtype", "float64")),
+                      dtype=per.get("dtype", case.get("dtype", "float64")), dropout=case.get("dropout"),
                       seed=case["seed"] if rank == 0 else 1000 + rank)   # rank 0's must win
         X = np.load(case["x"], mmap_mode="r")          # each rank reads only its rows
         Y = np.load(case["y"], mmap_mode="r")
@@ -155,6 +156,7 @@ WORKER = textwrap.dedent('''
                   evaluation_data=evaluation, monitor_evaluation_cost="eval" in case,
                   monitor_evaluation_accuracy="eval" in case,
                   early_stopping_n=case.get("early_stopping_n"), eta_schedule_n=case.get("eta_schedule_n"))
+        kw.update(case.get("kw", {}))
         kw.update(per.get("kw", {}))
         callback = None
         if case.get("perturb_rank") == rank:            # rank drifts after epoch 1
@@ -177,10 +179,21 @@ WORKER = textwrap.dedent('''
                 return _orig(*a)
             net._accumulate = failing
         result = {"case": name, "rank": rank, "size": size, "shard_rows": int(Xs.shape[0])}
+        if case.get("absent_rank") == rank:             # never calls sgd: leaves, or hangs
+            if case["absent"] == "hangs":
+                import time
+                time.sleep(3600)
+            continue
         try:
             hist = distributed.sgd(net, Xs, Ys, case["epochs"], case["mbs"], case["eta"],
                                    callback=callback, **kw)
             result["history"] = hist
+        except MemoryError:
+            if case.get("stay_after_error"):   # a rank that catches it and goes on with other work
+                import time, traceback
+                traceback.print_exc()
+                time.sleep(3600)
+            raise
         except (ValueError, TypeError, FloatingPointError, RuntimeError, KeyError) as exc:
             result["error"] = f"{type(exc).__name__}: {exc}"
             result["error_epoch"] = getattr(exc, "epoch", None)
@@ -437,6 +450,22 @@ def test_ranks_disagree_every_rank_raises_no_hang(tmp_path, data, n, what):
 
 
 @needs_mpi
+def test_dropout_on_several_ranks_is_refused_on_every_rank(tmp_path, data):
+    """The several-rank steps accumulate and reduce plain gradients: a network with dropout
+    is refused before any training (ValueError on every rank), not trained without it."""
+    case = dict(CASES[0], name="dropout", dropout=[0.5])
+    code, results, stderr, out = _run_cases(tmp_path, data, 2, [case])
+    assert code == 0, stderr
+    assert len(results) == 2 and all("error" in r for r in results), results
+    for r in results:
+        assert r["error"].startswith("ValueError: ") and "does not apply dropout" in r["error"], r
+        assert "dropout=[0.5]" in r["error"], r
+    from cbackprop import Network
+    fresh = Network(case["sizes"], seed=case["seed"], dropout=[0.5])
+    assert np.array_equal(np.load(out / "dropout.rank0.npy"), fresh._engine.params)
+
+
+@needs_mpi
 @pytest.mark.parametrize("n", [2, 3])
 def test_bad_value_in_one_shard_raises_on_every_rank(tmp_path, data, n):
     X = np.load(data / "x.npy")
@@ -588,3 +617,197 @@ def test_cli_train_under_mpiexec_matches_one_process(tmp_path, n):
     a, b = cbackprop.load(tmp_path / "one.npz"), cbackprop.load(tmp_path / "many.npz")
     for p, q in zip(a.weights + a.biases, b.weights + b.biases):
         np.testing.assert_allclose(q, p, rtol=1e-12, atol=1e-14 * np.abs(p).max())
+
+
+# ---- no rank waits forever; Ctrl-C ---------------------------------------------------------------
+
+@needs_mpi
+@pytest.mark.parametrize("absent", ["leaves", "hangs"])
+def test_a_rank_that_never_calls_sgd_ends_the_job_after_the_timeout(tmp_path, data, absent):
+    """Rank 1 skips distributed.sgd (and exits, or sleeps for an hour): the others wait at
+    most timeout seconds in the first collective, say what they waited for and abort.  (A
+    rank that exits sometimes makes MPICH end the job itself first, from that rank's
+    MPI_Finalize: then nobody waits either.)"""
+    case = dict(CASES[0], name="absent", absent_rank=1, absent=absent, kw={"timeout": 3})
+    code, results, output, out = _run_cases(tmp_path, data, 3, [case])
+    assert code != 0 and results == []
+    said = re.findall(r"rank (\d) of 3 waited 3 s \(timeout=3\) for the other ranks in the check of the "
+                      r"arguments \(invalid arguments\): a rank did not take part \(it never called "
+                      r"distributed\.sgd, failed with abort_on_error=False, or hangs\); aborting all ranks "
+                      r"\(MPI_Abort\)", output)
+    # (the first rank past its deadline aborts the job, the other may not get to say it)
+    assert set(said) <= {"0", "2"} and (said or absent == "leaves"), output
+    assert output.count(" waited ") == len(said), output
+
+
+@needs_mpi
+def test_a_rank_that_raises_with_abort_on_error_false_ends_the_job_after_the_timeout(tmp_path, data):
+    """Rank 1 raises MemoryError in the third mini-batch it has rows of, without aborting,
+    and goes on with other work (an hour's sleep): the others wait for its gradient in that
+    mini-batch's Allreduce, at most 3 s."""
+    case = dict(CASES[0], name="noabort", fail_rank=1, stay_after_error=True,
+                kw={"timeout": 3, "abort_on_error": False})
+    code, results, output, out = _run_cases(tmp_path, data, 3, [case])
+    assert code != 0
+    assert "MemoryError: simulated" in output
+    assert re.search(r"waited 3 s \(timeout=3\) for the other ranks in the Allreduce of mini-batch \d+ of 11 "
+                     r"of epoch 1", output), output
+    assert "aborting all ranks (MPI_Abort)" in output
+    assert results == []
+
+
+@pytest.mark.parametrize("bad, exc, message", [
+    (0, ValueError, "timeout must be a number of seconds > 0 or None (no limit), got 0"),
+    (-1.0, ValueError, "timeout must be a finite number >= 0, got -1.0"),
+    (float("nan"), ValueError, "timeout must be a finite number >= 0, got nan"),
+    ("5", TypeError, "timeout must be a real number, got '5' of type str"),
+])
+def test_timeout_rule(bad, exc, message):
+    # (sgd checks it with the other arguments, reported on every rank alike)
+    with pytest.raises(exc, match=re.escape(message)):
+        distributed._check_timeout(bad)
+    assert distributed._check_timeout(None) is None and distributed._check_timeout(2) == 2.0
+
+
+SIGINT_WORKER = textwrap.dedent('''
+    """Trains until interrupted; every rank writes what it saw to OUT/rank<r>.json and its
+    parameters to OUT/rank<r>.npy."""
+    import json, os, sys
+    import numpy as np
+    from cbackprop import Network, distributed
+
+    out = sys.argv[1]
+    rank, size = distributed.world()
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((3000, 20)), np.eye(4)[rng.integers(0, 4, 3000)]
+    Xs, Ys = distributed.take_shard(X, Y)
+    net = Network([20, 64, 4], seed=0)
+    epochs = []
+    print(f"<ready {rank} {os.getpid()}>", flush=True)
+    try:
+        distributed.sgd(net, Xs, Ys, 100000, 10, 0.5, timeout=60, callback=lambda r: epochs.append(r["epoch"]))
+        result = {"interrupted": False}
+    except KeyboardInterrupt as exc:
+        result = {"interrupted": True, "message": str(exc), "history": [r["epoch"] for r in exc.history],
+                  "callback": epochs, "finite": bool(np.isfinite(net._engine.params).all())}
+    np.save(f"{out}/rank{rank}.npy", net._engine.params)
+    with open(f"{out}/rank{rank}.json", "w") as f:
+        json.dump(result, f)
+''')
+
+
+def start_mpi(n, *args):
+    exe, flags = MPI_RUNNER
+    return subprocess.Popen([exe, *flags, "-n", str(n), sys.executable, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            start_new_session=True)
+
+
+def interrupt_when(proc, ready, n_lines, pid=None, delay=1.0, timeout=TIMEOUT):
+    """Read proc's stdout until ready (a regex) matched n_lines times, wait delay seconds,
+    send SIGINT (to mpiexec, or to the process pid(matches)), then wait for the end;
+    (returncode, stdout, stderr).  Every wait is bounded: the whole group is killed on a
+    timeout."""
+    import threading
+    import time
+
+    lines, errors, matched, seen = [], [], [], threading.Event()
+
+    def read_out():
+        for line in proc.stdout:
+            lines.append(line)
+            matched.extend(re.finditer(ready, line))   # (the launcher may join the ranks' lines)
+            if len(matched) >= n_lines:
+                seen.set()
+
+    readers = [threading.Thread(target=read_out, daemon=True),
+               threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)]
+    for t in readers:
+        t.start()
+    try:
+        if not seen.wait(timeout):
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(delay)
+        os.kill(pid(matched) if pid else proc.pid, signal.SIGINT)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(f"no end within {timeout} s\nstdout:\n{''.join(lines)}\nstderr:\n{''.join(errors)}")
+    finally:
+        for t in readers:
+            t.join(timeout)
+        proc.stdout.close()
+        proc.stderr.close()
+    return proc.returncode, "".join(lines), "".join(errors)
+
+
+@needs_mpi
+@pytest.mark.parametrize("n, target", [(2, "mpiexec"), (3, "mpiexec"), (3, "rank 1")])
+def test_sigint_stops_every_rank_after_the_same_mini_batch(tmp_path, n, target):
+    """SIGINT to mpiexec (which forwards it to every rank) or to one rank only: every rank
+    raises KeyboardInterrupt after the same mini-batch, with the same finished epochs and
+    bitwise the same (finite) parameters; nothing aborts, the job exits normally."""
+    (tmp_path / "worker.py").write_text(SIGINT_WORKER)
+    proc = start_mpi(n, tmp_path / "worker.py", tmp_path)
+    pid = None if target == "mpiexec" else (lambda m: int(next(x for x in m if x.group(1) == "1").group(2)))
+    code, out, err = interrupt_when(proc, r"<ready (\d+) (\d+)>", n, pid=pid, delay=2.0)
+    assert code == 0, out + err
+    assert "Abort" not in err and "Traceback" not in err, err
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(n)]
+    assert all(r["interrupted"] and r["finite"] for r in results), results
+    assert len({r["message"] for r in results}) == 1, results
+    assert re.match(r"distributed\.sgd: interrupted \(SIGINT\) after (mini-batch \d+ of 300 of epoch \d+|epoch \d+), "
+                    r"on every rank$", results[0]["message"])
+    assert all(r["history"] == results[0]["history"] == r["callback"] for r in results), results
+    params = [np.load(tmp_path / f"rank{r}.npy") for r in range(n)]
+    assert all(np.array_equal(p, params[0]) for p in params)
+
+
+@needs_mpi
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_sigint_to_mpiexec_ends_cli_training_with_status_130(tmp_path, n):
+    """`mpiexec -n N cbackprop train --save PATH` and Ctrl-C (SIGINT to mpiexec): the job
+    ends with the command line's status 130, rank 0 says once which epoch PATH holds, and
+    nothing else is printed (no traceback, no MPI_Abort)."""
+    path = tmp_path / "net.npz"
+    proc = start_mpi(n, "-m", "cbackprop", "train", "--epochs", "1000", "--dtype", "float64", "--save", path)
+    code, out, err = interrupt_when(proc, r"epoch +1/1000", 1, delay=0.5)
+    assert code == 130, out + err
+    assert "Traceback" not in err and "Abort" not in err and "aborting" not in err, err
+    said = [l for l in err.splitlines() if l.startswith("cbackprop: interrupted")]
+    assert len(said) == 1, err
+    m = re.match(rf"cbackprop: interrupted after epoch (\d+); {re.escape(str(path))} holds epoch (\d+) \(test "
+                 rf"accuracy \d+\.\d\d% \(\d+/2000\)\)$", said[0])
+    assert m and m.group(1) == m.group(2), said[0]
+    import cbackprop
+    assert cbackprop.load(path).sizes == (784, 30, 10)
+
+
+def test_the_first_sigint_is_a_request_the_second_raises():
+    """distributed.sgd's SIGINT handling (several ranks): the first SIGINT only sets the
+    flag the ranks agree on, a second raises KeyboardInterrupt at once; the handler before
+    is restored afterwards, and nothing is installed over a handler that is not Python's
+    default."""
+    import time
+
+    from cbackprop._collectives import Interrupts
+
+    def deliver():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)    # (the handler runs in the main thread between bytecodes)
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with Interrupts() as interrupts:
+        assert interrupts.installed and not interrupts.requested
+        deliver()
+        assert interrupts.requested
+        with pytest.raises(KeyboardInterrupt):
+            deliver()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with Interrupts() as interrupts:
+            assert not interrupts.installed and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
 pytestmark = pytest.mark.skipif(not (DOCS / "conf.py").exists() or not EXAMPLES.is_dir(),
@@ -50,9 +50,20 @@ DOC_PAGES = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")
                    if "_build" not in p.parts and python_blocks(p)) if DOCS.is_dir() else []
 
 
+#: modules of optional extras that a page may import: the page is skipped without them
+OPTIONAL = ("sklearn", "matplotlib", "pandas", "mpi4py", "PIL", "tqdm")
+
+
+def skip_without_optional_imports(code):
+    for module in sorted(set(re.findall(r"^\s*(?:from|import)\s+(\w+)", code, re.M)) & set(OPTIONAL)):
+        pytest.importorskip(module, reason=f"the page imports {module} (an optional extra)")
+
+
 @pytest.mark.parametrize("page", DOC_PAGES)
 def test_doc_page_python_blocks_run_in_order(page, tmp_path):
-    run_python("\n".join(python_blocks(DOCS / page)), tmp_path)
+    code = "\n".join(python_blocks(DOCS / page))
+    skip_without_optional_imports(code)
+    run_python(code, tmp_path)
 
 
 def test_the_pages_with_code_are_found():

@@ -68,9 +68,9 @@ def test_divergence_in_the_first_epoch_with_momentum_restores_the_velocity(cls):
     for k in range(10):
         before = [p.copy() for p in step.weights + step.biases]
         rows = perm[4 * k:4 * k + 4]
-        with np.errstate(over="ignore", invalid="ignore"):
+        try:        # (a step that would make a parameter non-finite raises, changing nothing)
             step.update_mini_batch(X[rows], Y[rows], 1e150, mu=0.9)
-        if not all(np.isfinite(p).all() for p in step.weights + step.biases):
+        except FloatingPointError:
             break
     assert k >= 1, "the test needs a divergence after the first mini-batch"
     assert (info.value.epoch, info.value.mini_batch) == (1, k + 1)

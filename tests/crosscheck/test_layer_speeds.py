@@ -110,7 +110,7 @@ def test_deep_sigmoid_layers_learn_slower_earlier():
 
 
 # ---- the examples, at a small scale (a few seconds each, mostly starting Python) -------------
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
