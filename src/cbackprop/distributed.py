@@ -546,24 +546,19 @@ def sgd(net: Network, X: npt.ArrayLike, Y: npt.ArrayLike, epochs: int, mini_batc
 
     On a single rank sgd runs net.sgd's C epoch loop (on net.num_threads threads), so the
     parameters are bitwise net.sgd's and it is as fast; on several ranks each rank runs one
-    Python step per mini-batch (gather, accumulate, Allreduce, apply) on one thread.  Needs
-    the C path (cbackprop.Network, which has the contiguous gradient buffer).
+    Python step per mini-batch (gather, accumulate, Allreduce, apply) on one thread, without
+    dropout (a network with dropout is refused).  Needs the C path (cbackprop.Network).
     """
     comm = _comm(comm)
-    flags: dict[str, object] = {"monitor_evaluation_cost": monitor_evaluation_cost,
-             "monitor_evaluation_accuracy": monitor_evaluation_accuracy,
-             "monitor_training_cost": monitor_training_cost,
-             "monitor_training_accuracy": monitor_training_accuracy,
-             "verbose": verbose, "abort_on_error": abort_on_error}
+    flags: dict[str, object] = {
+        "monitor_evaluation_cost": monitor_evaluation_cost, "monitor_evaluation_accuracy": monitor_evaluation_accuracy,
+        "monitor_training_cost": monitor_training_cost, "monitor_training_accuracy": monitor_training_accuracy,
+        "verbose": verbose, "abort_on_error": abort_on_error}
     plan, error = None, None
     wait: Optional[float] = DEFAULT_TIMEOUT
     try:
         wait = _check_timeout(timeout)
-        if comm.Get_size() > 1 and any(getattr(net, "dropout", ())):
-            raise ValueError(f"distributed.sgd on {comm.Get_size()} ranks does not apply dropout (its steps "
-                             f"accumulate and reduce plain gradients), got a network with "
-                             f"dropout={list(net.dropout)}: train it with net.sgd on one rank, or "
-                             f"without dropout")
+        _refuse_dropout(net, comm.Get_size())
         plan = _local_plan(net, X, Y, epochs, mini_batch_size, eta, test_data, lmbda, mu, evaluation_data,
                            flags, early_stopping_n, eta_schedule_n, callback)
     except Exception as exc:  # reported on every rank, so that none waits in a collective
@@ -591,6 +586,15 @@ def _train_together(coll: Collectives, net: Network, plan: Optional[Plan], error
         late.history = history  # type: ignore[attr-defined]
         raise late
     return history
+
+
+def _refuse_dropout(net: Network, ranks: int) -> None:
+    """Several ranks take Python steps that accumulate and reduce plain gradients: no dropout."""
+    if ranks > 1 and any(getattr(net, "dropout", ())):
+        raise ValueError(f"distributed.sgd on {ranks} ranks does not apply dropout (its steps "
+                         f"accumulate and reduce plain gradients), got a network with "
+                         f"dropout={list(net.dropout)}: train it with net.sgd on one rank, or "
+                         f"without dropout")
 
 
 def _check_timeout(timeout: object) -> Optional[float]:

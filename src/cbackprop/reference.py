@@ -266,21 +266,22 @@ class Network(NetworkBase):
         return [dropout_keep(self._dropout_seed, round, batch, l, m, n, p, self.dtype) if p else None
                 for l, (n, p) in enumerate(zip(self.sizes[1:-1], self._dropout), start=1)]
 
-    def _masked_forward(self, X: Array, keep: Masks) -> Array:
-        """a^L with the masks keep (layer l + 1 sees a^l (.) keep^l)."""
-        a = X
+    def _masked_forward(self, X: Array, keep: Masks) -> tuple[Array, Array]:
+        """(z^L, a^L) with the masks keep (layer l + 1 sees a^l (.) keep^l)."""
+        a, z = X, X
         with np.errstate(over="ignore", invalid="ignore"):
             for l, (b, w, (f, _)) in enumerate(zip(self._biases, self._weights, self._fs), start=1):
-                a = f(a @ w.T + b)
+                z = a @ w.T + b
+                a = f(z)
                 if l < len(self._weights) and keep[l - 1] is not None:
                     a = a * keep[l - 1]
-        return a
+        return z, a
 
     def cost_with_masks(self, X: npt.ArrayLike, Y: npt.ArrayLike, keep: Masks) -> float:
         """The cost C of the rows of X, Y through the network thinned by the dropout masks
         keep (dropout_masks): what a training step with those masks descends."""
         X2, Y2, _ = self._xy(X, Y)
-        return cost_sum(self.cost_name, self._masked_forward(X2, keep), Y2) / int(X2.shape[0])
+        return cost_sum(self.cost_name, *self._masked_forward(X2, keep), Y2) / int(X2.shape[0])
 
     def backprop_with_masks(self, X: npt.ArrayLike, Y: npt.ArrayLike, keep: Masks
                             ) -> tuple[list[FloatArray], list[FloatArray]]:
