@@ -533,10 +533,25 @@ class NetworkBase:
         parameters are converted).  seed seeds the new network's generator (its shuffles)
         and dropout masks; dropout as for Network (a training setting, not saved).
         Corrupt, truncated or inconsistent files raise ValueError naming the problem."""
-        d = _io.load_npz(path)
-        return cls._with_parameters(d["sizes"], activations=d["activations"], cost=d["cost"],
-                                    dtype=d["dtype"] if dtype is None else dtype, seed=seed,
-                                    weights=d["weights"], biases=d["biases"], dropout=dropout)
+        built: list[N] = []
+
+        def into(config: dict[str, Any]) -> tuple[list[Array], list[Array]]:
+            # once the whole file has passed its checks: the network, without drawing an
+            # initialisation; load_npz reads the parameters straight into its arrays (in
+            # chunks, converted to its dtype), so that loading takes the network's memory
+            # and a chunk, not a second copy of the parameters
+            net = cls.__new__(cls)
+            net._configure(config["sizes"], config["dtype"] if dtype is None else dtype, seed,
+                           config["activations"], config["cost"], dropout=dropout)
+            net._allocate()
+            built.append(net)
+            return net._weights, net._biases
+
+        _io.load_npz(path, into=into)
+        net = built[0]
+        if seed is not None:
+            skip_initial_parameters(net._rng, net.sizes)
+        return net
 
     @classmethod
     def load_network2(cls: type[N], path: PathLike, *, dtype: npt.DTypeLike = DEFAULT_DTYPE,
