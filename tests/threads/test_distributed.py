@@ -631,7 +631,8 @@ def test_a_rank_that_never_calls_sgd_ends_the_job_after_the_timeout(tmp_path, da
     case = dict(CASES[0], name="absent", absent_rank=1, absent=absent, kw={"timeout": 3})
     code, results, output, out = _run_cases(tmp_path, data, 3, [case])
     assert code != 0 and results == []
-    said = re.findall(r"rank (\d) of 3 waited 3 s \(timeout=3\) for the other ranks in the check of the "
+    # ("waited 3 s", more on a loaded machine, never less: the deadline is checked between polls)
+    said = re.findall(r"rank (\d) of 3 waited [3-9] s \(timeout=3\) for the other ranks in the check of the "
                       r"arguments \(invalid arguments\): a rank did not take part \(it never called "
                       r"distributed\.sgd, failed with abort_on_error=False, or hangs\); aborting all ranks "
                       r"\(MPI_Abort\)", output)
@@ -650,7 +651,7 @@ def test_a_rank_that_raises_with_abort_on_error_false_ends_the_job_after_the_tim
     code, results, output, out = _run_cases(tmp_path, data, 3, [case])
     assert code != 0
     assert "MemoryError: simulated" in output
-    assert re.search(r"waited 3 s \(timeout=3\) for the other ranks in the Allreduce of mini-batch \d+ of 11 "
+    assert re.search(r"waited [3-9] s \(timeout=3\) for the other ranks in the Allreduce of mini-batch \d+ of 11 "
                      r"of epoch 1", output), output
     assert "aborting all ranks (MPI_Abort)" in output
     assert results == []
