@@ -1410,8 +1410,8 @@ def report(elapsed):
         for f in files:
             if f.startswith(".") and f.endswith((".tmp", ".part")):
                 failures.append(f"a save left the temporary file {os.path.join(top, f)}")
-    for method in METHODS:
-        if per_method[method, "ok"] == 0:
+    for method in METHODS:   # (a short run calls some methods a dozen times: too few to ask)
+        if total >= 5000 and per_method[method, "ok"] == 0:
             failures.append(f"no call of {method} succeeded: the fuzz does not reach its valid path")
     for f in failures[:20]:
         print("FAILURE:", f, file=sys.stderr)

@@ -197,6 +197,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 @posix_only
 def test_sigkill_during_saves_leaves_old_or_new_and_no_pile_of_temporaries(tmp_path):
     """A child saves two networks in turn, without pause, and is killed at random moments;

@@ -26,6 +26,11 @@ def run_fuzz(tmp_path, n_calls, seed, timeout):
     print([line for line in proc.stdout.splitlines() if line.startswith("PER-METHOD ")][0])
 
 
+def test_fuzz_a_short_run(tmp_path):
+    run_fuzz(tmp_path, 1_000, 20261203, timeout=120)
+
+
+@pytest.mark.slow
 def test_fuzz_every_public_method_in_a_subprocess(tmp_path):
     run_fuzz(tmp_path, 8_000, 20261123, timeout=300)
 

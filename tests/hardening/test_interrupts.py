@@ -23,8 +23,8 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32" or not hasattr(signal, "SIGINT"),
-                                reason="POSIX signals")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32" or not hasattr(signal, "SIGINT"), reason="POSIX signals"),
+              pytest.mark.slow]   # (a subprocess that trains for seconds per case)
 
 TIMEOUT = 600   # seconds for one child: setup, training until the signal, the replay
 

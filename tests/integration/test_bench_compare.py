@@ -50,6 +50,7 @@ def _run(script, *args, tmpdir=None):
                           text=True, timeout=600, env=env)
 
 
+@pytest.mark.slow
 def test_benchmarks_run_end_to_end(tmp_path):
     """The harnesses themselves (a smoke run: 5,000 samples, one timed epoch), so that an API
     change that breaks them fails here rather than in a contributor's benchmark run."""

@@ -44,20 +44,28 @@ _CHECK_OPTIONS = {k: v for k, v in (("expected_failed_checks", _expected_failed_
                   if k in inspect.signature(parametrize_with_checks).parameters}
 
 
+@parametrize_with_checks([MLPClassifier(hidden_layer_sizes=(10,), random_state=0),
+                          MLPRegressor(hidden_layer_sizes=(10,), random_state=0)], **_CHECK_OPTIONS)
+@no_convergence_warning
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# The same checks with the other outputs, activations, dtypes and solvers (slow: a few
+# hundred fits; CI runs them).
+@pytest.mark.slow
 @parametrize_with_checks(
-    [MLPClassifier(hidden_layer_sizes=(10,), random_state=0),
-     MLPClassifier(hidden_layer_sizes=(10, 5), activation="tanh", output="sigmoid", shuffle=False,
+    [MLPClassifier(hidden_layer_sizes=(10, 5), activation="tanh", output="sigmoid", shuffle=False,
                    dtype=np.float64, random_state=0),
      MLPClassifier(hidden_layer_sizes=(10,), activation="logistic", output="softmax", init="default",
                    random_state=0),
-     MLPRegressor(hidden_layer_sizes=(10,), random_state=0),
      MLPRegressor(hidden_layer_sizes=(10,), activation="tanh", shuffle=False, dtype="float64",
                   random_state=0),
      MLPClassifier(hidden_layer_sizes=(10,), solver="adam", learning_rate_init=0.01, random_state=0),
      MLPRegressor(hidden_layer_sizes=(10,), solver="adam", learning_rate_init=0.01, random_state=0)],
     **_CHECK_OPTIONS)
 @no_convergence_warning
-def test_scikit_learn_estimator_checks(estimator, check):
+def test_scikit_learn_estimator_checks_other_settings(estimator, check):
     check(estimator)
 
 
@@ -608,6 +616,7 @@ def test_mnist_sample_pipeline_cross_val_score():
     assert scores.shape == (3,) and scores.min() > 0.88, scores
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_grid_search_in_two_processes():
     X, y = _classification(3, n=150)

@@ -267,7 +267,13 @@ def _probe():
 
 
 MPI_RUNNER, _SKIP = _probe()
-needs_mpi = pytest.mark.skipif(MPI_RUNNER is None, reason=str(_SKIP))
+_skip_without_mpi = pytest.mark.skipif(MPI_RUNNER is None, reason=str(_SKIP))
+
+
+def needs_mpi(test):
+    """A test that launches mpiexec: skipped without MPI, and slow (a second or more per
+    launch; .ci/run runs this file whole once mpi4py is installed)."""
+    return pytest.mark.slow(_skip_without_mpi(test))
 
 # The cases: n = 103 rows with mini-batch 10 leaves a last batch of 3; 4 with 1/2/3 ranks.
 CASES = [

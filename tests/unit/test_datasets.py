@@ -280,6 +280,7 @@ def test_load_mnist_other_paths(tmp_path):
             datasets.load_mnist(tmp_path, n_train=bad)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_MNIST.exists(), reason="../shared/data/mnist.npz not available")
 def test_real_mnist_idx_md5_and_book_split(tmp_path):
     """IDX files rebuilt from the book-split mnist.npz are byte for byte the canonical MNIST

@@ -233,6 +233,7 @@ def test_flipped_byte_in_a_parameter_is_refused(saved, tmp_path):
                 _io.load_npz(bad)
 
 
+@pytest.mark.slow
 def test_any_flipped_byte_is_refused_or_harmless(saved, tmp_path):
     """Some bytes of a zip are not covered by its CRCs (timestamps, version fields): flipping
     them may leave a loadable file, which must then hold exactly the saved network."""
