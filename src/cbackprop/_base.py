@@ -219,16 +219,18 @@ class NetworkBase:
 
     # ---- the rule for non-finite results of calls that change the network (_nonfinite) ------
     def _guarded(self, method: str, change: Callable[[], R], X2: Optional[Array] = None,
-                 Y2: Optional[Array] = None, *, state: bool = True, accumulator: bool = False,
-                 hyper: Optional[Hyper] = None) -> R:
+                 Y2: Optional[Array] = None, *, state: bool = True, accumulator: bool = False) -> R:
         """change() (update_mini_batch's step, accumulate_gradient's sum, apply_gradient's
         update) under the lock, so that when it leaves a value of the arrays it may change
         (the training state when state, the accumulated gradient when accumulator or not
         state) non-finite, the network is put back as it was and FloatingPointError raised
         (_nonfinite.update_error, locating the cause in the forward and backward pass of X2,
         Y2 when given).  The arrays are saved into scratch buffers kept for the next call
-        (_scratch), so that a step allocates nothing."""
+        (_scratch), so that a step allocates nothing.  The kind of optimizer state is put back
+        too (a step with another rule resets the state it keeps: _prepare_state), and arrays
+        the change created (the first step of momentum or Adam) are zeroed, as new ones are."""
         with self._locked():
+            kind = self._state_kind
             before = self._watched(state, accumulator or not state)
             saved = self._scratch(before)
             for buf, a in zip(saved, before):
@@ -243,6 +245,7 @@ class NetworkBase:
             for i, a in enumerate(after):     # (arrays the change created: zeros, as none)
                 a[...] = saved[i] if i < len(saved) else 0
             self._set_counters(counters)
+            self._state_kind = kind
         hint = (f"the sum of the gradients exceeds the {self.dtype} range" if not state
                 else "eta is too large for these values (a smaller eta helps)")
         raise _nonfinite.update_error(self, method, X2, Y2, what, hint)
@@ -467,7 +470,7 @@ class NetworkBase:
         (see sgd).  With dropout, the step drops units of the hidden layers."""
         h = check_update(eta, lmbda, n, mu, self.dtype, optimizer, betas, eps)
         X2, Y2, _ = self._xy(X, Y)
-        self._guarded("update_mini_batch", lambda: self._step(X2, Y2, h), X2, Y2, hyper=h)
+        self._guarded("update_mini_batch", lambda: self._step(X2, Y2, h), X2, Y2)
 
     # ---- gradient accumulation ------------------------------------------------------------------
     @property
@@ -501,7 +504,7 @@ class NetworkBase:
         else:
             count = check("samples", samples)
         h = check_update(eta, lmbda, n, mu, self.dtype, optimizer, betas, eps)
-        self._guarded("apply_gradient", lambda: self._apply(h, count), accumulator=True, hyper=h)
+        self._guarded("apply_gradient", lambda: self._apply(h, count), accumulator=True)
         self._accumulated = 0
 
     def zero_gradient(self) -> None:

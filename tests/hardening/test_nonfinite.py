@@ -140,6 +140,24 @@ def test_an_update_that_overflows_raises_and_changes_nothing(cls, dtype, kw):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_a_rejected_step_with_another_rule_keeps_the_optimizer_state(cls, dtype):
+    """Adam's moments, then a momentum step that overflows: switching rules resets the state
+    the new rule keeps, and the rejected call must put back Adam's moments, its step count
+    and the rule they belong to, so that the next Adam step is that of an untouched copy."""
+    net = cls([3, 2], activations="identity", dtype=dtype, seed=1)
+    X, Y = np.ones((4, 3), dtype=dtype), np.full((4, 2), 100.0, dtype=dtype)
+    for _ in range(3):
+        net.update_mini_batch(X, Y, 0.01, optimizer="adam")
+    twin = copy.deepcopy(net)
+    with pytest.raises(FloatingPointError, match="eta is too large"):
+        net.update_mini_batch(X, Y, float(np.finfo(dtype).max) / 2, mu=0.9)
+    for n in (net, twin):
+        n.update_mini_batch(X, Y, 0.01, optimizer="adam")
+    assert state(net) == state(twin)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
 def test_accumulate_and_apply_gradient_raise_and_change_nothing(cls, dtype):
     net = overflowing(cls, dtype)
     X, Y = inputs(dtype), np.zeros((3, 2))
