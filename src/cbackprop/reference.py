@@ -41,6 +41,15 @@ Activation = Callable[[Array], Array]
 __all__ = ["Network", "sigmoid", "sigmoid_prime", "ACTIVATION_FUNCTIONS"]
 
 
+def _quiet() -> np.errstate:
+    """The floating-point state of every computation of the reference: overflow and invalid
+    operations are not warned about, the values say it (inf, nan), as the C path's do.  Matrix
+    products need it even on finite inputs: some OpenBLAS kernels raise the invalid-operation
+    flag without producing a NaN (numpy/numpy#24067, OpenMathLib/OpenBLAS#1924), which NumPy
+    reports as "invalid value encountered in matmul"."""
+    return np.errstate(over="ignore", invalid="ignore")
+
+
 def sigmoid(z: Array) -> Array:
     """sigma(z) = 1 / (1 + e^{-z}), eq. (3).  exp overflows harmlessly to inf for z << 0."""
     with np.errstate(over="ignore"):
@@ -105,7 +114,7 @@ class Network(NetworkBase):
         # Overflow to inf (relu/identity layers, huge inputs) is not warned about: the
         # values say it, as the C path's do.
         a = X
-        with np.errstate(over="ignore", invalid="ignore"):
+        with _quiet():
             for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
                 a = f(a @ w.T + b)
         return a
@@ -113,7 +122,7 @@ class Network(NetworkBase):
     def _forward_z(self, X: Array) -> tuple[Array, Array]:
         """(z^L, a^L): the forward pass, keeping the output layer's weighted input."""
         a, z = X, X
-        with np.errstate(over="ignore", invalid="ignore"):
+        with _quiet():
             for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
                 z = a @ w.T + b
                 a = f(z)
@@ -179,10 +188,11 @@ class Network(NetworkBase):
         m = X2.shape[0]
         nabla_b = [np.zeros(b.shape, dtype=self.dtype) for b in self._biases]
         nabla_w = [np.zeros(w.shape, dtype=self.dtype) for w in self._weights]
-        for x, y in zip(X2, Y2):
-            db, dw = self._backprop_one(x.reshape(-1, 1), y.reshape(-1, 1))
-            nabla_b = [nb + d.ravel() for nb, d in zip(nabla_b, db)]
-            nabla_w = [nw + d for nw, d in zip(nabla_w, dw)]
+        with _quiet():
+            for x, y in zip(X2, Y2):
+                db, dw = self._backprop_one(x.reshape(-1, 1), y.reshape(-1, 1))
+                nabla_b = [nb + d.ravel() for nb, d in zip(nabla_b, db)]
+                nabla_w = [nw + d for nw, d in zip(nabla_w, dw)]
         return [nb / m for nb in nabla_b], [nw / m for nw in nabla_w]
 
     def backprop_sigma_matrix(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> tuple[list[FloatArray], list[FloatArray]]:
@@ -194,30 +204,31 @@ class Network(NetworkBase):
         m = X2.shape[0]
         nabla_b = [np.zeros(b.shape, dtype=self.dtype) for b in self._biases]
         nabla_w = [np.zeros(w.shape, dtype=self.dtype) for w in self._weights]
-        for x, y in zip(X2, Y2):
-            activations, zs = [x.reshape(-1, 1)], []
-            for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
-                zs.append(w @ activations[-1] + b.reshape(-1, 1))
-                activations.append(f(zs[-1].T).T)
-            aL, y1 = activations[-1].ravel(), y.ravel()
-            fprime = self._fs[-1][1]
-            Sigma_L = softmax_jacobian(aL) if fprime is None else np.diag(fprime(zs[-1]).ravel())
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                g = self._grad_a(aL, y1)
-                if self.cost_name == "log-likelihood":  # -y/a: y_j = 0 terms are 0 even when a_j = 0
-                    g = np.where(y1 != 0, g, 0.0)
-                delta = Sigma_L @ g.reshape(-1, 1)
-            if not np.isfinite(delta).all():
-                # A saturated output (a = 0 or 1) makes grad_a C infinite where Sigma' is 0:
-                # the literal product is 0 * inf.  Its limit is the cost's own delta^L (eqs.
-                # (66) and (81)), which the other two forms compute directly.
-                delta = self._output_delta(zs[-1].T, activations[-1].T, y.reshape(1, -1)).T
-            for l in range(1, self.num_layers):
-                if l > 1:
-                    Sigma = np.diag(self._prime(-l)(zs[-l]).ravel())
-                    delta = Sigma @ self._weights[-l + 1].T @ delta
-                nabla_b[-l] += delta.ravel()
-                nabla_w[-l] += delta @ activations[-l - 1].T
+        with _quiet():
+            for x, y in zip(X2, Y2):
+                activations, zs = [x.reshape(-1, 1)], []
+                for b, w, (f, _) in zip(self._biases, self._weights, self._fs):
+                    zs.append(w @ activations[-1] + b.reshape(-1, 1))
+                    activations.append(f(zs[-1].T).T)
+                aL, y1 = activations[-1].ravel(), y.ravel()
+                fprime = self._fs[-1][1]
+                Sigma_L = softmax_jacobian(aL) if fprime is None else np.diag(fprime(zs[-1]).ravel())
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                    g = self._grad_a(aL, y1)
+                    if self.cost_name == "log-likelihood":  # -y/a: y_j = 0 terms are 0 even when a_j = 0
+                        g = np.where(y1 != 0, g, 0.0)
+                    delta = Sigma_L @ g.reshape(-1, 1)
+                if not np.isfinite(delta).all():
+                    # A saturated output (a = 0 or 1) makes grad_a C infinite where Sigma' is 0:
+                    # the literal product is 0 * inf.  Its limit is the cost's own delta^L (eqs.
+                    # (66) and (81)), which the other two forms compute directly.
+                    delta = self._output_delta(zs[-1].T, activations[-1].T, y.reshape(1, -1)).T
+                for l in range(1, self.num_layers):
+                    if l > 1:
+                        Sigma = np.diag(self._prime(-l)(zs[-l]).ravel())
+                        delta = Sigma @ self._weights[-l + 1].T @ delta
+                    nabla_b[-l] += delta.ravel()
+                    nabla_w[-l] += delta @ activations[-l - 1].T
         return [nb / m for nb in nabla_b], [nw / m for nw in nabla_w]
 
     # ---- the fully matrix-based form over a whole mini-batch (rows are samples) -------------
@@ -269,7 +280,7 @@ class Network(NetworkBase):
     def _masked_forward(self, X: Array, keep: Masks) -> tuple[Array, Array]:
         """(z^L, a^L) with the masks keep (layer l + 1 sees a^l (.) keep^l)."""
         a, z = X, X
-        with np.errstate(over="ignore", invalid="ignore"):
+        with _quiet():
             for l, (b, w, (f, _)) in enumerate(zip(self._biases, self._weights, self._fs), start=1):
                 z = a @ w.T + b
                 a = f(z)
@@ -289,7 +300,8 @@ class Network(NetworkBase):
         delta^l = ((delta^{l+1} W^{l+1}) (.) keep^l) (.) f'(z^l), and BP4 on the kept
         activations a^l (.) keep^l."""
         X2, Y2, _ = self._xy(X, Y)
-        _, _, _, nabla_b, nabla_w = self._trace(X2, Y2, keep=keep)
+        with _quiet():
+            _, _, _, nabla_b, nabla_w = self._trace(X2, Y2, keep=keep)
         return nabla_b, nabla_w
 
     # ---- the update rules ------------------------------------------------------------------------
@@ -364,7 +376,7 @@ class Network(NetworkBase):
 
     def _masked_step(self, X: Array, Y: Array, h: Hyper, batch: int) -> None:
         keep = self.dropout_masks(X.shape[0], self._dropout_round, batch) if any(self._dropout) else None
-        with np.errstate(over="ignore", invalid="ignore"):
+        with _quiet():
             _, _, _, nabla_b, nabla_w = self._trace(X, Y, keep=keep)
             self._update(nabla_b, nabla_w, h)
 
@@ -389,7 +401,7 @@ class Network(NetworkBase):
             acc += nw
 
     def _apply(self, h: Hyper, count: int) -> None:
-        with np.errstate(over="ignore", invalid="ignore"):
+        with _quiet():
             self._update([a / count for a in self._acc_b], [a / count for a in self._acc_w], h)
         self._zero_accumulated()
 

@@ -19,6 +19,7 @@ cbackprop.reference.Network.
 """
 import copy
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -186,6 +187,24 @@ def test_reference_forms_agree_for_saturated_outputs(cost):
         nb, nw = form(X, Y)
         np.testing.assert_allclose(nb[0], want, rtol=1e-15, err_msg=form.__name__)
         np.testing.assert_allclose(nw[0].ravel(), want, rtol=1e-15, err_msg=form.__name__)
+
+
+def test_reference_forms_say_overflow_in_their_values_not_in_warnings():
+    """The book's other forms of the gradient compute as the rest of the reference does: an
+    overflow or an invalid operation (here inf - inf inside a matrix product) shows in the
+    values, never as a RuntimeWarning (backprop itself refuses them: FloatingPointError).  The same state keeps the forms usable where OpenBLAS raises
+    the invalid-operation flag on finite products (numpy/numpy#24067), as it did in CI."""
+    net = reference.Network([2, 2, 1], activations=["identity", "identity"], dtype=np.float32,
+                            seed=0)
+    net.weights = [np.array([[3e38, 3e38], [-3e38, -3e38]], np.float32),  # z^1 = (inf, -inf)
+                   np.array([[1.0, 1.0]], np.float32)]                   # z^2 = inf - inf
+    X, Y = np.ones((3, 2), np.float32), np.zeros((3, 1), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for form in (net.backprop_per_sample, net.backprop_sigma_matrix,
+                     lambda X, Y: net.backprop_with_masks(X, Y, net.dropout_masks(3, 0))):
+            nb, nw = form(X, Y)
+            assert not np.isfinite(nb[-1]).all(), form
 
 
 # ==== 2. the C path against the reference =================================================
