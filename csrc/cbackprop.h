@@ -120,8 +120,10 @@ typedef struct {
                              (1 <= l < L) is dropped in a training step (dropout[0], [L]
                              unused; NULL: no dropout) */
     uint64_t seed;        /* the dropout masks' key (cbp_dropout_bits) */
-    int n_threads;        /* threads an epoch may use: 0 automatic (cbp_epoch_threads), else
+    int n_threads;        /* threads an epoch may use: 0 automatic (cbp_epoch_plan), else
                              that many */
+    int plan;             /* how an epoch runs: 0 as cbp_epoch_plan chooses, else
+                             CBP_PLAN_* + 1 (where it applies; for measurements and tests) */
 } cbp_net;
 
 /* Number of parameters: sum_l n_l n_{l-1} + n_l. */
@@ -193,20 +195,33 @@ typedef struct {
     int threads;      /* threads that took part */
 } cbp_epoch_result;
 
-/* One epoch of mini-batch SGD: each mini-batch gathered into the workspace's a^0 and y
- * blocks, then one cbp_net_step (Adam: mini-batch k is step u->t + k + 1).  Runs on cbp_epoch_threads(net, mini_batch_size) threads;
- * the result does not depend on the thread count (every value is computed by one thread,
- * with the same instructions whichever thread it is).  poll (may be NULL) is called with
- * poll_arg on the calling thread between mini-batches, at most every data->poll_seconds; when
- * it returns nonzero the epoch ends there, after a whole number of mini-batches
- * (result.batches).  With several threads, thread 0 polls before the mini-batches whose
- * first task it takes. */
+/* One epoch of mini-batch SGD: each mini-batch gathered into a^0 and y, then one
+ * cbp_net_step (Adam: mini-batch k is step u->t + k + 1), run as cbp_epoch_plan says; the
+ * result does not depend on the plan or the thread count (every value is computed by one
+ * thread, with the same instructions whichever thread it is).  poll (may be NULL) is called
+ * with poll_arg on the calling thread between mini-batches, at most every
+ * data->poll_seconds; when it returns nonzero the epoch ends there, after a whole number of
+ * mini-batches (result.batches). */
 cbp_epoch_result cbp_net_epoch(const cbp_net *net, const cbp_epoch_data *data,
                                const cbp_update *u, cbp_poll_fn poll, void *poll_arg);
 
-/* The threads an epoch of mini-batches of m rows uses: net->n_threads when set, else (0,
- * automatic) every usable core, at most 64, for mini-batches of at least
- * CBP_AUTO_THREADS_MIN_FLOPS, and one below. */
+/* How an epoch of mini-batches of m rows runs (the thread policy, net.c), with T threads:
+ * net->n_threads when set, else (0, automatic) every usable core, at most 64:
+ *   CBP_PLAN_SPLIT  one hidden layer of at least two vectors of units per thread and no
+ *                   dropout (automatic: from 1e6 flops per mini-batch): the hidden split,
+ *                   T threads each owning a range of hidden units, one wait per mini-batch;
+ *   CBP_PLAN_TASKS  else from 2e7 flops per mini-batch: phases of tasks on T threads;
+ *   CBP_PLAN_FEED   else: a second thread gathers the next mini-batch while the caller's
+ *                   trains (2 threads);
+ *   CBP_PLAN_ALONE  T = 1. */
+enum { CBP_PLAN_ALONE = 0, CBP_PLAN_FEED = 1, CBP_PLAN_SPLIT = 2, CBP_PLAN_TASKS = 3 };
+typedef struct {
+    int kind;       /* CBP_PLAN_* */
+    int threads;
+} cbp_plan;
+cbp_plan cbp_epoch_plan(const cbp_net *net, size_t m);
+
+/* cbp_epoch_plan(net, m).threads. */
 int cbp_epoch_threads(const cbp_net *net, size_t m);
 
 /* Flops of one mini-batch of m rows (forward, BP2 for the hidden layers, BP4), the measure

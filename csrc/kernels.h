@@ -5,8 +5,11 @@
  * blocks and the parallel layer (parallel.c) decides which thread computes which block.
  * Every value a kernel writes is computed with the same instructions wherever it lies in
  * the block (edges narrower than a vector go through a vector window ending at the edge, or
- * a zero-padded vector, never scalar code), so a layer cut into blocks in any way gives
- * bitwise the same result.  That is what makes training bitwise the same for any thread
+ * a zero-padded vector, never scalar code), so a layer cut into blocks gives bitwise the
+ * same result, with one condition: gemm_nn's rows are cut at multiples of nn_mr (a block
+ * of fewer rows runs a smaller register tile, whose update epilogue the compiler may fuse
+ * differently: momentum's v = mu v - eta g differed in the last bit when a block of w^1
+ * started off the tile grid).  That is what makes training bitwise the same for any thread
  * count.
  *
  * The two product shapes of backpropagation (rows are samples):

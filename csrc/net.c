@@ -6,6 +6,8 @@
 #define _GNU_SOURCE     /* sched_getaffinity */
 #endif
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cbackprop.h"
@@ -20,6 +22,10 @@
 /* An automatic epoch uses every usable core from this many flops per mini-batch
  * (cbp_batch_flops), one thread below. */
 #define CBP_AUTO_THREADS_MIN_FLOPS 2e7
+/* ... and from this many for a network with one hidden layer (its epoch then runs as the
+ * hidden split, net_impl.h): measured on a Zen 4 VM, float32, [784, 30, 10] (too narrow to
+ * split on two threads) and [784, 100, 10] at mini-batch 10 are 1.0e6 and 3.2e6 flops. */
+#define CBP_AUTO_SPLIT_MIN_FLOPS 1e6
 /* A task of a threaded epoch gets at least this many flops (a task claim and the wait for
  * its phase cost a few hundred nanoseconds between cores). */
 #define CBP_TASK_MIN_FLOPS 1e5
@@ -252,10 +258,35 @@ double cbp_batch_flops(const cbp_net *net, size_t m)
     return f * (double)m;
 }
 
+/* The lanes of net's kernels (the widths the policy compares layers with). */
+static size_t cbp_lanes(const cbp_net *net)
+{
+    return net->dtype == CBP_F64 ? (size_t)cbp_kernels_for_f64(net->isa)->lanes
+                                 : (size_t)cbp_kernels_for_f32(net->isa)->lanes;
+}
+
+/* The thread policy (cbackprop.h says it; the benchmarks' docs say why). */
+cbp_plan cbp_epoch_plan(const cbp_net *net, size_t m)
+{
+    const int automatic = net->n_threads <= 0;
+    int T = automatic ? cbp_usable_cores() : net->n_threads;
+    if (T > CBP_MAX_THREADS) T = CBP_MAX_THREADS;
+    const int forced = net->plan - 1;               /* (-1: none) */
+    if (T == 1 || forced == CBP_PLAN_ALONE) return (cbp_plan){CBP_PLAN_ALONE, 1};
+    if (forced == CBP_PLAN_FEED) return (cbp_plan){CBP_PLAN_FEED, 2};
+    const double flops = cbp_batch_flops(net, m);
+    const int split = net->n_layers == 2 && !net->dropout &&
+                      net->sizes[1] >= 2 * (size_t)T * cbp_lanes(net);
+    if (split && forced != CBP_PLAN_TASKS && (forced == CBP_PLAN_SPLIT || !automatic ||
+                                              flops >= CBP_AUTO_SPLIT_MIN_FLOPS))
+        return (cbp_plan){CBP_PLAN_SPLIT, T};
+    if (forced >= 0 || flops >= CBP_AUTO_THREADS_MIN_FLOPS) return (cbp_plan){CBP_PLAN_TASKS, T};
+    return (cbp_plan){CBP_PLAN_FEED, 2};
+}
+
 int cbp_epoch_threads(const cbp_net *net, size_t m)
 {
-    if (net->n_threads > 0) return net->n_threads > CBP_MAX_THREADS ? CBP_MAX_THREADS : net->n_threads;
-    return cbp_batch_flops(net, m) >= CBP_AUTO_THREADS_MIN_FLOPS ? cbp_usable_cores() : 1;
+    return cbp_epoch_plan(net, m).threads;
 }
 
 /* ---- the drivers, per element type ---------------------------------------------------------- */

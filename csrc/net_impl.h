@@ -34,6 +34,8 @@ typedef struct {
     int dropout;            /* STEP with net->dropout: the masks of (round, batch) */
     uint64_t round, batch;
     cbp_cuts cuts;          /* how layers are cut into tasks (net.c) */
+    REAL *own_last[3];      /* hidden split: this thread's copy of w^L, b^L (then of the rule's
+                               two states of them); NULL: the network's */
 } NET(pass);
 
 static inline REAL *NET(ws)(const cbp_net *net, int which, size_t l)
@@ -44,6 +46,15 @@ static inline REAL *NET(ws)(const cbp_net *net, int which, size_t l)
 static inline REAL *NET(weights)(const cbp_net *net, REAL *blob, size_t l)
 {
     return blob + cbp_layer_offset(net->sizes, l);
+}
+
+/* w^l (b^l follows it) of the parameters (which = 0), or of the rule's first or second state
+ * (1, 2): the network's, or a hidden-split thread's own copy of the last layer's. */
+static inline REAL *NET(layer)(const NET(pass) *p, int which, size_t l)
+{
+    if (l == p->net->n_layers && p->own_last[which]) return p->own_last[which];
+    void *blob = which == 0 ? p->net->params : which == 1 ? p->net->velocity : p->net->moment2;
+    return NET(weights)(p->net, (REAL *)blob, l);
 }
 
 /* 1 when this pass drops units of layer l. */
@@ -113,7 +124,7 @@ static void NET(task_forward)(const NET(pass) *p, size_t l, size_t j0, size_t j1
 {
     const cbp_net *net = p->net;
     const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1], m = p->m;
-    const REAL *w = NET(weights)(net, (REAL *)net->params, l);        /* [n_out, n_in] */
+    const REAL *w = NET(layer)(p, 0, l);                               /* [n_out, n_in] */
     const REAL *b = w + n_out * n_in;                                  /* [n_out] */
     const REAL *a_prev = NET(input)(p, l - 1);                         /* [m, n_in] */
     REAL *z = NET(ws)(net, CBP_WS_Z, l), *a = NET(ws)(net, CBP_WS_A, l);             /* [m, n_out] */
@@ -146,7 +157,7 @@ static void NET(task_bp2)(const NET(pass) *p, size_t l, size_t k0, size_t k1)
 {
     const cbp_net *net = p->net;
     const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1], m = p->m;
-    const REAL *w = NET(weights)(net, (REAL *)net->params, l);        /* [n_out, n_in] */
+    const REAL *w = NET(layer)(p, 0, l);                               /* [n_out, n_in] */
     const REAL *delta = NET(ws)(net, CBP_WS_DELTA, l);                            /* [m, n_out] */
     REAL *delta_prev = NET(ws)(net, CBP_WS_DELTA, l - 1);                         /* [m, n_in] */
     const REAL *a_prev = NET(ws)(net, CBP_WS_A, l - 1);                       /* [m, n_in] */
@@ -170,11 +181,11 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
     const REAL *delta = NET(ws)(net, CBP_WS_DELTA, l);                            /* [m, n_out] */
     const REAL *a_prev = NET(input)(p, l - 1);                         /* [m, n_in] */
     const int step = p->mode == CBP_PASS_STEP;
-    REAL *out_w = NET(weights)(net, step ? (REAL *)net->params : p->grads, l); /* [n_out, n_in] */
+    REAL *out_w = step ? NET(layer)(p, 0, l) : NET(weights)(net, p->grads, l); /* [n_out, n_in] */
     REAL *out_b = out_w + n_out * n_in;                                       /* [n_out] */
     REAL *s1 = NULL, *s2 = NULL;            /* the rule's state of layer l: w^l's, then b^l's */
-    if (step && p->rule_w.kind != CBP_OPT_SGD) s1 = NET(weights)(net, (REAL *)net->velocity, l);
-    if (step && p->rule_w.kind == CBP_OPT_ADAM) s2 = NET(weights)(net, (REAL *)net->moment2, l);
+    if (step && p->rule_w.kind != CBP_OPT_SGD) s1 = NET(layer)(p, 1, l);
+    if (step && p->rule_w.kind == CBP_OPT_ADAM) s2 = NET(layer)(p, 2, l);
     const EPI epi = {.op = step ? CBP_EPI_UPDATE : CBP_EPI_ADD, .rule = p->rule_w,
                      .state1 = s1 ? s1 + j0 * n_in : NULL, .state2 = s2 ? s2 + j0 * n_in : NULL};
     p->k->gemm_nn(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m,
@@ -437,6 +448,195 @@ static size_t NET(epoch_alone)(NET(epoch_job) *job)
     return job->n_batches;
 }
 
+/* ---- the feeder: a second core gathers the next mini-batch while this one trains --------
+ * A shuffled epoch reads its rows from all over memory, and on a small network the gather's
+ * cache misses are a large share of a mini-batch.  Thread 1 gathers mini-batch b into buffer
+ * b mod 2 once thread 0 has finished mini-batch b - 2 (the buffer's last user); thread 0
+ * trains on each buffer once it is full.  The data, and so the result, are the one-thread
+ * epoch's. */
+typedef struct {
+    NET(epoch_job) *job;
+    REAL *x[2], *y[2];              /* [mbs, n_0], [mbs, n_L]: the two buffers */
+    _Alignas(64) atomic_size_t gathered;   /* mini-batches gathered (by thread 1) */
+    _Alignas(64) atomic_size_t trained;    /* mini-batches trained (by thread 0) */
+    _Alignas(64) atomic_int stop;          /* thread 0 stopped (poll) */
+} NET(feed_job);
+
+static void NET(feed_worker)(void *arg, int t)
+{
+    NET(feed_job) *f = (NET(feed_job) *)arg;
+    NET(epoch_job) *job = f->job;
+    NET(pass) p = job->pass;
+    unsigned spins;
+    for (size_t b = 0; b < job->n_batches; b++) {
+        const int64_t *perm = job->d->perm + b * job->d->mini_batch_size;
+        p.m = NET(batch_rows)(job, b);
+        p.x = f->x[b & 1];
+        p.y = f->y[b & 1];
+        if (t == 1) {                           /* the feeder */
+            spins = 0;
+            while (atomic_load_explicit(&f->trained, memory_order_acquire) + 2 < b + 1)
+                if (atomic_load_explicit(&f->stop, memory_order_relaxed)) return;
+                else cbp_backoff(&spins);
+            NET(task_gather)(&p, job->d, perm, 0, p.m);
+            atomic_store_explicit(&f->gathered, b + 1, memory_order_release);
+            continue;
+        }
+        if (NET(poll)(job)) {
+            atomic_store_explicit(&f->stop, 1, memory_order_relaxed);
+            return;
+        }
+        spins = 0;
+        while (atomic_load_explicit(&f->gathered, memory_order_acquire) < b + 1) cbp_backoff(&spins);
+        p.scale = (REAL)1 / (REAL)p.m;
+        p.batch = b;
+        if (job->u->kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
+        NET(run_pass)(&p, 0, NULL, NULL);
+        atomic_store_explicit(&f->trained, b + 1, memory_order_release);
+    }
+}
+
+/* The epoch with the feeder; 0 when its buffers or thread cannot be had (the caller then
+ * trains alone). */
+static int NET(epoch_feed)(NET(epoch_job) *job, cbp_epoch_result *res)
+{
+    const cbp_net *net = job->pass.net;
+    const size_t mbs = job->d->mini_batch_size, n0 = net->sizes[0], nL = net->sizes[net->n_layers];
+    const size_t per_line = 64 / sizeof(REAL), round = per_line - 1;
+    const size_t xl = (mbs * n0 + round) / per_line * per_line, yl = (mbs * nL + round) / per_line * per_line;
+    void *raw = malloc(2 * (xl + yl) * sizeof(REAL) + 64);
+    if (!raw) return 0;
+    REAL *mem = (REAL *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    NET(feed_job) f = {.job = job, .x = {mem, mem + xl}, .y = {mem + 2 * xl, mem + 2 * xl + yl}};
+    atomic_init(&f.gathered, 0);
+    atomic_init(&f.trained, 0);
+    atomic_init(&f.stop, 0);
+    const int ok = cbp_parallel_run_all(2, NET(feed_worker), &f);
+    free(raw);
+    if (!ok) return 0;
+    res->batches = atomic_load(&f.trained);
+    res->threads = 2;
+    return 1;
+}
+
+/* ---- the hidden split: one hidden layer on T threads, one wait per mini-batch -------------
+ * Thread t owns the hidden units [h0, h1): columns of a^1 and delta^1, rows of w^1, b^1.  For
+ * each mini-batch it gathers every row into its own workspace, computes z^1, a^1 of its units
+ * and publishes them; after one wait for all threads it has a^1 whole and computes the output
+ * layer and BP1, BP2 into delta^1 of its units, BP3/BP4 of the output layer on its own copy
+ * of w^2, b^2 (and of the rule's state of them: every thread computes the same values, so
+ * the copies stay equal), then BP3/BP4 of w^1, b^1 for its units.  The published a^1
+ * alternate between two buffers by the mini-batch's parity, so a thread that starts batch
+ * b + 1 never overwrites what another still reads of batch b; w^1 rows and the copies are
+ * each written by one thread only.  Every value is what the one-thread pass computes
+ * (kernels.h: blocks cut in any way give the same bits), so the result is bitwise the same.
+ * The phases of tasks would wait 4-5 times per mini-batch and move a^0 and w^1 between
+ * cores; on networks this small the waits cost more than the work they share. */
+typedef struct {
+    NET(epoch_job) *job;
+    REAL *mem;                  /* per thread: workspace, then its w^L, b^L and state copies */
+    size_t per_thread, ws_len;  /* elements of mem per thread; of its workspace */
+    REAL *a1[2];                /* [mbs, n_1] each: the published a^1 of even and odd batches */
+    int T;
+    _Alignas(64) atomic_size_t arrived;   /* threads arrived, over every mini-batch */
+    _Alignas(64) atomic_size_t stop;      /* the batch thread 0 stopped before, or SIZE_MAX */
+} NET(split_job);
+
+/* Wait until every thread has arrived for mini-batch b (b + 1 arrivals each). */
+static void NET(split_wait)(NET(split_job) *sj, size_t b)
+{
+    const size_t want = (b + 1) * (size_t)sj->T;
+    unsigned spins = 0;
+    while (atomic_load_explicit(&sj->arrived, memory_order_acquire) < want) cbp_backoff(&spins);
+}
+
+static void NET(split_worker)(void *arg, int t)
+{
+    NET(split_job) *sj = (NET(split_job) *)arg;
+    NET(epoch_job) *job = sj->job;
+    const size_t *n = job->pass.net->sizes, last = n[2] * (n[1] + 1);
+    cbp_net net = *job->pass.net;                       /* with this thread's workspace */
+    net.work = sj->mem + (size_t)t * sj->per_thread;
+    net.m_cap = job->d->mini_batch_size;
+    REAL *own = (REAL *)net.work + sj->ws_len;          /* [3][n_2 (n_1 + 1)] */
+    NET(pass) p = job->pass;
+    p.net = &net;
+    p.x = NET(ws)(&net, CBP_WS_A, 0);
+    p.y = NET(ws)(&net, CBP_WS_Y, 0);
+    const int kind = job->u->kind;
+    for (int which = 0; which < (kind == CBP_OPT_ADAM ? 3 : kind != CBP_OPT_SGD ? 2 : 1); which++) {
+        memcpy(own + which * last, NET(layer)(&job->pass, which, 2), last * sizeof(REAL));
+        p.own_last[which] = own + which * last;
+    }
+    size_t h0, h1;
+    cbp_range(n[1], p.cuts.nn_mr, (size_t)t, (size_t)sj->T, &h0, &h1);   /* (as the phases cut BP4) */
+    REAL *a1 = NET(ws)(&net, CBP_WS_A, 1);              /* [mbs, n_1] */
+    for (size_t b = 0; b < job->n_batches; b++) {
+        if (t == 0 && NET(poll)(job)) {
+            atomic_store_explicit(&sj->stop, b, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sj->arrived, 1, memory_order_release);
+            break;
+        }
+        p.m = NET(batch_rows)(job, b);
+        p.scale = (REAL)1 / (REAL)p.m;
+        p.batch = b;
+        if (kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
+        const int64_t *perm = job->d->perm + b * job->d->mini_batch_size;
+        REAL *pub = sj->a1[b & 1];                      /* [mbs, n_1] */
+        NET(task_gather)(&p, job->d, perm, 0, p.m);
+        if (h0 < h1) {
+            NET(task_forward)(&p, 1, h0, h1);
+            for (size_t i = 0; i < p.m; i++)
+                memcpy(pub + i * n[1] + h0, a1 + i * n[1] + h0, (h1 - h0) * sizeof(REAL));
+        }
+        atomic_fetch_add_explicit(&sj->arrived, 1, memory_order_release);
+        NET(split_wait)(sj, b);
+        if (atomic_load_explicit(&sj->stop, memory_order_relaxed) == b) break;
+        memcpy(a1, pub, p.m * n[1] * sizeof(REAL));
+        NET(task_forward)(&p, 2, 0, n[2]);
+        if (net.act[2] == CBP_ACT_SOFTMAX) NET(task_softmax)(&p, 0, p.m);
+        if (h0 < h1) NET(task_bp2)(&p, 2, h0, h1);
+        NET(task_bp4)(&p, 2, 0, n[2]);
+        if (h0 < h1) NET(task_bp4)(&p, 1, h0, h1);
+    }
+    if (t == 0)             /* (the copies are equal; thread 0's goes back) */
+        for (int which = 0; which < 3 && p.own_last[which]; which++)
+            memcpy(NET(layer)(&job->pass, which, 2), p.own_last[which], last * sizeof(REAL));
+}
+
+/* The epoch as the hidden split on T threads; 0 when its buffers cannot be allocated (the
+ * caller then runs the phases). */
+static int NET(epoch_split)(NET(epoch_job) *job, int T, cbp_epoch_result *res)
+{
+    const cbp_net *net = job->pass.net;
+    const size_t mbs = job->d->mini_batch_size, *n = net->sizes;
+    cbp_net sized = *net;
+    sized.m_cap = mbs;
+    const size_t per_line = 64 / sizeof(REAL), round = per_line - 1;
+    const size_t ws_len = (cbp_workspace_len(&sized, mbs) + round) / per_line * per_line;
+    const size_t own_len = (3 * n[2] * (n[1] + 1) + round) / per_line * per_line;
+    const size_t a1_len = (mbs * n[1] + round) / per_line * per_line;
+    const size_t total = (size_t)T * (ws_len + own_len) + 2 * a1_len;
+    void *raw = malloc(total * sizeof(REAL) + 64);
+    if (!raw) return 0;
+    REAL *mem = (REAL *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    NET(split_job) sj = {.job = job, .mem = mem, .per_thread = ws_len + own_len, .ws_len = ws_len,
+                         .a1 = {mem + (size_t)T * (ws_len + own_len),
+                                mem + (size_t)T * (ws_len + own_len) + a1_len},
+                         .T = T};
+    atomic_init(&sj.arrived, 0);
+    atomic_init(&sj.stop, SIZE_MAX);
+    if (!cbp_parallel_run_all(T, NET(split_worker), &sj)) {   /* (every thread, or none) */
+        free(raw);
+        return 0;
+    }
+    const size_t stop = atomic_load(&sj.stop);
+    res->batches = stop == SIZE_MAX ? job->n_batches : stop;
+    res->threads = T;
+    free(raw);
+    return 1;
+}
+
 static cbp_epoch_result NET(epoch)(const cbp_net *net, const cbp_epoch_data *d,
                                    const cbp_update *u, cbp_poll_fn poll, void *poll_arg,
                                    cbp_fp_mode caller)
@@ -449,9 +649,13 @@ static cbp_epoch_result NET(epoch)(const cbp_net *net, const cbp_epoch_data *d,
     job.pass.dropout = net->dropout != NULL;
     job.pass.round = u->round;
     job.n_batches = d->n / d->mini_batch_size + (d->n % d->mini_batch_size != 0);
-    const int T = cbp_epoch_threads(net, d->mini_batch_size);
+    const cbp_plan plan = cbp_epoch_plan(net, d->mini_batch_size);
+    const int T = plan.threads;
     cbp_epoch_result res = {.batches = 0, .threads = 1};
-    if (T == 1 || job.n_batches == 0) {
+    if (plan.kind == CBP_PLAN_FEED && job.n_batches > 1 && NET(epoch_feed)(&job, &res)) return res;
+    if (plan.kind == CBP_PLAN_SPLIT && job.n_batches > 0 && NET(epoch_split)(&job, T, &res))
+        return res;
+    if (plan.kind != CBP_PLAN_TASKS || job.n_batches == 0) {
         res.batches = NET(epoch_alone)(&job);
         return res;
     }

@@ -80,18 +80,24 @@ void cbp_queue_init(cbp_queue *q, size_t total)
     atomic_init(&q->limit, total);
 }
 
+void cbp_backoff(unsigned *spins)
+{
+    if (*spins <= CBP_SPINS) {
+        ++*spins;
+        cbp_cpu_relax();
+    } else {
+#if CBP_HAVE_THREADS
+        sched_yield();
+#endif
+    }
+}
+
 int cbp_queue_wait(cbp_queue *q, size_t first, size_t id)
 {
     unsigned spins = 0;
     while (atomic_load_explicit(&q->done, memory_order_acquire) < first) {
         if (id >= cbp_queue_limit(q)) return 0;
-        if (++spins <= CBP_SPINS) {
-            cbp_cpu_relax();
-        } else {
-#if CBP_HAVE_THREADS
-            sched_yield();
-#endif
-        }
+        cbp_backoff(&spins);
     }
     return id < cbp_queue_limit(q);
 }
@@ -101,11 +107,18 @@ typedef struct {
     void (*fn)(void *, int);
     void *arg;
     int t;
+    atomic_int *go;     /* NULL: run at once; else wait while 0, run on 1, return on 2 */
 } cbp_thread_arg;
 
 static void *cbp_thread_main(void *p)
 {
     const cbp_thread_arg *a = (const cbp_thread_arg *)p;
+    if (a->go) {
+        unsigned spins = 0;
+        int go;
+        while ((go = atomic_load_explicit(a->go, memory_order_acquire)) == 0) cbp_backoff(&spins);
+        if (go != 1) return NULL;
+    }
     const cbp_fp_mode mode = cbp_fp_enter();
     a->fn(a->arg, a->t);
     cbp_fp_leave(mode);
@@ -113,7 +126,9 @@ static void *cbp_thread_main(void *p)
 }
 #endif
 
-int cbp_parallel_run(int T, void (*fn)(void *arg, int t), void *arg)
+/* T - 1 threads (go: see cbp_thread_arg), then fn on this one; joins them.  Returns the
+ * number of threads that were created, this one included. */
+static int cbp_run(int T, void (*fn)(void *arg, int t), void *arg, atomic_int *go)
 {
     if (T < 1) T = 1;
     if (T > CBP_MAX_THREADS) T = CBP_MAX_THREADS;
@@ -122,14 +137,27 @@ int cbp_parallel_run(int T, void (*fn)(void *arg, int t), void *arg)
     pthread_t threads[CBP_MAX_THREADS];
     cbp_thread_arg args[CBP_MAX_THREADS];
     for (int t = 1; t < T; t++) {
-        args[t] = (cbp_thread_arg){fn, arg, t};
+        args[t] = (cbp_thread_arg){fn, arg, t, go};
         if (pthread_create(&threads[t], NULL, cbp_thread_main, &args[t]) != 0) break;
         started++;
     }
 #endif
-    fn(arg, 0);
+    if (go) atomic_store_explicit(go, started == T ? 1 : 2, memory_order_release);
+    if (!go || started == T) fn(arg, 0);
 #if CBP_HAVE_THREADS
     for (int t = 1; t < started; t++) pthread_join(threads[t], NULL);
 #endif
     return started;
+}
+
+int cbp_parallel_run_all(int T, void (*fn)(void *arg, int t), void *arg)
+{
+    atomic_int go;
+    atomic_init(&go, 0);
+    return cbp_run(T, fn, arg, &go) == (T < 1 ? 1 : T > CBP_MAX_THREADS ? CBP_MAX_THREADS : T);
+}
+
+int cbp_parallel_run(int T, void (*fn)(void *arg, int t), void *arg)
+{
+    return cbp_run(T, fn, arg, NULL);
 }

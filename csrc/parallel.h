@@ -20,6 +20,14 @@
  * number of threads that ran (fewer than T when threads cannot be created). */
 int cbp_parallel_run(int T, void (*fn)(void *arg, int t), void *arg);
 
+/* The same, but all or nothing: fn runs on T threads, or (when a thread cannot be created)
+ * on none, and 0 is returned.  For work where every thread must take part. */
+int cbp_parallel_run_all(int T, void (*fn)(void *arg, int t), void *arg);
+
+/* One step of a wait loop: a pause for the first spins (a wait is usually microseconds),
+ * then a yield of the core.  *spins counts the steps (start it at 0). */
+void cbp_backoff(unsigned *spins);
+
 /* A stream of tasks: ids below `limit` run, each once. */
 typedef struct {
     _Alignas(64) atomic_size_t next;    /* the next id to claim */

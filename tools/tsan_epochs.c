@@ -2,7 +2,8 @@
  * engine and -fsanitize=thread): epochs on 2, 3 and 5 threads (more than this machine's
  * cores), in both element types, with each update rule (plain, L2 decay, momentum), on a
  * network of two layers and one of three with a softmax output, with target rows and with
- * integer labels; and an epoch on 2 threads stopped by its poll.
+ * integer labels, each way of running an epoch (cbp_net.plan: automatic, the feeder, the hidden
+ * split, phases of tasks); and an epoch on 2 threads stopped by its poll, in each way.
  * Every run's parameters must equal the one-thread run's bitwise (the stopped one: those of
  * a one-thread epoch over the mini-batches it finished).  Exit status 0 when all hold
  * (ThreadSanitizer itself makes the exit status 66 when it reports a race). */
@@ -43,13 +44,14 @@ static int stop_after(void *arg)
  * parameters, over N_ROWS rows and then the first n2 of them; the parameters into out.
  * stop_polls >= 0: the second epoch is stopped after that many polls; returns the
  * mini-batches the second epoch finished. */
-static size_t run(const shape *s, int dtype, int rule, int threads, int labels, size_t n2,
-                  int stop_polls, unsigned char *out)
+static size_t run(const shape *s, int dtype, int rule, int threads, int plan, int labels,
+                  size_t n2, int stop_polls, unsigned char *out)
 {
     const size_t esz = dtype == CBP_F64 ? 8 : 4, np_ = cbp_n_params(s->sizes, s->L);
     const size_t n0 = s->sizes[0], nL = s->sizes[s->L];
     cbp_net net = {.dtype = dtype, .isa = cbp_isa_best(), .n_layers = s->L, .sizes = s->sizes,
-                   .act = s->act, .cost = s->cost, .m_cap = MBS, .n_threads = threads};
+                   .act = s->act, .cost = s->cost, .m_cap = MBS, .n_threads = threads,
+                   .plan = plan};
     net.params = zalloc(np_ * esz);
     net.velocity = zalloc(np_ * esz);
     net.work = zalloc(cbp_workspace_len(&net, MBS) * esz);
@@ -87,7 +89,7 @@ static size_t run(const shape *s, int dtype, int rule, int threads, int labels, 
 
 int main(void)
 {
-    static const size_t s2[] = {40, 33, 7}, s3[] = {30, 25, 20, 6};
+    static const size_t s2[] = {40, 70, 7}, s3[] = {30, 25, 20, 6};
     static const int a2[] = {0, 0, 0}, a3[] = {0, 1, 2, 4};
     const shape shapes[2] = {{s2, 2, a2, CBP_COST_QUADRATIC}, {s3, 3, a3, CBP_COST_LOG_LIKELIHOOD}};
     const int tcounts[] = {2, 3, 5};
@@ -99,30 +101,36 @@ int main(void)
                     const shape *s = &shapes[si];
                     const size_t bytes = cbp_n_params(s->sizes, s->L) * 8;
                     unsigned char *one = zalloc(bytes), *many = zalloc(bytes);
-                    run(s, dtype, rule, 1, labels, N_ROWS, -1, one);
-                    for (int k = 0; k < 3; k++) {
-                        run(s, dtype, rule, tcounts[k], labels, N_ROWS, -1, many);
-                        checks++;
-                        if (memcmp(one, many, bytes)) {
-                            failures++;
-                            printf("DIFFERS: L=%zu dtype=%d rule=%d labels=%d threads=%d\n", s->L,
-                                   dtype, rule, labels, tcounts[k]);
+                    run(s, dtype, rule, 1, 0, labels, N_ROWS, -1, one);
+                    for (int plan = 0; plan < 4; plan++) {      /* auto, feed, split, tasks */
+                        const int p = plan ? plan + 1 : 0;
+                        for (int k = 0; k < 3; k++) {
+                            run(s, dtype, rule, tcounts[k], p, labels, N_ROWS, -1, many);
+                            checks++;
+                            if (memcmp(one, many, bytes)) {
+                                failures++;
+                                printf("DIFFERS: L=%zu dtype=%d rule=%d labels=%d threads=%d "
+                                       "plan=%d\n", s->L, dtype, rule, labels, tcounts[k], p);
+                            }
                         }
-                    }
-                    /* stopped at its 4th poll (thread 0 polls before the mini-batches whose
-                     * first task it takes): at least 3 mini-batches done, and the parameters
-                     * those of a one-thread epoch over them */
-                    const size_t done = run(s, dtype, rule, 2, labels, N_ROWS, 3, many);
-                    run(s, dtype, rule, 1, labels, done * MBS < N_ROWS ? done * MBS : N_ROWS, -1, one);
-                    if (done < 3 || memcmp(one, many, bytes)) {
-                        failures++;
-                        printf("STOP: %zu mini-batches done (want >= 3), %s; L=%zu dtype=%d "
-                               "rule=%d labels=%d\n", done, memcmp(one, many, bytes) ? "differs"
-                               : "same", s->L, dtype, rule, labels);
+                        /* stopped at its 4th poll (thread 0 polls before the mini-batches
+                         * whose first task it takes): at least 3 mini-batches done, and the
+                         * parameters those of a one-thread epoch over them */
+                        const size_t done = run(s, dtype, rule, 2, p, labels, N_ROWS, 3, many);
+                        run(s, dtype, rule, 1, 0, labels,
+                            done * MBS < N_ROWS ? done * MBS : N_ROWS, -1, one);
+                        if (done < 3 || memcmp(one, many, bytes)) {
+                            failures++;
+                            printf("STOP: %zu mini-batches done (want >= 3), %s; L=%zu dtype=%d "
+                                   "rule=%d labels=%d plan=%d\n", done,
+                                   memcmp(one, many, bytes) ? "differs" : "same", s->L, dtype, rule,
+                                   labels, p);
+                        }
+                        checks++;
+                        run(s, dtype, rule, 1, 0, labels, N_ROWS, -1, one);
                     }
                     free(one);
                     free(many);
-                    checks++;
                 }
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;

@@ -3,7 +3,7 @@
 
 `Engine` owns one network's parameter blob, gradient blob, optimizer state and workspace
 (NumPy arrays allocated by Python, aligned to 64 bytes) and calls the engine with the GIL
-released.  It holds no policy: the C engine decides threads (cbp_epoch_threads).  It trusts
+released.  It holds no policy: the C engine decides threads (cbp_epoch_plan).  It trusts
 its arguments: `cbackprop.network.Network` validates them first (C-contiguous arrays of the
 engine's dtype with the right shapes, finite values); only `try_step`, the fast path of
 update_mini_batch, checks its own.
@@ -54,6 +54,7 @@ cdef extern from "cbackprop.h" nogil:
         void *work
         size_t m_cap
         int n_threads
+        int plan
         const double *dropout
         uint64_t seed
     ctypedef int (*cbp_poll_fn)(void *arg) noexcept
@@ -91,10 +92,18 @@ cdef extern from "cbackprop.h" nogil:
                       const cbp_update *u)
     cbp_epoch_result cbp_net_epoch(const cbp_net *net, const cbp_epoch_data *data,
                                    const cbp_update *u, cbp_poll_fn poll, void *poll_arg)
+    ctypedef struct cbp_plan:
+        int kind
+        int threads
+    cbp_plan cbp_epoch_plan(const cbp_net *net, size_t m)
     int cbp_epoch_threads(const cbp_net *net, size_t m)
     int cbp_usable_cores()
     int cbp_all_finite(int dtype, const void *x, size_t n)
     double cbp_fma_loop(int dtype, int isa, size_t iters)
+
+#: How an epoch runs, index = the C enum CBP_PLAN_*: on the calling thread; with a second
+#: thread gathering the next mini-batch; as the hidden split; as phases of tasks.
+PLANS = ("alone", "feed", "split", "tasks")
 
 #: Kernel variants, index = the C enum CBP_ISA_*.
 KERNELS = ("plain", "generic", "avx2", "avx512")
@@ -125,8 +134,7 @@ def usable_cores():
 
 def default_num_threads():
     """Threads an epoch of sgd may use unless set per network: CBACKPROP_NUM_THREADS from
-    the environment, else 0, meaning automatic (the engine's rule, cbp_epoch_threads: every
-    usable core for networks of at least 2e7 flops per mini-batch, one below)."""
+    the environment, else 0, meaning automatic (the engine's rule, cbp_epoch_plan)."""
     want = os.environ.get("CBACKPROP_NUM_THREADS", "")
     if want:
         if not want.isdigit() or not 1 <= int(want) <= 64:
@@ -324,8 +332,7 @@ cdef class Engine:
     @property
     def num_threads(self):
         """Threads one epoch of sgd may run on (other calls run on the calling thread): the
-        value set, or when automatic the usable cores (an automatic epoch uses them for
-        networks of at least 2e7 flops per mini-batch, one thread below)."""
+        value set, or when automatic the usable cores (how an epoch uses them: epoch_plan)."""
         return self.net.n_threads if self.net.n_threads else cbp_usable_cores()
 
     @num_threads.setter
@@ -343,6 +350,27 @@ cdef class Engine:
     def epoch_threads(self, Py_ssize_t mini_batch_size):
         """The threads an epoch with this mini-batch size would use."""
         return cbp_epoch_threads(&self.net, mini_batch_size)
+
+    @property
+    def plan(self):
+        """How epochs run: "auto" (the engine's policy, cbp_epoch_plan) or one of PLANS,
+        forced where it applies (for measurements and tests)."""
+        return "auto" if self.net.plan == 0 else PLANS[self.net.plan - 1]
+
+    @plan.setter
+    def plan(self, value):
+        if value == "auto":
+            self.net.plan = 0
+        elif value in PLANS:
+            self.net.plan = PLANS.index(value) + 1
+        else:
+            raise ValueError(f"plan must be 'auto' or one of {PLANS}, got {value!r}")
+
+    def epoch_plan(self, Py_ssize_t mini_batch_size):
+        """How an epoch with this mini-batch size would run (cbp_epoch_plan): (kind, threads),
+        kind one of PLANS."""
+        cdef cbp_plan p = cbp_epoch_plan(&self.net, mini_batch_size)
+        return PLANS[p.kind], p.threads
 
     @property
     def m_cap(self):

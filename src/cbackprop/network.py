@@ -89,11 +89,14 @@ class Network(NetworkBase):
     def num_threads(self) -> int:
         """Threads each epoch of sgd may run on; other calls run on the calling thread.  The
         result is bitwise the same for any value.  By default (unless CBACKPROP_NUM_THREADS
-        is set) it is automatic: every usable core for networks of at least 2e7 flops per
-        mini-batch (forward, BP2 and BP4: e.g. [784, 256, 256, 10] at mini-batch 32), one
-        thread below, where a mini-batch takes microseconds and handing work between cores
-        costs more than it brings; it then reads as the core count.  Setting it (any value,
-        or CBACKPROP_NUM_THREADS) uses exactly that many threads for every epoch."""
+        is set) it is automatic, and reads as the usable cores: a network with one hidden
+        layer wide enough to share trains with its hidden units split between the cores
+        from 1e6 flops per mini-batch (forward, BP2 and BP4: e.g. [784, 100, 10] at
+        mini-batch 10), other networks on every core from 2e7 flops (e.g. [784, 256, 256,
+        10] at mini-batch 32), and smaller ones on one thread with a second gathering the
+        next mini-batch (the threads guide has the details).  Setting it (or
+        CBACKPROP_NUM_THREADS) to k uses at most k threads in every epoch; 1 trains on the
+        calling thread alone."""
         return self._engine.num_threads
 
     @num_threads.setter

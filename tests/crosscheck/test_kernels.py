@@ -160,27 +160,52 @@ def test_two_threads_training_two_networks_give_the_serial_results():
 
 
 def test_thread_policy():
-    """An explicit num_threads is what every epoch uses; automatic: every usable core from
-    2e7 flops per mini-batch (forward, BP2, BP4), one thread below."""
-    small, big = cbackprop.Network([30, 20, 4]), cbackprop.Network([784, 256, 256, 10])
-    if small._engine.num_threads_automatic:
-        assert small._engine.epoch_threads(10) == 1
-        assert big._engine.epoch_threads(32) == _core.usable_cores()   # 3.4e7 flops
-        assert big._engine.epoch_threads(16) == 1                      # 1.7e7 flops
-    small.num_threads = 3
-    assert small._engine.epoch_threads(1) == 3
+    """How an epoch runs (cbp_epoch_plan): with T threads (num_threads, or every usable core),
+    a network with one hidden layer of at least two vectors of units per thread and no
+    dropout as the hidden split (automatic: from 1e6 flops per mini-batch); else from 2e7
+    flops per mini-batch as phases of tasks on T threads; else with the feeder (2 threads);
+    one thread when T = 1.  A forced plan applies where it can."""
+    cores = _core.usable_cores()
+    wide, narrow = cbackprop.Network([784, 256, 10]), cbackprop.Network([784, 30, 10])
+    deep = cbackprop.Network([784, 256, 256, 10])
+    dropped = cbackprop.Network([784, 256, 10], dropout=0.5)
+    if wide._engine.num_threads_automatic and 2 <= cores <= 4:   # (lanes <= 16 in float64)
+        assert wide._engine.epoch_plan(10) == ("split", cores)          # 8.1e6 flops
+        assert wide._engine.epoch_plan(1) == ("feed", 2)                # 8.1e5 flops
+        assert narrow._engine.epoch_plan(10) == ("feed", 2)             # 30 units: too narrow
+        assert dropped._engine.epoch_plan(10) == ("feed", 2)
+        assert deep._engine.epoch_plan(32) == ("tasks", cores)          # 3.4e7 flops
+        assert deep._engine.epoch_plan(16) == ("feed", 2)               # 1.7e7 flops
+        assert deep._engine.epoch_threads(32) == cores
+    for net in (wide, narrow, deep):
+        net.num_threads = 1
+        assert net._engine.epoch_plan(100) == ("alone", 1)
+    narrow.num_threads = wide.num_threads = deep.num_threads = 3
+    assert wide._engine.epoch_plan(1) == ("split", 3)                   # explicit: any size
+    assert narrow._engine.epoch_plan(10) == ("feed", 2)
+    assert deep._engine.epoch_plan(64) == ("tasks", 3)
+    narrow._engine.plan = "tasks"
+    assert narrow._engine.epoch_plan(10) == ("tasks", 3)
+    narrow._engine.plan = "split"                                        # (does not apply)
+    assert narrow._engine.epoch_plan(10) == ("tasks", 3)
+    wide._engine.plan = "alone"
+    assert wide._engine.epoch_plan(10) == ("alone", 1)
+    with pytest.raises(ValueError, match=r"plan must be 'auto' or one of .*got 'fast'"):
+        wide._engine.plan = "fast"
+    assert wide._engine.plan == "alone"
 
 
 def test_automatic_thread_count(monkeypatch):
-    """Unset, num_threads is automatic: it reads as the usable cores, small networks train on
-    one thread; setting it (or CBACKPROP_NUM_THREADS) turns that off."""
+    """Unset, num_threads is automatic: it reads as the usable cores, small networks train
+    with the feeder (two threads where there are two cores); setting it (or
+    CBACKPROP_NUM_THREADS) turns that off."""
     monkeypatch.delenv("CBACKPROP_NUM_THREADS", raising=False)
     net = cbackprop.Network([30, 20, 4], seed=0)
     assert net._engine.num_threads_automatic
     assert net.num_threads == _core.usable_cores()
     rng = np.random.default_rng(0)
     net.sgd(rng.random((50, 30)), rng.random((50, 4)), 1, 10, 1.0)   # 2.8e4 flops per mini-batch
-    assert net._engine.last_epoch_threads == 1
+    assert net._engine.last_epoch_threads == min(2, _core.usable_cores())
     net.num_threads = 1
     assert not net._engine.num_threads_automatic and net.num_threads == 1
     monkeypatch.setenv("CBACKPROP_NUM_THREADS", "3")

@@ -41,6 +41,7 @@ CHILD = textwrap.dedent('''
     labels = rng.integers(0, sizes[-1], n)
     kw = dict(dtype=dtype, seed=0, activations=spec["activations"])
     net = cbackprop.Network(sizes, **kw)
+    net._engine.plan = spec.get("plan", "auto")
     sent = {}
 
     def fire():
@@ -123,13 +124,14 @@ def test_ctrl_c_stops_a_c_epoch_of_the_large_network_within_100_ms(tmp_path, mbs
     assert r["after"] == "trained" and r["finite_after"]
 
 
+@pytest.mark.parametrize("plan", ["auto", "feed", "split", "tasks"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_ctrl_c_after_finished_epochs_keeps_them_and_whole_mini_batches(tmp_path, dtype):
+def test_ctrl_c_after_finished_epochs_keeps_them_and_whole_mini_batches(tmp_path, dtype, plan):
     """Shorter epochs (about 0.3 s): the signal lands in a later epoch; the finished epochs
     are in history and the parameters are those of len(history) epochs plus the mini-batches
-    the interrupted epoch finished."""
+    the interrupted epoch finished, whichever way the epochs run (Engine.plan)."""
     r = run_child(tmp_path, sizes=[784, 100, 10], n=5_000, mbs=10, eta=0.5, dtype=dtype,
-                  activations="sigmoid", epochs=1000, delay=1.5)
+                  activations="sigmoid", epochs=1000, delay=1.5, plan=plan)
     check_latency(r)
     assert r["history"] >= 1 and r["epochs"] == list(range(1, r["history"] + 1))
     assert r["cause"] is None and 0 <= r["batches"] <= 500

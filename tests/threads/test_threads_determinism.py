@@ -265,9 +265,10 @@ def test_threaded_epochs_give_the_one_thread_result_bitwise(kernels, dtype, size
     if net_kw.get("cost") == "log-likelihood":
         Y = np.eye(sizes[-1])[labels]
 
-    def train(threads, targets):
+    def train(threads, targets, plan="auto"):
         net = cbackprop.Network(sizes, dtype=dtype, seed=8, **net_kw)
         net._engine.kernels = kernels
+        net._engine.plan = plan
         net.num_threads = threads
         net.sgd(X, targets, 2, mbs, 0.1, **sgd_kw)
         return net
@@ -278,6 +279,9 @@ def test_threaded_epochs_give_the_one_thread_result_bitwise(kernels, dtype, size
         net = train(threads, Y)
         _assert_bitwise_equal(_params(net), _params(alone), f"{threads} threads vs 1")
         assert 1 <= net._engine.last_epoch_threads <= threads
+        for plan in ("feed", "split", "tasks"):     # each way of running an epoch, where it applies
+            net = train(threads, Y, plan)
+            _assert_bitwise_equal(_params(net), _params(alone), f"{threads} threads, {plan} vs 1")
     if net_kw.get("cost") == "log-likelihood":
         # integer labels: the engine builds each mini-batch's one-hot rows, the same result
         perms = [np.random.default_rng(8 + e).permutation(len(X)) for e in range(2)]
