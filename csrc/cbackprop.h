@@ -80,6 +80,9 @@ typedef struct {
     double t;        /* CBP_OPT_ADAM: steps taken before this call (the first is step t + 1) */
     uint64_t round;  /* dropout: this call's round (a step, or an epoch: its mini-batch k draws
                         the masks of (round, k)) */
+    void *save;      /* cbp_net_step with CBP_OPT_SGD: NULL, or [n_params] (laid out as the
+                        parameters) where the step stores each parameter's value before it
+                        (what puts the network back when the step is rejected) */
 } cbp_update;
 
 /* Dropout (chapter 3, "Dropout"; network3.py's dropout_layer), inverted: in a training step
@@ -231,8 +234,9 @@ double cbp_batch_flops(const cbp_net *net, size_t m);
 /* CPUs this process may run on (its affinity mask), at most 64. */
 int cbp_usable_cores(void);
 
-/* 1 when every one of the n values of x (dtype) is finite, else 0. */
-int cbp_all_finite(int dtype, const void *x, size_t n);
+/* 1 when every one of the n values of x (dtype) is finite, else 0; checked by the kernel
+ * variant isa (CBP_ISA_*, supported on this CPU; -1: the best). */
+int cbp_all_finite(int dtype, int isa, const void *x, size_t n);
 
 /* Benchmark helper: 12 independent multiply-add chains of the variant isa for iters rounds
  * (24 * lanes * iters flops, lanes = vector bytes / element bytes); measures the ceiling. */

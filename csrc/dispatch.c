@@ -58,19 +58,9 @@ double cbp_fma_loop(int dtype, int isa, size_t iters)
                             : cbp_kernels_for_f32(isa)->fma_loop(iters);
 }
 
-/* x - x is 0 for finite x and NaN for inf or NaN; one NaN poisons the sum. */
-int cbp_all_finite(int dtype, const void *x, size_t n)
+int cbp_all_finite(int dtype, int isa, const void *x, size_t n)
 {
-    if (dtype == CBP_F64) {
-        const double *d = (const double *)x;
-        double acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (size_t t = 0; t < n; t++) acc += d[t] - d[t];
-        return acc == 0;
-    }
-    const float *f = (const float *)x;
-    float acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (size_t t = 0; t < n; t++) acc += f[t] - f[t];
-    return acc == 0;
+    if (isa < 0) isa = cbp_isa_best();      /* (tens of nanoseconds) */
+    return dtype == CBP_F64 ? cbp_kernels_for_f64(isa)->all_finite((const double *)x, n)
+                            : cbp_kernels_for_f32(isa)->all_finite((const float *)x, n);
 }

@@ -40,6 +40,10 @@ enum {
     CBP_EPI_UPDATE = 2   /* C = the update rule (update.h) of C with gradient P */
 };
 
+/* The update rules' kinds: CBP_OPT_* and, internal to the engine, plain SGD that saves each
+ * parameter before its step (update.h). */
+enum { CBP_RULE_SGD_SAVE = 16 };
+
 /* An update rule in one element type (a cbp_update converted once per step; update.h has
  * the formulas): keep = 1 - decay; l2 = decay / eta; Adam's one_minus_beta* = 1 - beta*,
  * step = eta / (1 - beta1^t), sqrt_bc2 = sqrt(1 - beta2^t) at step t. */
@@ -66,7 +70,8 @@ typedef struct { int op; cbp_rule_f64 rule; double *state1, *state2; } cbp_epi_f
  *   activate:  a, z [M, N] (row stride ld; a overwritten)
  *   mul_prime: d, a [M, N] (row stride ld; d updated in place)
  * fma_loop: the multiply-add ceiling of the vector width (returns a value that depends on
- * every chain).  lanes, nt_mc, nn_mr: how the driver best cuts a layer into blocks. */
+ * every chain).  all_finite: 1 when every one of x[0 .. n) is finite, else 0.  lanes, nt_mc,
+ * nn_mr: how the driver best cuts a layer into blocks. */
 typedef struct {
     int lanes;      /* elements per vector */
     int nt_mc;      /* gemm_nt's register tile is nt_mc columns wide */
@@ -79,6 +84,7 @@ typedef struct {
     void (*activate)(float *a, const float *z, size_t ld, size_t M, size_t N, int act);
     void (*mul_prime)(float *d, const float *a, size_t ld, size_t M, size_t N, int act);
     double (*fma_loop)(size_t iters);
+    int (*all_finite)(const float *x, size_t n);
 } cbp_kernels_f32;
 
 /* The same for double. */
@@ -94,6 +100,7 @@ typedef struct {
     void (*activate)(double *a, const double *z, size_t ld, size_t M, size_t N, int act);
     void (*mul_prime)(double *d, const double *a, size_t ld, size_t M, size_t N, int act);
     double (*fma_loop)(size_t iters);
+    int (*all_finite)(const double *x, size_t n);
 } cbp_kernels_f64;
 
 /* The kernels of variant isa (CBP_ISA_*; an isa this build lacks gets the generic ones). */

@@ -102,6 +102,13 @@ static void PLAIN(mul_prime)(REAL *d, const REAL *a, size_t ld, size_t M, size_t
         for (size_t j = 0; j < N; j++) d[i * ld + j] *= PLAIN(cbp_prime)(a[i * ld + j], act);
 }
 
+static int PLAIN(all_finite)(const REAL *x, size_t n)
+{
+    for (size_t t = 0; t < n; t++)
+        if (!isfinite(x[t])) return 0;
+    return 1;
+}
+
 double GENERIC_FMA_LOOP(size_t iters);   /* (kernels_simd.c: plain has no vectors of its own) */
 
 const KERNELS_T KERNELS_PLAIN = {
@@ -113,6 +120,7 @@ const KERNELS_T KERNELS_PLAIN = {
     .activate = PLAIN(activate),
     .mul_prime = PLAIN(mul_prime),
     .fma_loop = GENERIC_FMA_LOOP,
+    .all_finite = PLAIN(all_finite),
 };
 
 #undef REAL

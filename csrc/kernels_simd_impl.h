@@ -358,6 +358,9 @@ static void K_(gemm_nn)(REAL *c, size_t ldc, const REAL *A, size_t ars, size_t a
     } else if (r.kind == CBP_OPT_ADAM) {
         r.kind = CBP_OPT_ADAM;
         BODY_(CBP_EPI_UPDATE, epi->state1, epi->state2);
+    } else if (r.kind == CBP_RULE_SGD_SAVE) {
+        r.kind = CBP_RULE_SGD_SAVE;
+        BODY_(CBP_EPI_UPDATE, epi->state1, NULL);
     } else {
         r.kind = CBP_OPT_SGD;
         BODY_(CBP_EPI_UPDATE, NULL, NULL);
@@ -553,6 +556,25 @@ double K_(cbp_fma_loop)(size_t iters)
                             ((c8 + c9) + (c10 + c11)));
 }
 
+/* 1 when every x[t], t < n, is finite: x - x is 0 for a finite x and NaN for inf or NaN, and
+ * one NaN poisons a sum.  Four sums, so that the additions' latency is hidden. */
+static int K_(all_finite)(const REAL *x, size_t n)
+{
+    VEC s0 = K_(vsplat)(0), s1 = s0, s2 = s0, s3 = s0;
+    size_t t = 0;
+    for (; t + 4 * V <= n; t += 4 * V) {
+        const VEC a = K_(vload)(x + t), b = K_(vload)(x + t + V);
+        const VEC c = K_(vload)(x + t + 2 * V), d = K_(vload)(x + t + 3 * V);
+        s0 += a - a;
+        s1 += b - b;
+        s2 += c - c;
+        s3 += d - d;
+    }
+    REAL rest = 0;
+    for (; t < n; t++) rest += x[t] - x[t];
+    return K_(hsum)((s0 + s1) + (s2 + s3)) + rest == 0;
+}
+
 const KERNELS_T KERNELS_NAME = {
     .lanes = (int)V,
     .nt_mc = NT_MC,
@@ -562,6 +584,7 @@ const KERNELS_T KERNELS_NAME = {
     .activate = K_(activate),
     .mul_prime = K_(mul_prime),
     .fma_loop = K_(cbp_fma_loop),
+    .all_finite = K_(all_finite),
 };
 
 #undef VECI

@@ -36,6 +36,7 @@ typedef struct {
     cbp_cuts cuts;          /* how layers are cut into tasks (net.c) */
     REAL *own_last[3];      /* hidden split: this thread's copy of w^L, b^L (then of the rule's
                                two states of them); NULL: the network's */
+    REAL *save;             /* STEP with CBP_RULE_SGD_SAVE: [n_params] the old parameters */
 } NET(pass);
 
 static inline REAL *NET(ws)(const cbp_net *net, int which, size_t l)
@@ -184,7 +185,8 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
     REAL *out_w = step ? NET(layer)(p, 0, l) : NET(weights)(net, p->grads, l); /* [n_out, n_in] */
     REAL *out_b = out_w + n_out * n_in;                                       /* [n_out] */
     REAL *s1 = NULL, *s2 = NULL;            /* the rule's state of layer l: w^l's, then b^l's */
-    if (step && p->rule_w.kind != CBP_OPT_SGD) s1 = NET(layer)(p, 1, l);
+    if (step && p->rule_w.kind == CBP_RULE_SGD_SAVE) s1 = NET(weights)(net, p->save, l);
+    else if (step && p->rule_w.kind != CBP_OPT_SGD) s1 = NET(layer)(p, 1, l);
     if (step && p->rule_w.kind == CBP_OPT_ADAM) s2 = NET(layer)(p, 2, l);
     const EPI epi = {.op = step ? CBP_EPI_UPDATE : CBP_EPI_ADD, .rule = p->rule_w,
                      .state1 = s1 ? s1 + j0 * n_in : NULL, .state2 = s2 ? s2 + j0 * n_in : NULL};
@@ -331,6 +333,10 @@ static void NET(step)(const cbp_net *net, const void *x, const void *y, size_t m
     NET(pass) p;
     NET(pass_init)(&p, net, CBP_PASS_STEP, x, y, m, 1.0 / (double)m);
     NET(rules)(&p, u, u->t + 1);
+    if (u->save && u->kind == CBP_OPT_SGD) {
+        p.rule_w.kind = p.rule_b.kind = CBP_RULE_SGD_SAVE;
+        p.save = (REAL *)u->save;
+    }
     p.dropout = net->dropout != NULL;
     p.round = u->round;
     NET(run_pass)(&p, 0, NULL, NULL);

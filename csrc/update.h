@@ -10,6 +10,7 @@
  *                     p <- p - step s1 / (sqrt(s2) / sqrt_bc2 + eps)
  *                     (Adam as PyTorch defines it: step = eta / (1 - beta1^t) and
  *                     sqrt_bc2 = sqrt(1 - beta2^t) correct the moments' bias at step t)
+ *   CBP_RULE_SGD_SAVE CBP_OPT_SGD that first stores p in s1 (a step's undo: cbp_update.save)
  * decay = eta lmbda / n and l2 = lmbda / n give network2's L2 weight decay (eq. (93)); biases
  * use the same rule with keep = 1, decay = l2 = 0 (they are not decayed).
  *
@@ -43,6 +44,9 @@ static inline __attribute__((always_inline)) UPDATE_T UPDATE_NAME(UPDATE_T p, UP
         *s2 = v;
         return p - r->step * m / (UPDATE_SQRT(v) / r->sqrt_bc2 + r->eps);
     }
+    case CBP_RULE_SGD_SAVE:
+        *s1 = p;
+        /* fall through: the same step */
     default:
         return r->keep * p - r->eta * g;
     }

@@ -41,6 +41,7 @@ cdef extern from "cbackprop.h" nogil:
         double eps
         double t
         uint64_t round
+        void *save
     ctypedef struct cbp_net:
         int dtype
         int isa
@@ -98,7 +99,7 @@ cdef extern from "cbackprop.h" nogil:
     cbp_plan cbp_epoch_plan(const cbp_net *net, size_t m)
     int cbp_epoch_threads(const cbp_net *net, size_t m)
     int cbp_usable_cores()
-    int cbp_all_finite(int dtype, const void *x, size_t n)
+    int cbp_all_finite(int dtype, int isa, const void *x, size_t n)
     double cbp_fma_loop(int dtype, int isa, size_t iters)
 
 #: How an epoch runs, index = the C enum CBP_PLAN_*: on the calling thread; with a second
@@ -183,16 +184,20 @@ def dropout_bits(uint64_t seed, uint64_t round, uint64_t batch, uint64_t layer, 
     return cbp_dropout_bits(seed, round, batch, layer, row, unit)
 
 
-def all_finite(cnp.ndarray arr):
-    """True when every value of a C-contiguous, aligned float32/float64 array is finite."""
+def all_finite(cnp.ndarray arr, kernels=None):
+    """True when every value of a C-contiguous, aligned float32/float64 array is finite
+    (checked by the best kernel variant, or by `kernels`, one of kernels_supported())."""
     cdef int code = _dtype_code(arr.dtype)
     cdef size_t n = arr.size
     cdef void *p = _data(arr)
     cdef int ok
+    if kernels is not None and kernels not in kernels_supported():
+        raise ValueError(f"kernels must be one of {kernels_supported()} on this machine, got {kernels!r}")
+    cdef int isa = -1 if kernels is None else KERNELS.index(kernels)
     if n == 0:
         return True
     with nogil:
-        ok = cbp_all_finite(code, p, n)
+        ok = cbp_all_finite(code, isa, p, n)
     return ok != 0
 
 
@@ -414,6 +419,7 @@ cdef class Engine:
         u.beta1 = u.beta2 = u.eps = 0
         u.t = self.adam_steps
         u.round = self.dropout_round
+        u.save = NULL
         if opt is None:
             u.kind = CBP_OPT_MOMENTUM if mu != 0 else CBP_OPT_SGD
         else:
@@ -558,25 +564,37 @@ cdef class Engine:
         cdef const char *p = <const char *>_data(arr)
         if p < hi and p + arr.shape[0] * cols * self.elem > lo:
             return False
-        return cbp_all_finite(self.net.dtype, p, arr.shape[0] * cols) != 0
+        return cbp_all_finite(self.net.dtype, -1, p, arr.shape[0] * cols) != 0
 
     def try_step(self, x, y, eta):
         """update_mini_batch's fast path: when x and y are C-contiguous 2-D arrays of the
         engine dtype with matching shapes, finite values and no overlap with the parameter
-        blob, and eta is a finite float in the dtype's normal range, run the step and return
-        True.  Return False (changing nothing) for anything else: the caller then takes the
-        general path, which converts what it can and names what is wrong."""
+        blob, and eta is a finite float in the dtype's normal range, run a plain SGD step
+        that saves every parameter's old value into grads, and return 1 when the parameters
+        are all finite after it, 2 when not (the caller then puts grads back).  Return 0
+        (changing nothing) for anything else: the caller then takes the general path, which
+        converts what it can and names what is wrong."""
         if type(eta) is not float:
-            return False
+            return 0
         cdef double e = eta
         if not (e >= self.eta_min and e <= self.eta_max):
-            return False
+            return 0
         if not (self._fits(x, self.n_in) and self._fits(y, self.n_out)) or x.shape[0] != y.shape[0]:
-            return False
+            return 0
+        cdef cbp_update u
+        cdef size_t m = x.shape[0]
+        cdef const void *px = _data(x)
+        cdef const void *py = _data(y)
+        cdef int ok
         with self.lock:
-            self.reserve(x.shape[0])
-            self.sgd_step(x, y, e)
-        return True
+            self.reserve(m)
+            u = self._rule(e, 0.0, 0.0, None)
+            u.save = _data(self.grads)
+            with nogil:
+                cbp_net_step(&self.net, px, py, m, &u)
+                ok = cbp_all_finite(self.net.dtype, -1, self.net.params, self.n_params)
+            self.dropout_round += 1
+        return 1 if ok else 2
 
     def sgd_epoch(self, cnp.ndarray x, targets, cnp.ndarray perm, Py_ssize_t mini_batch_size,
                   double eta, double keep=1.0, double decay=0.0, double mu=0.0, opt=None):

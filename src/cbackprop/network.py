@@ -122,17 +122,16 @@ class Network(NetworkBase):
 
     def _fast_step(self, X: object, Y: object, eta: object) -> bool:
         """The engine's try_step (no momentum: only the parameters and the dropout round
-        change) under _guarded's rule, without its generality: the parameter blob is saved
-        into the gradient blob first and put back, with FloatingPointError, when the step
-        leaves a parameter non-finite.  False when try_step does not apply."""
+        change) under _guarded's rule, without its generality: the step saves each parameter
+        into the gradient blob as it updates it, and the parameters are put back from there,
+        with FloatingPointError, when the step leaves one non-finite.  False when try_step
+        does not apply."""
         e = self._engine
         with e.lock:
-            np.copyto(e.grads, e.params)
             round_ = e.dropout_round
-            if not e.try_step(X, Y, eta):
-                return False
-            if _core.all_finite(e.params):
-                return True
+            done = e.try_step(X, Y, eta)
+            if done != 2:
+                return done == 1
             what = first_nonfinite_parameter(self)
             np.copyto(e.params, e.grads)
             e.dropout_round = round_

@@ -211,3 +211,22 @@ def test_automatic_thread_count(monkeypatch):
     monkeypatch.setenv("CBACKPROP_NUM_THREADS", "3")
     other = cbackprop.Network([3, 2])
     assert not other._engine.num_threads_automatic and other.num_threads == 3
+
+
+@pytest.mark.parametrize("kernels", _core.kernels_supported())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_finds_one_inf_or_nan_at_any_position(kernels, dtype):
+    """The finiteness check every variant provides (the parameter checks after a step, the
+    inputs at the boundary): one inf, -inf or NaN at each position of arrays of the lengths
+    around one, two and four vectors of every variant, and the largest finite values."""
+    for n in (0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 69):
+        x = np.full(n, np.finfo(dtype).max, dtype=dtype)
+        x[::2] *= -1
+        assert _core.all_finite(x, kernels)
+        for i in range(n):
+            for bad in (np.inf, -np.inf, np.nan):
+                y = x.copy()
+                y[i] = bad
+                assert not _core.all_finite(y, kernels), (n, i, bad)
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        _core.all_finite(np.zeros(3, dtype), "sse9")

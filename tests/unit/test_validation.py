@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import cbackprop
+from cbackprop import _core
 from cbackprop import reference
 
 CLASSES = [pytest.param(cbackprop.Network, id="C"),
@@ -1023,15 +1024,32 @@ def test_empty_label_list_with_empty_batch(cls):
     assert cls([3, 2], seed=0).evaluate(np.zeros((0, 3)), []) == 0
 
 
+@pytest.mark.parametrize("kernels", _core.kernels_supported())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fast_update_path_equals_general_path(dtype):
-    """update_mini_batch's fast path (contiguous arrays of the network dtype, float eta)
-    and the general path (anything else, converted) give bitwise the same step."""
+def test_fast_update_path_equals_general_path(dtype, kernels):
+    """update_mini_batch's fast path (contiguous arrays of the network dtype, float eta: a
+    step that saves each parameter as it updates it) and the general path (anything else,
+    converted) give bitwise the same step, with every kernel variant on layers whose widths
+    leave partial vectors and tiles; a fast step that overflows is rejected and leaves the
+    parameters bitwise as they were."""
     rng = np.random.default_rng(0)
-    X, Y = rng.random((7, 5)).astype(dtype), rng.random((7, 3)).astype(dtype)
-    fast, general = (cbackprop.Network([5, 4, 3], dtype=dtype, seed=1) for _ in range(2))
-    fast.update_mini_batch(X, Y, 0.5)                            # fast path
-    general.update_mini_batch(X.tolist(), Y.tolist(), np.float64(0.5))  # lists, numpy scalar
+    X, Y = rng.random((13, 37)).astype(dtype), rng.random((13, 11)).astype(dtype)
+    fast, general = (cbackprop.Network([37, 23, 11], activations=["relu", "identity"], dtype=dtype,
+                                       seed=1) for _ in range(2))
+    for net in (fast, general):
+        net._engine.kernels = kernels
+    for _ in range(3):
+        fast.update_mini_batch(X, Y, 0.5)                            # fast path
+        general.update_mini_batch(X.tolist(), Y.tolist(), np.float64(0.5))  # lists, numpy scalar
+        for a, b in zip(fast.weights + fast.biases, general.weights + general.biases):
+            np.testing.assert_array_equal(a, b)
+    before = [p.copy() for p in fast.weights + fast.biases]
+    with pytest.raises(FloatingPointError, match="update_mini_batch"):
+        fast.update_mini_batch(X * (1e20 if dtype == np.float32 else 1e160), Y, 0.5)
+    for a, b in zip(fast.weights + fast.biases, before):
+        np.testing.assert_array_equal(a, b)
+    fast.update_mini_batch(X, Y, 0.5)
+    general.update_mini_batch(X.tolist(), Y.tolist(), np.float64(0.5))
     for a, b in zip(fast.weights + fast.biases, general.weights + general.biases):
         np.testing.assert_array_equal(a, b)
 
