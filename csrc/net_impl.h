@@ -456,44 +456,79 @@ static size_t NET(epoch_alone)(NET(epoch_job) *job)
 
 /* ---- the feeder: a second core gathers the next mini-batch while this one trains --------
  * A shuffled epoch reads its rows from all over memory, and on a small network the gather's
- * cache misses are a large share of a mini-batch.  Thread 1 gathers mini-batch b into buffer
- * b mod 2 once thread 0 has finished mini-batch b - 2 (the buffer's last user); thread 0
- * trains on each buffer once it is full.  The data, and so the result, are the one-thread
- * epoch's. */
+ * cache misses are a large share of a mini-batch.  Mini-batch b goes into buffer b mod 2;
+ * either thread gathers it after claiming it (claims go in order, one at a time).  The
+ * feeder (thread 1) claims the next batch once the trainer (thread 0) has finished the
+ * batch that last used its buffer; the trainer takes a batch the feeder has gathered,
+ * waits for one the feeder is gathering, and gathers an unclaimed one itself, so a feeder
+ * that the operating system deschedules costs no more than training alone.  The data, and
+ * so the result, are the one-thread epoch's. */
 typedef struct {
     NET(epoch_job) *job;
-    REAL *x[2], *y[2];              /* [mbs, n_0], [mbs, n_L]: the two buffers */
-    _Alignas(64) atomic_size_t gathered;   /* mini-batches gathered (by thread 1) */
+    REAL *x[2], *y[2];                     /* [mbs, n_0], [mbs, n_L]: the two buffers */
+    _Alignas(64) atomic_size_t claimed;    /* mini-batches claimed for gathering */
+    _Alignas(64) atomic_size_t ready[2];   /* buffer k holds mini-batch ready[k] - 1 */
     _Alignas(64) atomic_size_t trained;    /* mini-batches trained (by thread 0) */
     _Alignas(64) atomic_int stop;          /* thread 0 stopped (poll) */
 } NET(feed_job);
+
+/* Gather mini-batch b into its buffer (p: a pass of the epoch). */
+static void NET(feed_gather)(NET(feed_job) *f, NET(pass) *p, size_t b)
+{
+    NET(epoch_job) *job = f->job;
+    p->m = NET(batch_rows)(job, b);
+    p->x = f->x[b & 1];
+    p->y = f->y[b & 1];
+    NET(task_gather)(p, job->d, job->d->perm + b * job->d->mini_batch_size, 0, p->m);
+}
+
+/* Thread 1: claim and gather the batches ahead of the trainer. */
+static void NET(feeder)(NET(feed_job) *f)
+{
+    NET(epoch_job) *job = f->job;
+    NET(pass) p = job->pass;
+    for (;;) {
+        size_t b = atomic_load_explicit(&f->claimed, memory_order_relaxed);
+        if (b >= job->n_batches) return;
+        unsigned spins = 0;                 /* buffer b mod 2 is free once b - 2 is trained */
+        while (atomic_load_explicit(&f->trained, memory_order_acquire) + 1 < b) {
+            if (atomic_load_explicit(&f->stop, memory_order_relaxed)) return;
+            cbp_backoff(&spins);
+        }
+        if (atomic_load_explicit(&f->stop, memory_order_relaxed)) return;
+        if (!atomic_compare_exchange_strong(&f->claimed, &b, b + 1)) continue;
+        NET(feed_gather)(f, &p, b);
+        atomic_store_explicit(&f->ready[b & 1], b + 1, memory_order_release);
+    }
+}
 
 static void NET(feed_worker)(void *arg, int t)
 {
     NET(feed_job) *f = (NET(feed_job) *)arg;
     NET(epoch_job) *job = f->job;
+    if (t == 1) {
+        NET(feeder)(f);
+        return;
+    }
     NET(pass) p = job->pass;
-    unsigned spins;
     for (size_t b = 0; b < job->n_batches; b++) {
-        const int64_t *perm = job->d->perm + b * job->d->mini_batch_size;
-        p.m = NET(batch_rows)(job, b);
-        p.x = f->x[b & 1];
-        p.y = f->y[b & 1];
-        if (t == 1) {                           /* the feeder */
-            spins = 0;
-            while (atomic_load_explicit(&f->trained, memory_order_acquire) + 2 < b + 1)
-                if (atomic_load_explicit(&f->stop, memory_order_relaxed)) return;
-                else cbp_backoff(&spins);
-            NET(task_gather)(&p, job->d, perm, 0, p.m);
-            atomic_store_explicit(&f->gathered, b + 1, memory_order_release);
-            continue;
-        }
         if (NET(poll)(job)) {
             atomic_store_explicit(&f->stop, 1, memory_order_relaxed);
             return;
         }
-        spins = 0;
-        while (atomic_load_explicit(&f->gathered, memory_order_acquire) < b + 1) cbp_backoff(&spins);
+        if (atomic_load_explicit(&f->ready[b & 1], memory_order_acquire) != b + 1) {
+            size_t want = b;
+            if (atomic_compare_exchange_strong(&f->claimed, &want, b + 1)) {
+                NET(feed_gather)(f, &p, b);           /* not claimed: gather it here */
+            } else {                                  /* the feeder is gathering it */
+                unsigned spins = 0;
+                while (atomic_load_explicit(&f->ready[b & 1], memory_order_acquire) != b + 1)
+                    cbp_backoff(&spins);
+            }
+        }
+        p.m = NET(batch_rows)(job, b);
+        p.x = f->x[b & 1];
+        p.y = f->y[b & 1];
         p.scale = (REAL)1 / (REAL)p.m;
         p.batch = b;
         if (job->u->kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
@@ -514,7 +549,9 @@ static int NET(epoch_feed)(NET(epoch_job) *job, cbp_epoch_result *res)
     if (!raw) return 0;
     REAL *mem = (REAL *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     NET(feed_job) f = {.job = job, .x = {mem, mem + xl}, .y = {mem + 2 * xl, mem + 2 * xl + yl}};
-    atomic_init(&f.gathered, 0);
+    atomic_init(&f.claimed, 0);
+    atomic_init(&f.ready[0], 0);
+    atomic_init(&f.ready[1], 0);
     atomic_init(&f.trained, 0);
     atomic_init(&f.stop, 0);
     const int ok = cbp_parallel_run_all(2, NET(feed_worker), &f);

@@ -46,7 +46,7 @@ static inline __attribute__((always_inline)) UPDATE_T UPDATE_NAME(UPDATE_T p, UP
     }
     case CBP_RULE_SGD_SAVE:
         *s1 = p;
-        /* fall through: the same step */
+        __attribute__((fallthrough));       /* the same step */
     default:
         return r->keep * p - r->eta * g;
     }

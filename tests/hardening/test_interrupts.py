@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.skipif(sys.platform == "win32" or not hasattr(signal, 
 TIMEOUT = 600   # seconds for one child: setup, training until the signal, the replay
 
 CHILD = textwrap.dedent('''
-    import json, os, signal, sys, threading, time
+    import copy, json, os, signal, sys, threading, time
     import numpy as np
     import cbackprop
 
@@ -61,21 +61,33 @@ CHILD = textwrap.dedent('''
                       cause_epoch=getattr(cause, "epoch", None), mini_batch=getattr(cause, "mini_batch", None),
                       finite=all(bool(np.isfinite(p).all()) for p in net.weights + net.biases))
         # the replay: the finished epochs, then the mini-batches the parameters stand after
-        # (those before the one that diverged, or the ones the epoch finished)
+        # (those before the one that diverged, or the ones the epoch finished).  A signal
+        # that lands in Python between two epochs leaves the engine's count at the previous
+        # epoch's whole number: the parameters then stand after the finished epochs alone.
         replay = cbackprop.Network(sizes, **kw)
         eye = np.eye(sizes[-1], dtype=dtype)
+        full = -(-n // mbs)
+        same = lambda: all(bool(np.array_equal(p, q)) for p, q in
+                           zip(net.weights + net.biases, replay.weights + replay.biases))
         for epoch in range(len(exc.history) + 1):
+            before_shuffle = copy.deepcopy(replay._rng)
             perm = replay._rng.permutation(n)
-            steps = -(-n // mbs)
+            steps = full
             if epoch == len(exc.history):
+                between = cause is None and result["batches"] == full and same()
                 steps = cause.mini_batch - 1 if cause is not None else result["batches"]
+                if between:
+                    steps = 0
             for k in range(steps):
                 rows = perm[k * mbs:(k + 1) * mbs]
                 replay.update_mini_batch(X[rows], eye[labels[rows]], eta)
-        result["replay_equal"] = all(bool(np.array_equal(p, q)) for p, q in
-                                     zip(net.weights + net.biases, replay.weights + replay.biases))
-        # the generator drew one shuffle per epoch begun, as the replay's
-        result["same_generator"] = bool(net._rng.integers(1 << 62) == replay._rng.integers(1 << 62))
+        result["between_epochs"] = between
+        result["replay_equal"] = same()
+        # the generator drew one shuffle per epoch begun, as the replay's (between two epochs
+        # the next epoch may not have drawn its shuffle yet)
+        draw = net._rng.integers(1 << 62)
+        result["same_generator"] = bool(draw == replay._rng.integers(1 << 62)
+                                        or between and draw == before_shuffle.integers(1 << 62))
         # and the network trains on (or, from parameters that diverge at any eta, raises
         # the divergence again, keeping finite ones)
         try:

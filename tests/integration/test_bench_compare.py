@@ -64,6 +64,13 @@ def test_benchmarks_run_end_to_end(tmp_path):
                 "default,mu=0.5,softmax+log-lik", "--repeats", "1", "--settle", "0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "mu=0.5" in proc.stdout and "every network's parameters stayed finite" in proc.stdout
+    out = tmp_path / "p.json"
+    proc = _run("bench_plans.py", "--quick", "--dtype", "float32", "--configs", "N2", "--repeats", "1",
+                "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plans = json.loads(out.read_text())["results"]["float32"]["N2"]["plans"]
+    assert plans["alone"]["ran"] == "alone" and plans["feed"]["ran"] in ("feed", "alone")
+    assert set(plans) == {"alone", "feed", "split", "tasks", "auto"} and "x1.00" in proc.stdout
 
 
 # ---- the peers' same-algorithm verdicts and the summary (no peer framework needed) -----------
