@@ -189,8 +189,9 @@ import sys
 import cbackprop
 path, n, started = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 nets = [cbackprop.Network([n, n, 2], seed=s) for s in (1, 2)]
+nets[0].save(path)              # (a kill before the first save would leave no file to load)
 open(started, "w").close()
-i = 0
+i = 1
 while True:
     nets[i % 2].save(path)
     i += 1
