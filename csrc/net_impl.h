@@ -400,6 +400,16 @@ static inline size_t NET(batch_rows)(const NET(epoch_job) *job, size_t b)
     return (job->d->n - start < mbs) ? job->d->n - start : mbs;
 }
 
+/* The pass p set for mini-batch b of the epoch: its rows, the cost's scale, its dropout
+ * masks and (Adam) its step's bias correction. */
+static inline void NET(batch_pass)(NET(pass) *p, const NET(epoch_job) *job, size_t b)
+{
+    p->m = NET(batch_rows)(job, b);
+    p->scale = (REAL)1 / (REAL)p->m;
+    p->batch = b;
+    if (job->u->kind == CBP_OPT_ADAM) NET(rules)(p, job->u, job->u->t + (double)b + 1);
+}
+
 static void NET(epoch_worker)(void *arg, int t)
 {
     NET(epoch_job) *job = (NET(epoch_job) *)arg;
@@ -417,10 +427,7 @@ static void NET(epoch_worker)(void *arg, int t)
             break;
         }
         if (!cbp_queue_wait(&job->q, b * job->per_batch + job->first[ph], id)) break;
-        p.m = NET(batch_rows)(job, b);
-        p.scale = (REAL)1 / (REAL)p.m;
-        p.batch = b;
-        if (job->u->kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
+        NET(batch_pass)(&p, job, b);
         const int64_t *perm = job->d->perm + b * job->d->mini_batch_size;
         const cbp_phase at = cbp_phase_at(p.net, 1, ph, job->d->mini_batch_size, &p.cuts);
         size_t k = local - job->first[ph];
@@ -445,13 +452,19 @@ static size_t NET(epoch_alone)(NET(epoch_job) *job)
     NET(pass) p = job->pass;
     for (size_t b = 0; b < job->n_batches; b++) {
         if (NET(poll)(job)) return b;
-        p.m = NET(batch_rows)(job, b);
-        p.scale = (REAL)1 / (REAL)p.m;
-        p.batch = b;
-        if (job->u->kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
+        NET(batch_pass)(&p, job, b);
         NET(run_pass)(&p, 1, job->d, job->d->perm + b * job->d->mini_batch_size);
     }
     return job->n_batches;
+}
+
+/* An epoch's own buffers: n elements on a 64-byte boundary at *mem; the block to free, or
+ * NULL when there is no memory (the epoch then runs another way). */
+static void *NET(epoch_buffers)(size_t n, REAL **mem)
+{
+    void *raw = malloc(n * sizeof(REAL) + 64);
+    *mem = raw ? (REAL *)(((uintptr_t)raw + 63) & ~(uintptr_t)63) : NULL;
+    return raw;
 }
 
 /* ---- the feeder: a second core gathers the next mini-batch while this one trains --------
@@ -526,12 +539,9 @@ static void NET(feed_worker)(void *arg, int t)
                     cbp_backoff(&spins);
             }
         }
-        p.m = NET(batch_rows)(job, b);
+        NET(batch_pass)(&p, job, b);
         p.x = f->x[b & 1];
         p.y = f->y[b & 1];
-        p.scale = (REAL)1 / (REAL)p.m;
-        p.batch = b;
-        if (job->u->kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
         NET(run_pass)(&p, 0, NULL, NULL);
         atomic_store_explicit(&f->trained, b + 1, memory_order_release);
     }
@@ -543,11 +553,10 @@ static int NET(epoch_feed)(NET(epoch_job) *job, cbp_epoch_result *res)
 {
     const cbp_net *net = job->pass.net;
     const size_t mbs = job->d->mini_batch_size, n0 = net->sizes[0], nL = net->sizes[net->n_layers];
-    const size_t per_line = 64 / sizeof(REAL), round = per_line - 1;
-    const size_t xl = (mbs * n0 + round) / per_line * per_line, yl = (mbs * nL + round) / per_line * per_line;
-    void *raw = malloc(2 * (xl + yl) * sizeof(REAL) + 64);
+    const size_t xl = cbp_block_len(net, mbs, n0), yl = cbp_block_len(net, mbs, nL);
+    REAL *mem;
+    void *raw = NET(epoch_buffers)(2 * (xl + yl), &mem);
     if (!raw) return 0;
-    REAL *mem = (REAL *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     NET(feed_job) f = {.job = job, .x = {mem, mem + xl}, .y = {mem + 2 * xl, mem + 2 * xl + yl}};
     atomic_init(&f.claimed, 0);
     atomic_init(&f.ready[0], 0);
@@ -571,8 +580,9 @@ static int NET(epoch_feed)(NET(epoch_job) *job, cbp_epoch_result *res)
  * the copies stay equal), then BP3/BP4 of w^1, b^1 for its units.  The published a^1
  * alternate between two buffers by the mini-batch's parity, so a thread that starts batch
  * b + 1 never overwrites what another still reads of batch b; w^1 rows and the copies are
- * each written by one thread only.  Every value is what the one-thread pass computes
- * (kernels.h: blocks cut in any way give the same bits), so the result is bitwise the same.
+ * each written by one thread only.  Every value is what the one-thread pass computes (the
+ * units are cut at multiples of nn_mr, as the phases cut BP4: kernels.h), so the result is
+ * bitwise the same.
  * The phases of tasks would wait 4-5 times per mini-batch and move a^0 and w^1 between
  * cores; on networks this small the waits cost more than the work they share. */
 typedef struct {
@@ -620,10 +630,7 @@ static void NET(split_worker)(void *arg, int t)
             atomic_fetch_add_explicit(&sj->arrived, 1, memory_order_release);
             break;
         }
-        p.m = NET(batch_rows)(job, b);
-        p.scale = (REAL)1 / (REAL)p.m;
-        p.batch = b;
-        if (kind == CBP_OPT_ADAM) NET(rules)(&p, job->u, job->u->t + (double)b + 1);
+        NET(batch_pass)(&p, job, b);
         const int64_t *perm = job->d->perm + b * job->d->mini_batch_size;
         REAL *pub = sj->a1[b & 1];                      /* [mbs, n_1] */
         NET(task_gather)(&p, job->d, perm, 0, p.m);
@@ -647,22 +654,19 @@ static void NET(split_worker)(void *arg, int t)
             memcpy(NET(layer)(&job->pass, which, 2), p.own_last[which], last * sizeof(REAL));
 }
 
-/* The epoch as the hidden split on T threads; 0 when its buffers cannot be allocated (the
- * caller then runs the phases). */
+/* The epoch as the hidden split on T threads; 0 when its buffers or threads cannot be had
+ * (the caller then trains on one thread). */
 static int NET(epoch_split)(NET(epoch_job) *job, int T, cbp_epoch_result *res)
 {
     const cbp_net *net = job->pass.net;
     const size_t mbs = job->d->mini_batch_size, *n = net->sizes;
     cbp_net sized = *net;
     sized.m_cap = mbs;
-    const size_t per_line = 64 / sizeof(REAL), round = per_line - 1;
-    const size_t ws_len = (cbp_workspace_len(&sized, mbs) + round) / per_line * per_line;
-    const size_t own_len = (3 * n[2] * (n[1] + 1) + round) / per_line * per_line;
-    const size_t a1_len = (mbs * n[1] + round) / per_line * per_line;
-    const size_t total = (size_t)T * (ws_len + own_len) + 2 * a1_len;
-    void *raw = malloc(total * sizeof(REAL) + 64);
+    const size_t ws_len = cbp_workspace_len(&sized, mbs);   /* (whole lines already) */
+    const size_t own_len = cbp_block_len(net, 3 * n[2], n[1] + 1), a1_len = cbp_block_len(net, mbs, n[1]);
+    REAL *mem;
+    void *raw = NET(epoch_buffers)((size_t)T * (ws_len + own_len) + 2 * a1_len, &mem);
     if (!raw) return 0;
-    REAL *mem = (REAL *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     NET(split_job) sj = {.job = job, .mem = mem, .per_thread = ws_len + own_len, .ws_len = ws_len,
                          .a1 = {mem + (size_t)T * (ws_len + own_len),
                                 mem + (size_t)T * (ws_len + own_len) + a1_len},
