@@ -25,6 +25,13 @@ typedef int VECI __attribute__((vector_size(VB)));
 static inline VEC K_(vload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
 static inline void K_(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
 static inline VEC K_(vsplat)(REAL x) { return (VEC){0} + x; }
+/* p[0 .. n) in the low lanes of a vector, zeros above (n < V) */
+static inline VEC K_(vpad)(const REAL *p, size_t n)
+{
+    REAL buf[V] = {0};
+    memcpy(buf, p, n * sizeof(REAL));
+    return K_(vload)(buf);
+}
 /* lane by lane (compiles to one vector square root) */
 static inline VEC K_(vsqrt)(VEC x)
 {
@@ -70,6 +77,53 @@ static inline REAL K_(hsum16)(K_(v16) x)
 #define HSUM_ K_(hsum16)
 #endif
 static inline REAL K_(hsum)(VEC v) { return HSUM_(v); }
+
+/* hsum of V vectors at once: lane t of the result is hsum(x[t]), by the same additions (each
+ * level adds, for every input, the lower half of its remaining lanes to the upper half, as
+ * hsum does, two inputs per vector); x is overwritten.  Level h of 2V lanes a|b: lo takes the
+ * first h of each group of 2h lanes, hi the second h. */
+#define LEVEL_(NAME, LO, HI)                                                                 \
+    static inline VEC K_(NAME)(VEC a, VEC b)                                                 \
+    {                                                                                        \
+        return __builtin_shufflevector(a, b, LO) + __builtin_shufflevector(a, b, HI);        \
+    }
+#define L_(...) __VA_ARGS__
+#if LANES_ == 16
+LEVEL_(lvl1, L_(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+       L_(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31))
+LEVEL_(lvl2, L_(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27),
+       L_(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31))
+LEVEL_(lvl3, L_(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29),
+       L_(2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31))
+LEVEL_(lvl4, L_(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+       L_(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31))
+#define LEVELS_ LEVEL_RUN_(lvl1) LEVEL_RUN_(lvl2) LEVEL_RUN_(lvl3) LEVEL_RUN_(lvl4)
+#elif LANES_ == 8
+LEVEL_(lvl1, L_(0, 1, 2, 3, 8, 9, 10, 11), L_(4, 5, 6, 7, 12, 13, 14, 15))
+LEVEL_(lvl2, L_(0, 1, 4, 5, 8, 9, 12, 13), L_(2, 3, 6, 7, 10, 11, 14, 15))
+LEVEL_(lvl3, L_(0, 2, 4, 6, 8, 10, 12, 14), L_(1, 3, 5, 7, 9, 11, 13, 15))
+#define LEVELS_ LEVEL_RUN_(lvl1) LEVEL_RUN_(lvl2) LEVEL_RUN_(lvl3)
+#elif LANES_ == 4
+LEVEL_(lvl1, L_(0, 1, 4, 5), L_(2, 3, 6, 7))
+LEVEL_(lvl2, L_(0, 2, 4, 6), L_(1, 3, 5, 7))
+#define LEVELS_ LEVEL_RUN_(lvl1) LEVEL_RUN_(lvl2)
+#else
+LEVEL_(lvl1, L_(0, 2), L_(1, 3))
+#define LEVELS_ LEVEL_RUN_(lvl1)
+#endif
+static inline __attribute__((always_inline)) VEC K_(hsum_all)(VEC *x)
+{
+    size_t n = V;
+#define LEVEL_RUN_(NAME)                                                                     \
+    for (size_t i = 0; i < n / 2; i++) x[i] = K_(NAME)(x[2 * i], x[2 * i + 1]);             \
+    n /= 2;
+    LEVELS_
+#undef LEVEL_RUN_
+    return x[0];
+}
+#undef LEVELS_
+#undef L_
+#undef LEVEL_
 #undef HSUM_
 #undef LANES_
 
@@ -89,7 +143,8 @@ static inline VEC K_(blend)(VECI keep_old, VEC old, VEC nw)
 /* ---- gemm_nt: z = a . w^T + b, register tiles of dot products along K ----------------- */
 
 /* MR x MC tile: out[r*ldo + c] = sum_{k<K} A[r*lda + k] B[c*ldb + k] + bias[c].  The last
- * K mod V columns go through the window [K - V, K) with the lanes below k zeroed. */
+ * K mod V columns go through the window [K - V, K) with the lanes below k zeroed (K < V:
+ * zero-padded vectors); then each accumulator's lanes are summed as hsum does. */
 #define DOT_TILE(MR, MC)                                                                     \
     static inline __attribute__((always_inline)) void K_(dot_##MR##x##MC)(                  \
         REAL *out, size_t ldo, const REAL *A, size_t lda, const REAL *B, size_t ldb, size_t K, \
@@ -116,14 +171,29 @@ static inline VEC K_(blend)(VECI keep_old, VEC old, VEC nw)
                 const VEC av = (VEC)((VECI)K_(vload)(A + r * lda + K - V) & fresh);          \
                 for (int c = 0; c < MC; c++) acc[r][c] += av * bv[c];                        \
             }                                                                                \
-            k = K;                                                                           \
+        } else if (k < K) {                       /* K < V: zero-padded vectors */             \
+            VEC bv[MC];                                                                      \
+            for (int c = 0; c < MC; c++) bv[c] = K_(vpad)(B + c * ldb, K);                   \
+            for (int r = 0; r < MR; r++) {                                                   \
+                const VEC av = K_(vpad)(A + r * lda, K);                                     \
+                for (int c = 0; c < MC; c++) acc[r][c] += av * bv[c];                        \
+            }                                                                                \
+        }                                                                                    \
+        if (MR * MC >= 4) {                          /* V sums at a time, as hsum adds */    \
+            REAL s[MR * MC];                                                                 \
+            for (size_t g = 0; g < MR * MC; g += V) {                                        \
+                VEC x[V];                                                                    \
+                for (size_t t = 0; t < V; t++)                                               \
+                    x[t] = g + t < MR * MC ? acc[(g + t) / MC][(g + t) % MC] : (VEC){0};     \
+                const VEC h = K_(hsum_all)(x);                                               \
+                for (size_t t = 0; t < V && g + t < MR * MC; t++) s[g + t] = h[t];           \
+            }                                                                                \
+            for (int r = 0; r < MR; r++)                                                     \
+                for (int c = 0; c < MC; c++) out[r * ldo + c] = s[r * MC + c] + bias[c];     \
+            return;                                                                          \
         }                                                                                    \
         for (int r = 0; r < MR; r++)                                                         \
-            for (int c = 0; c < MC; c++) {                                                   \
-                REAL s = K_(hsum)(acc[r][c]);                                                \
-                for (size_t kk = k; kk < K; kk++) s += A[r * lda + kk] * B[c * ldb + kk];    \
-                out[r * ldo + c] = s + bias[c];                                              \
-            }                                                                                \
+            for (int c = 0; c < MC; c++) out[r * ldo + c] = K_(hsum)(acc[r][c]) + bias[c];  \
     }
 DOT_TILE(1, 1) DOT_TILE(1, 2) DOT_TILE(1, 3) DOT_TILE(1, 4)
 DOT_TILE(2, 1) DOT_TILE(2, 2) DOT_TILE(2, 3) DOT_TILE(2, 4)

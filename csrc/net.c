@@ -37,6 +37,9 @@
  * 0.0927 s, 16 lines 0.0939 s. */
 #define CBP_PREFETCH_LINES 4
 
+/* Columns of delta whose bias gradients are summed together (BP3, net_impl.h: task_bp4). */
+#define CBP_BIAS_CHUNK 64
+
 enum { CBP_PASS_FORWARD = 0, CBP_PASS_GRADIENT = 1, CBP_PASS_STEP = 2 };
 enum { CBP_TASK_GATHER, CBP_TASK_FORWARD, CBP_TASK_SOFTMAX, CBP_TASK_BP2, CBP_TASK_BP4 };
 

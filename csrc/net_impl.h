@@ -192,15 +192,25 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
                      .state1 = s1 ? s1 + j0 * n_in : NULL, .state2 = s2 ? s2 + j0 * n_in : NULL};
     p->k->gemm_nn(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m,
                   &epi);
-    for (size_t j = j0; j < j1; j++) {
-        REAL s = 0;
-        for (size_t i = 0; i < m; i++) s += delta[i * n_out + j];
-        if (!step) {
-            out_b[j] += s;
-        } else {
-            REAL u1 = 0, u2 = 0;
-            REAL *b1 = s1 ? s1 + n_out * n_in + j : &u1, *b2 = s2 ? s2 + n_out * n_in + j : &u2;
-            out_b[j] = NET(update_one)(out_b[j], s, b1, b2, &p->rule_b);
+    /* BP3: nabla_b^l[j] = sum_i delta[i, j], each column summed over i in order (the
+     * compiler vectorizes across a chunk of columns: the same sums, not reassociated) */
+    for (size_t c0 = j0; c0 < j1; c0 += CBP_BIAS_CHUNK) {
+        const size_t c1 = j1 - c0 < CBP_BIAS_CHUNK ? j1 : c0 + CBP_BIAS_CHUNK;
+        REAL sum[CBP_BIAS_CHUNK] = {0};
+        for (size_t i = 0; i < m; i++) {
+            const REAL *row = delta + i * n_out + c0;
+            for (size_t j = 0; j < c1 - c0; j++) sum[j] += row[j];
+        }
+        for (size_t j = c0; j < c1; j++) {
+            const REAL s = sum[j - c0];
+            if (!step) {
+                out_b[j] += s;
+            } else {
+                REAL u1 = 0, u2 = 0;
+                REAL *b1 = s1 ? s1 + n_out * n_in + j : &u1;
+                REAL *b2 = s2 ? s2 + n_out * n_in + j : &u2;
+                out_b[j] = NET(update_one)(out_b[j], s, b1, b2, &p->rule_b);
+            }
         }
     }
 }
