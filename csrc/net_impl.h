@@ -273,7 +273,26 @@ static void NET(run_task)(const NET(pass) *p, const cbp_group *g, size_t k, size
     }
 }
 
-/* The whole pass on this thread, one task per group (the single-threaded path). */
+/* Part `part` of `parts` of the next mini-batch's input rows (those after perm[0 .. mbs)),
+ * into L2: every cache line after the CBP_PREFETCH_LINES the gather prefetched.  Spread over
+ * the phases of a pass, so that the memory system has the rows ready when the next gather
+ * copies them, without a burst that fills the miss buffers. */
+static void NET(prefetch_rest)(const cbp_epoch_data *d, size_t n_in, const int64_t *perm,
+                               size_t part, size_t parts)
+{
+    const size_t mbs = d->mini_batch_size, next = (size_t)(perm - d->perm) + mbs;
+    if (next >= d->n) return;
+    const size_t m_next = d->n - next < mbs ? d->n - next : mbs;
+    const size_t row_lines = (n_in * sizeof(REAL) + 63) / 64;
+    for (size_t i = part * m_next / parts; i < (part + 1) * m_next / parts; i++) {
+        const char *row = (const char *)((const REAL *)d->x + (size_t)perm[mbs + i] * n_in);
+        for (size_t k = CBP_PREFETCH_LINES; k < row_lines; k++)
+            __builtin_prefetch(row + 64 * k, 0, 2);
+    }
+}
+
+/* The whole pass on this thread, one task per group (the single-threaded path); in an epoch
+ * (gather), each phase followed by a part of the next mini-batch's prefetch. */
 static void NET(run_pass)(const NET(pass) *p, int gather, const cbp_epoch_data *d,
                           const int64_t *perm)
 {
@@ -282,6 +301,7 @@ static void NET(run_pass)(const NET(pass) *p, int gather, const cbp_epoch_data *
     for (size_t ph = 0; ph < phases; ph++) {
         const cbp_phase at = cbp_phase_at(p->net, gather, ph, p->m, &p->cuts);
         for (int i = 0; i < at.n; i++) NET(run_task)(p, &at.g[i], 0, 1, d, perm);
+        if (gather) NET(prefetch_rest)(d, p->net->sizes[0], perm, ph, phases);
     }
 }
 
@@ -653,10 +673,13 @@ static void NET(split_worker)(void *arg, int t)
         NET(split_wait)(sj, b);
         if (atomic_load_explicit(&sj->stop, memory_order_relaxed) == b) break;
         memcpy(a1, pub, p.m * n[1] * sizeof(REAL));
+        NET(prefetch_rest)(job->d, n[0], perm, 0, 3);     /* (each thread gathers every row) */
         NET(task_forward)(&p, 2, 0, n[2]);
         if (net.act[2] == CBP_ACT_SOFTMAX) NET(task_softmax)(&p, 0, p.m);
         if (h0 < h1) NET(task_bp2)(&p, 2, h0, h1);
+        NET(prefetch_rest)(job->d, n[0], perm, 1, 3);
         NET(task_bp4)(&p, 2, 0, n[2]);
+        NET(prefetch_rest)(job->d, n[0], perm, 2, 3);
         if (h0 < h1) NET(task_bp4)(&p, 1, h0, h1);
     }
     if (t == 0)             /* (the copies are equal; thread 0's goes back) */
