@@ -540,14 +540,21 @@ cdef class Engine:
                  double decay=0.0, double mu=0.0, opt=None):
         """One update_mini_batch on the m rows of x, y (m <= m_cap); opt: RULES."""
         cdef cbp_update u = self._rule(eta, decay, mu, opt)
-        cdef size_t m = x.shape[0]
-        cdef const void *px = _data(x)
-        cdef const void *py = _data(y)
+        self._run_step(_data(x), _data(y), x.shape[0], &u, False)
+
+    cdef int _run_step(self, const void *px, const void *py, size_t m, cbp_update *u,
+                       bint check) except -1:
+        """The C step on the m rows at px, py with rule u, and the counters a step advances;
+        with check, then 1 when every parameter is finite after it, else 0."""
+        cdef int ok = 1
         with nogil:
-            cbp_net_step(&self.net, px, py, m, &u)
+            cbp_net_step(&self.net, px, py, m, u)
+            if check:
+                ok = cbp_all_finite(self.net.dtype, -1, self.net.params, self.n_params)
         if u.kind == CBP_OPT_ADAM:
             self.adam_steps += 1
         self.dropout_round += 1
+        return ok
 
     cdef bint _fits(self, object a, Py_ssize_t cols):
         """a is a C-contiguous, aligned 2-D ndarray of the engine dtype with cols columns,
@@ -582,18 +589,12 @@ cdef class Engine:
         if not (self._fits(x, self.n_in) and self._fits(y, self.n_out)) or x.shape[0] != y.shape[0]:
             return 0
         cdef cbp_update u
-        cdef size_t m = x.shape[0]
-        cdef const void *px = _data(x)
-        cdef const void *py = _data(y)
         cdef int ok
         with self.lock:
-            self.reserve(m)
+            self.reserve(x.shape[0])
             u = self._rule(e, 0.0, 0.0, None)
             u.save = _data(self.grads)
-            with nogil:
-                cbp_net_step(&self.net, px, py, m, &u)
-                ok = cbp_all_finite(self.net.dtype, -1, self.net.params, self.n_params)
-            self.dropout_round += 1
+            ok = self._run_step(_data(x), _data(y), x.shape[0], &u, True)
         return 1 if ok else 2
 
     def sgd_epoch(self, cnp.ndarray x, targets, cnp.ndarray perm, Py_ssize_t mini_batch_size,
