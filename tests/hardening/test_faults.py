@@ -84,10 +84,15 @@ def _train_in_background(net, X, Y):
     trainer = threading.Thread(target=train)
     trainer.start()
     started.wait(TIMEOUT)
-    time.sleep(0.2)                         # in the middle of the first epoch
-    if net._lock.acquire(blocking=False):  # (an RLock: held by the trainer, not free)
+    # Return while an epoch runs: the trainer holds the network's lock (an RLock) for each
+    # epoch and not between them (a fixed sleep could land between two epochs, or after the
+    # last, on a fast machine).
+    deadline = time.monotonic() + TIMEOUT
+    while net._lock.acquire(blocking=False):
         net._lock.release()
-        pytest.fail("the epoch should still be running")
+        if not trainer.is_alive() or time.monotonic() > deadline:
+            pytest.fail("no epoch of the trainer was seen running")
+        time.sleep(0.001)
     return trainer
 
 
