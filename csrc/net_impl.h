@@ -215,25 +215,35 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
     }
 }
 
-/* The first CBP_PREFETCH_LINES cache lines of rows [i0, i1) of the next mini-batch (perm_next,
- * m_next rows), of x and y: the hardware prefetcher streams the rest of each row, so that the
- * next gather finds them in cache instead of waiting on memory for each. */
+/* Rows [i0, i1) of the next mini-batch (the rows after perm[0 .. mbs)) on their way into
+ * cache: head, the first CBP_PREFETCH_LINES lines of each x row and its target into L1 (the
+ * gather of this mini-batch's same rows issues them, and the hardware prefetcher follows
+ * each row); else the rest of each x row into L2 (a part after each phase of a pass, so that
+ * the rows are ready for the next gather without a burst that fills the miss buffers). */
 static void NET(prefetch_next)(const cbp_epoch_data *d, size_t n_in, size_t n_out,
-                               const int64_t *perm_next, size_t m_next, size_t i0, size_t i1)
+                               const int64_t *perm, size_t i0, size_t i1, int head)
 {
+    const size_t mbs = d->mini_batch_size, next = (size_t)(perm - d->perm) + mbs;
+    if (next >= d->n) return;
+    const size_t m_next = d->n - next < mbs ? d->n - next : mbs;
     const size_t row_lines = (n_in * sizeof(REAL) + 63) / 64;
-    const size_t lines = row_lines < CBP_PREFETCH_LINES ? row_lines : CBP_PREFETCH_LINES;
     for (size_t i = i0; i < i1 && i < m_next; i++) {
-        const size_t r = (size_t)perm_next[i];
+        const size_t r = (size_t)perm[mbs + i];
         const char *row = (const char *)((const REAL *)d->x + r * n_in);
-        for (size_t k = 0; k < lines; k++) __builtin_prefetch(row + 64 * k, 0, 3);
-        if (d->y) __builtin_prefetch((const REAL *)d->y + r * n_out, 0, 3);
-        else __builtin_prefetch(d->labels + r, 0, 3);
+        if (head) {
+            for (size_t k = 0; k < CBP_PREFETCH_LINES && k < row_lines; k++)
+                __builtin_prefetch(row + 64 * k, 0, 3);
+            if (d->y) __builtin_prefetch((const REAL *)d->y + r * n_out, 0, 3);
+            else __builtin_prefetch(d->labels + r, 0, 3);
+        } else {
+            for (size_t k = CBP_PREFETCH_LINES; k < row_lines; k++)
+                __builtin_prefetch(row + 64 * k, 0, 2);
+        }
     }
 }
 
-/* gather, rows [i0, i1) of mini-batch rows perm[0..m): a^0 and y; then the prefetch of the
- * same rows of the next mini-batch (perm_next, m_next). */
+/* gather, rows [i0, i1) of mini-batch rows perm[0..m): a^0 and y, after the prefetch of the
+ * heads of the same rows of the next mini-batch. */
 static void NET(task_gather)(const NET(pass) *p, const cbp_epoch_data *d, const int64_t *perm,
                              size_t i0, size_t i1)
 {
@@ -241,10 +251,7 @@ static void NET(task_gather)(const NET(pass) *p, const cbp_epoch_data *d, const 
     const size_t n_in = net->sizes[0], n_out = net->sizes[net->n_layers];
     REAL *xb = (REAL *)p->x, *yb = (REAL *)p->y;          /* [m, n_0], [m, n_L] workspace */
     const REAL *x = (const REAL *)d->x, *y = (const REAL *)d->y;
-    const size_t mbs = d->mini_batch_size, next = (size_t)(perm - d->perm) + mbs;
-    if (next < d->n)
-        NET(prefetch_next)(d, n_in, n_out, perm + mbs, d->n - next < mbs ? d->n - next : mbs, i0,
-                           i1);
+    NET(prefetch_next)(d, n_in, n_out, perm, i0, i1, 1);
     for (size_t i = i0; i < i1; i++) {
         const size_t r = (size_t)perm[i];
         memcpy(xb + i * n_in, x + r * n_in, n_in * sizeof(REAL));
@@ -273,22 +280,12 @@ static void NET(run_task)(const NET(pass) *p, const cbp_group *g, size_t k, size
     }
 }
 
-/* Part `part` of `parts` of the next mini-batch's input rows (those after perm[0 .. mbs)),
- * into L2: every cache line after the CBP_PREFETCH_LINES the gather prefetched.  Spread over
- * the phases of a pass, so that the memory system has the rows ready when the next gather
- * copies them, without a burst that fills the miss buffers. */
+/* Part `part` of `parts` of the rest of the next mini-batch's input rows into L2. */
 static void NET(prefetch_rest)(const cbp_epoch_data *d, size_t n_in, const int64_t *perm,
                                size_t part, size_t parts)
 {
-    const size_t mbs = d->mini_batch_size, next = (size_t)(perm - d->perm) + mbs;
-    if (next >= d->n) return;
-    const size_t m_next = d->n - next < mbs ? d->n - next : mbs;
-    const size_t row_lines = (n_in * sizeof(REAL) + 63) / 64;
-    for (size_t i = part * m_next / parts; i < (part + 1) * m_next / parts; i++) {
-        const char *row = (const char *)((const REAL *)d->x + (size_t)perm[mbs + i] * n_in);
-        for (size_t k = CBP_PREFETCH_LINES; k < row_lines; k++)
-            __builtin_prefetch(row + 64 * k, 0, 2);
-    }
+    const size_t mbs = d->mini_batch_size;
+    NET(prefetch_next)(d, n_in, 0, perm, part * mbs / parts, (part + 1) * mbs / parts, 0);
 }
 
 /* The whole pass on this thread, one task per group (the single-threaded path); in an epoch
