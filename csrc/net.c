@@ -30,16 +30,18 @@
  * its phase cost a few hundred nanoseconds between cores). */
 #define CBP_TASK_MIN_FLOPS 1e5
 
-/* Cache lines at the head of each of the next mini-batch's input rows prefetched at each
- * gather (net_impl.h: prefetch_next).  Measured on a Zen 4 VM, [784, 30, 10] at mini-batch
- * 10 on 50,000 rows, one thread, median CPU time of 5 interleaved runs: none 0.098 s, every
- * line of the rows 0.0975 s (a burst fills the miss buffers), 4 lines 0.0917 s, 8 lines
- * 0.0927 s, 16 lines 0.0939 s.  The rest of each row goes into L2 a part after each phase of
- * a single-threaded pass (net_impl.h: prefetch_rest); measured the same way, median of 5 runs'
- * medians of 5 epochs, interleaved: [784, 30, 10] at mini-batch 10 0.102 -> 0.090 s, at 100
- * 0.090 -> 0.085 s, [784, 100, 10] at 10 0.233 -> 0.226 s (into L1 instead: 0.106 s on the
- * first, slower than none); each thread of the hidden split, which gathers every row itself,
- * does the same in three parts: [784, 100, 10] at 10 on two threads 0.228 -> 0.214 s. */
+/* Cache lines at the head of each of the next mini-batch's input rows prefetched into L1 at
+ * each gather (net_impl.h: prefetch_next); the rest of each row goes into L2 a part after
+ * each phase of a single-threaded pass (prefetch_rest), and each thread of the hidden split,
+ * which gathers every row itself, does the same in three parts.  Measured on a Zen 4 VM, one
+ * process, epochs interleaved, medians of 10-15 epochs, 50,000 rows: [784, 30, 10] at
+ * mini-batch 10 on one thread 0.089-0.094 s without any prefetch, 0.077-0.082 s with (the
+ * gather itself, by the time-stamp counter, 26-27 -> 13 ms of the epoch); in float64 0.162 ->
+ * 0.148 s; at mini-batch 100 0.068 -> 0.066 s; [784, 100, 10] on the hidden split's two
+ * threads 0.119 -> 0.115 s; the feeder's epochs, N5's phases of tasks: no change.  Head
+ * lines, same way: 4 0.073 s, 8 0.073, 16 0.076, none (every line into L2) 0.077, the whole
+ * row into L1 0.079; the rest all at once after the gather instead of a part per phase
+ * 0.084 against 0.079, and a second round of the same prefetches no faster. */
 #define CBP_PREFETCH_LINES 4
 
 /* Columns of delta whose bias gradients are summed together (BP3, net_impl.h: task_bp4). */

@@ -11,7 +11,11 @@ csrc/kernels_simd.c; their names end in _avx2 / _avx512 (GCC may add .constprop.
   * outside the dispatched kernels: any VEX/EVEX instruction (mnemonic v*: AVX and up), any
     ymm/zmm/k-mask register, and SSE3/SSSE3/SSE4.x/BMI/LZCNT/MOVBE mnemonics (listed by name;
     a baseline build emits none);
-  * inside the *_avx2 kernels: any AVX-512 (zmm, k masks, xmm/ymm16-31, {1toN} broadcasts).
+  * inside the *_avx2 kernels: any AVX-512 (zmm, k masks, xmm/ymm16-31, {1toN} broadcasts);
+  * an epoch driver without its prefetches: no prefetcht0 (the heads of the next mini-batch's
+    rows) or no prefetcht1 (the rest of them) outside the kernels.  GCC deletes calls to a
+    function whose only effects are prefetches (csrc/net_impl.h: prefetch_next), which no
+    test of results can see.
 
 Exit status 1 on any finding, 2 when the file has no symbols to attribute code to.
 """
@@ -53,6 +57,23 @@ def scan(lines):
     return per_func
 
 
+def prefetches(lines):
+    """Counter(mnemonic) of the prefetch instructions outside the dispatched kernels."""
+    func, out = None, Counter()
+    for line in lines:
+        m = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+        if m:
+            func = m.group(1)
+            continue
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) < 2 or func is None or DISPATCHED.search(func):
+            continue
+        mnem = parts[1].strip().split(" ")[0] if parts[1].strip() else ""
+        if mnem.startswith("prefetch"):
+            out[mnem] += 1
+    return out
+
+
 def main(path):
     syms = subprocess.run(["nm", path], capture_output=True, text=True)
     if syms.returncode or not re.search(r" [tT] \S+_(avx2|avx512)\b", syms.stdout):
@@ -77,7 +98,13 @@ def main(path):
         print(f"FAIL: non-baseline instructions outside the dispatched kernels: {f} {c}")
     for f, c in avx2_with_512:
         print(f"FAIL: AVX-512 in an avx2 kernel: {f} {c}")
-    return 1 if bad or avx2_with_512 else 0
+    pf = prefetches(dis)
+    print(f"prefetches outside the kernels: {dict(pf) or 'none'}")
+    missing = [m for m in ("prefetcht0", "prefetcht1") if not pf[m]]
+    if missing:
+        print(f"FAIL: no {' or '.join(missing)} outside the kernels: the epoch's prefetches "
+              f"were compiled away")
+    return 1 if bad or avx2_with_512 or missing else 0
 
 
 if __name__ == "__main__":
