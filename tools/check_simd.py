@@ -38,9 +38,9 @@ NON_BASELINE = set("""
 DISPATCHED = re.compile(r"_(avx2|avx512)(\.|$)")
 
 
-def scan(lines):
-    """{function: Counter(kind -> count)} of the non-baseline instructions in objdump -d output."""
-    func, per_func = None, defaultdict(Counter)
+def instructions(lines):
+    """(function, mnemonic, instruction) for each instruction of objdump -d output."""
+    func = None
     for line in lines:
         m = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
         if m:
@@ -50,7 +50,13 @@ def scan(lines):
         if len(parts) < 2 or func is None or not parts[1].strip():
             continue
         insn = parts[1].strip()
-        mnem = insn.split()[0]
+        yield func, insn.split()[0], insn
+
+
+def scan(lines):
+    """{function: Counter(kind -> count)} of the non-baseline instructions in objdump -d output."""
+    per_func = defaultdict(Counter)
+    for func, mnem, insn in instructions(lines):
         if (mnem.startswith("v") and mnem not in ("verr", "verw")) or WIDE.search(insn) \
                 or mnem.split(".")[0] in NON_BASELINE:
             per_func[func]["avx512" if AVX512.search(insn) else "other"] += 1
@@ -59,19 +65,8 @@ def scan(lines):
 
 def prefetches(lines):
     """Counter(mnemonic) of the prefetch instructions outside the dispatched kernels."""
-    func, out = None, Counter()
-    for line in lines:
-        m = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
-        if m:
-            func = m.group(1)
-            continue
-        parts = line.rstrip("\n").split("\t")
-        if len(parts) < 2 or func is None or DISPATCHED.search(func):
-            continue
-        mnem = parts[1].strip().split(" ")[0] if parts[1].strip() else ""
-        if mnem.startswith("prefetch"):
-            out[mnem] += 1
-    return out
+    return Counter(mnem for func, mnem, _ in instructions(lines)
+                   if mnem.startswith("prefetch") and not DISPATCHED.search(func))
 
 
 def main(path):
