@@ -130,9 +130,10 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # Every AVX/AVX2/AVX-512 instruction of the extension must sit in a run-time-dispatched kernel
 # (functions named *_avx2* / *_avx512*, compiled under `#pragma GCC target`), and the avx2
-# variants must hold no AVX-512 instruction.  The symbols come from the unstripped extension in
-# the CMake build tree; its .text is checked to be byte-identical to the repaired wheel's.
-step "objdump: wide SIMD only inside the dispatched kernels"
+# variants must hold no AVX-512 instruction; the epoch driver of each dtype must hold its
+# prefetch instructions.  The symbols come from the unstripped extension in the CMake build
+# tree; its .text is checked to be byte-identical to the repaired wheel's.
+step "objdump: wide SIMD only inside the dispatched kernels, the driver's prefetches present"
 SO_BUILD=$(find "$WORK/cmake-build" -name '_core*.so' -type f | head -1)
 SO_WHEEL=$(find "$WORK/unpacked" -name '_core*.so' -type f | head -1)
 [ -n "$SO_BUILD" ] && [ -n "$SO_WHEEL" ] || die "extension not found (build tree: '$SO_BUILD', wheel: '$SO_WHEEL')"

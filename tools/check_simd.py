@@ -13,7 +13,8 @@ csrc/kernels_simd.c; their names end in _avx2 / _avx512 (GCC may add .constprop.
     a baseline build emits none);
   * inside the *_avx2 kernels: any AVX-512 (zmm, k masks, xmm/ymm16-31, {1toN} broadcasts);
   * an epoch driver without its prefetches: no prefetcht0 (the heads of the next mini-batch's
-    rows) or no prefetcht1 (the rest of them) outside the kernels.  GCC deletes calls to a
+    rows) or no prefetcht1 (the rest of them) in the float or in the double driver's
+    functions (names ending in _f32 / _f64) outside the kernels.  GCC deletes calls to a
     function whose only effects are prefetches (csrc/net_impl.h: prefetch_next), which no
     test of results can see.
 
@@ -64,9 +65,14 @@ def scan(lines):
 
 
 def prefetches(lines):
-    """Counter(mnemonic) of the prefetch instructions outside the dispatched kernels."""
-    return Counter(mnem for func, mnem, _ in instructions(lines)
-                   if mnem.startswith("prefetch") and not DISPATCHED.search(func))
+    """Counter((dtype, mnemonic)) of the prefetch instructions outside the dispatched kernels,
+    dtype "f32" or "f64" from the driver function's name (net_impl.h's NET(name))."""
+    out = Counter()
+    for func, mnem, _ in instructions(lines):
+        dtype = re.search(r"_(f32|f64)(\.|$)", func)
+        if mnem.startswith("prefetch") and dtype and not DISPATCHED.search(func):
+            out[dtype.group(1), mnem] += 1
+    return out
 
 
 def main(path):
@@ -94,11 +100,12 @@ def main(path):
     for f, c in avx2_with_512:
         print(f"FAIL: AVX-512 in an avx2 kernel: {f} {c}")
     pf = prefetches(dis)
-    print(f"prefetches outside the kernels: {dict(pf) or 'none'}")
-    missing = [m for m in ("prefetcht0", "prefetcht1") if not pf[m]]
+    print("prefetches outside the kernels: " +
+          (", ".join(f"{n} {m}_{t}" for (t, m), n in sorted(pf.items())) or "none"))
+    missing = [f"{m} in the {t} driver" for t in ("f32", "f64")
+               for m in ("prefetcht0", "prefetcht1") if not pf[t, m]]
     if missing:
-        print(f"FAIL: no {' or '.join(missing)} outside the kernels: the epoch's prefetches "
-              f"were compiled away")
+        print(f"FAIL: no {', no '.join(missing)}: the epoch's prefetches were compiled away")
     return 1 if bad or avx2_with_512 or missing else 0
 
 
