@@ -412,37 +412,37 @@ static inline __attribute__((always_inline)) void K_(nn_block)(
     }
 }
 
-/* C[M, N] (op)= A(M, T) . B[T, N], in column blocks of NN_NB (a multiple of 4 vectors; the
- * last block takes the rest, so its edge is where it is without blocks and every tile
- * computes exactly what it computes unblocked: the same bits), all rows of a block before
- * the next, when B does not fit in half of L2 and a [T, NN_NB] block of it fits in a quarter
- * (BP4 with a wide layer below and a mini-batch of up to 128 rows); else all columns of a
- * row tile before the next.  Double only, by measurement on a Zen 4 VM (AVX-512, 1 MiB L2):
- * BP4's products of [784, 1024, 1024, 10] at mini-batch 128 (T = 128; rows of w^2 cut into
- * 8 tasks on two threads; GFLOP/s, 4 runs) 74-88 unblocked, 85-96 blocked (784 columns:
- * 77-91, 86-95); epochs of 12,800 rows on two threads, 8 interleaved runs, median 7.2 -> 6.5
- * s per 50,000 rows (AVX2's kernels: 12.6 -> 11.1, 3 runs).  Float's products moved inside
- * their spread (158-203 GFLOP/s either way); BP2's (T = 1024) were slower in blocks.  The
- * byte limits are those of the smallest L2 seen on these machines (1 MiB); with a larger L2
- * a block still stays in it. */
-#define NN_NB 256
+/* C[M, N] (op)= A(M, T) . B[T, N].  In double, when B is larger than half of L2, in blocks
+ * of nb columns (the most multiples of 4 vectors whose [T, nb] block of B fits in a quarter
+ * of L2; the last block takes the rest), all rows of a block before the next, so that B comes
+ * from L3 once instead of once per row tile: BP4 below a wide layer (T = 128 rows: blocks of
+ * 256 columns) and BP2 from a wide layer (T = 1024: one tile's 4 vectors).  The block edges
+ * are multiples of 4 vectors and the last block ends where C does, so every tile computes
+ * exactly what it computes unblocked: the same bits.  Measured on a Zen 4 VM (AVX-512, 1 MiB
+ * L2), [784, 1024, 1024, 10] float64 at mini-batch 128, epochs of 12,800 rows, seconds per
+ * 50,000, median (min-max) of 6 interleaved runs: two threads 7.2 (6.8-8.0) unblocked, 6.5
+ * (6.0-8.2) with BP4 blocked, 6.2 (5.7-7.6) with both; one thread 13.1 (12.5-17.0) -> 11.4
+ * (11.1-11.6); AVX2's kernels 11.7 -> 10.0, the generic ones 23.6 -> 21.3 (3 runs each).
+ * Float is left unblocked: the same epochs in float32 took 3.06 (2.73-4.19) s unblocked and
+ * 3.15 (2.90-3.43) blocked.  The byte limits are those of the smallest L2 seen on these
+ * machines (1 MiB); with a larger one a block still stays in L2. */
 static inline __attribute__((always_inline)) void K_(nn_body)(
     REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B, size_t ldb,
     size_t M, size_t N, size_t T, int op, const RULE *rule, REAL *s1, REAL *s2)
 {
-    const size_t b_block = T * NN_NB * sizeof(REAL), l2_part = (size_t)256 << 10;
-    if (!IS_DOUBLE || N < 2 * NN_NB || b_block > l2_part || T * N * sizeof(REAL) <= 2 * l2_part) {
+    const size_t l2_part = (size_t)256 << 10, panel = 4 * V;
+    const size_t nb = T ? l2_part / (T * sizeof(REAL)) / panel * panel : 0;
+    if (!IS_DOUBLE || nb == 0 || N < 2 * nb || T * N * sizeof(REAL) <= 2 * l2_part) {
         K_(nn_block)(C, ldc, A, ars, ats, B, ldb, M, N, T, op, rule, s1, s2);
         return;
     }
     size_t c0 = 0;
-    for (; c0 + 2 * NN_NB <= N; c0 += NN_NB)
-        K_(nn_block)(C + c0, ldc, A, ars, ats, B + c0, ldb, M, NN_NB, T, op, rule,
+    for (; c0 + 2 * nb <= N; c0 += nb)
+        K_(nn_block)(C + c0, ldc, A, ars, ats, B + c0, ldb, M, nb, T, op, rule,
                      s1 ? s1 + c0 : NULL, s2 ? s2 + c0 : NULL);
     K_(nn_block)(C + c0, ldc, A, ars, ats, B + c0, ldb, M, N - c0, T, op, rule,
                  s1 ? s1 + c0 : NULL, s2 ? s2 + c0 : NULL);
 }
-#undef NN_NB
 
 /* gemm_nn with the epilogue's op and rule kind made compile-time constants (one compiled
  * copy of the product per epilogue). */
