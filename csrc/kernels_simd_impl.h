@@ -388,9 +388,9 @@ NN_ROWS(5)
 #endif
 #undef NN_ROWS
 
-/* C[M, N] (op)= A(M, T) . B[T, N] for one (op, rule kind), all rows of one block of columns, in
- * blocks of NN_MR (5 rows x 4 vectors = 20 accumulators on AVX-512, 3 x 4 elsewhere). */
-static inline __attribute__((always_inline)) void K_(nn_block)(
+/* C[M, N] (op)= A(M, T) . B[T, N] for one (op, rule kind): row tiles of NN_MR (5 rows x 4
+ * vectors = 20 accumulators on AVX-512, 3 x 4 elsewhere), each over all N columns. */
+static inline __attribute__((always_inline)) void K_(nn_cols)(
     REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B, size_t ldb,
     size_t M, size_t N, size_t T, int op, const RULE *rule, REAL *s1, REAL *s2)
 {
@@ -412,36 +412,31 @@ static inline __attribute__((always_inline)) void K_(nn_block)(
     }
 }
 
-/* C[M, N] (op)= A(M, T) . B[T, N].  In double, when B is larger than half of L2, in blocks
- * of nb columns (the most multiples of 4 vectors whose [T, nb] block of B fits in a quarter
- * of L2; the last block takes the rest), all rows of a block before the next, so that B comes
- * from L3 once instead of once per row tile: BP4 below a wide layer (T = 128 rows: blocks of
- * 256 columns) and BP2 from a wide layer (T = 1024: one tile's 4 vectors).  The block edges
- * are multiples of 4 vectors and the last block ends where C does, so every tile computes
- * exactly what it computes unblocked: the same bits.  Measured on a Zen 4 VM (AVX-512, 1 MiB
- * L2), [784, 1024, 1024, 10] float64 at mini-batch 128, epochs of 12,800 rows, seconds per
- * 50,000, median (min-max) of 6 interleaved runs: two threads 7.2 (6.8-8.0) unblocked, 6.5
- * (6.0-8.2) with BP4 blocked, 6.2 (5.7-7.6) with both; one thread 13.1 (12.5-17.0) -> 11.4
- * (11.1-11.6); AVX2's kernels 11.7 -> 10.0, the generic ones 23.6 -> 21.3 (3 runs each).
- * Float is left unblocked: the same epochs in float32 took 3.06 (2.73-4.19) s unblocked and
- * 3.15 (2.90-3.43) blocked.  The byte limits are those of the smallest L2 seen on these
- * machines (1 MiB); with a larger one a block still stays in L2. */
+/* C[M, N] (op)= A(M, T) . B[T, N] in cache blocks of columns.  In double, when B is larger
+ * than half of L2, the blocks are nb columns wide: the most multiples of 4 vectors whose
+ * [T, nb] part of B fits in a quarter of L2 (the last block takes the rest, from nb to 2 nb
+ * wide), so that B comes from L3 once instead of once per row tile: 256 columns for BP4 below
+ * a wide layer at mini-batch 128, 32 for BP2 from a layer of 1024 units.  Else (float, or
+ * when not even 4 vectors of B's columns fit: T > 1024 on AVX-512) one block of all N.
+ * Every block edge is a multiple of 4 vectors and the last block ends where C does, so each
+ * 4-vector tile, vector and edge window lies where it lies unblocked, and one copy of the
+ * tile code computes them all: the same bits.  The limits are those of the smallest L2
+ * seen on these machines (1 MiB); on a smaller one a block spills to L3 as all of B does
+ * unblocked.  Measured (performance.md): N4 float64 epochs on a Zen 4 VM, two threads, 7.2 ->
+ * 6.2 s, one thread 13.1 -> 11.4 s; float32 unchanged within the noise, so left unblocked. */
 static inline __attribute__((always_inline)) void K_(nn_body)(
     REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B, size_t ldb,
     size_t M, size_t N, size_t T, int op, const RULE *rule, REAL *s1, REAL *s2)
 {
     const size_t l2_part = (size_t)256 << 10, panel = 4 * V;
     const size_t nb = T ? l2_part / (T * sizeof(REAL)) / panel * panel : 0;
-    if (!IS_DOUBLE || nb == 0 || N < 2 * nb || T * N * sizeof(REAL) <= 2 * l2_part) {
-        K_(nn_block)(C, ldc, A, ars, ats, B, ldb, M, N, T, op, rule, s1, s2);
-        return;
+    const int blocked = IS_DOUBLE && nb > 0 && T * N * sizeof(REAL) > 2 * l2_part;
+    const size_t width = blocked ? nb : N;
+    for (size_t c0 = 0, n; c0 < N; c0 += n) {
+        n = N - c0 >= 2 * width ? width : N - c0;
+        K_(nn_cols)(C + c0, ldc, A, ars, ats, B + c0, ldb, M, n, T, op, rule,
+                    s1 ? s1 + c0 : NULL, s2 ? s2 + c0 : NULL);
     }
-    size_t c0 = 0;
-    for (; c0 + 2 * nb <= N; c0 += nb)
-        K_(nn_block)(C + c0, ldc, A, ars, ats, B + c0, ldb, M, nb, T, op, rule,
-                     s1 ? s1 + c0 : NULL, s2 ? s2 + c0 : NULL);
-    K_(nn_block)(C + c0, ldc, A, ars, ats, B + c0, ldb, M, N - c0, T, op, rule,
-                 s1 ? s1 + c0 : NULL, s2 ? s2 + c0 : NULL);
 }
 
 /* gemm_nn with the epilogue's op and rule kind made compile-time constants (one compiled
