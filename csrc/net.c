@@ -30,9 +30,9 @@
  * its phase cost a few hundred nanoseconds between cores). */
 #define CBP_TASK_MIN_FLOPS 1e5
 
-/* Cache lines at the head of each of the next mini-batch's input rows prefetched into L1 at
- * each gather (net_impl.h: prefetch_next); the rest of each row goes into L2 a part after
- * each phase of a single-threaded pass (prefetch_rest), and each thread of the hidden split,
+/* Cache lines at the head of each of the next mini-batch's input rows prefetched at each
+ * gather (net_impl.h: prefetch_next); the rest of each row goes into L2 a part after each
+ * phase of a single-threaded pass (prefetch_rest), and each thread of the hidden split,
  * which gathers every row itself, does the same in three parts.  Measured on a Zen 4 VM, one
  * process, epochs interleaved, medians of 10-15 epochs, 50,000 rows: [784, 30, 10] at
  * mini-batch 10 on one thread 0.089-0.094 s without any prefetch, 0.077-0.082 s with (the
@@ -41,7 +41,14 @@
  * threads 0.119 -> 0.115 s; the feeder's epochs, N5's phases of tasks: no change.  Head
  * lines, same way: 4 0.073 s, 8 0.073, 16 0.076, none (every line into L2) 0.077, the whole
  * row into L1 0.079; the rest all at once after the gather instead of a part per phase
- * 0.084 against 0.079, and a second round of the same prefetches no faster. */
+ * 0.084 against 0.079, and a second round of the same prefetches no faster.
+ * The heads go into L2 (prefetcht1), not L1 (prefetcht0): in a C model of the epoch's memory
+ * traffic (10 random rows of 784 floats copied from 150 MiB, the next rows prefetched during
+ * 40,000 cycles of other work), the copy took 2,400 cycles per mini-batch with the heads
+ * prefetched into L2 against 3,300-3,900 into L1 or with the non-temporal hint (1,500 from
+ * rows already in L2); whole epochs, six processes each way, interleaved, medians: [784, 30,
+ * 10] one thread 0.0690 -> 0.0677 s (lower in all six), in float64 0.1304 -> 0.1289 (lower in four), at
+ * mini-batch 100 0.0653 -> 0.0645 (lower in all six).  The targets stay in L1. */
 #define CBP_PREFETCH_LINES 4
 
 /* Columns of delta whose bias gradients are summed together (BP3, net_impl.h: task_bp4). */

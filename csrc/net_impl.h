@@ -216,10 +216,11 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
 }
 
 /* Rows [i0, i1) of the next mini-batch (the rows after perm[0 .. mbs)) on their way into
- * cache: head, the first CBP_PREFETCH_LINES lines of each x row and its target into L1 (the
- * gather of this mini-batch's same rows issues them, and the hardware prefetcher follows
- * each row); else the rest of each x row into L2 (a part after each phase of a pass, so that
- * the rows are ready for the next gather without a burst that fills the miss buffers). */
+ * cache: head, the first CBP_PREFETCH_LINES lines of each x row (into L2, as the rest) and
+ * its target (into L1), issued by the gather of this mini-batch's same rows, and the
+ * hardware prefetcher follows each row; else the rest of each x row into L2 (a part after
+ * each phase of a pass, so that the rows are ready for the next gather without a burst that
+ * fills the miss buffers).  Why the heads go to L2 and not to L1: net.c. */
 static void NET(prefetch_next)(const cbp_epoch_data *d, size_t n_in, size_t n_out,
                                const int64_t *perm, size_t i0, size_t i1, int head)
 {
@@ -232,7 +233,7 @@ static void NET(prefetch_next)(const cbp_epoch_data *d, size_t n_in, size_t n_ou
         const char *row = (const char *)((const REAL *)d->x + r * n_in);
         if (head) {
             for (size_t k = 0; k < CBP_PREFETCH_LINES && k < row_lines; k++)
-                __builtin_prefetch(row + 64 * k, 0, 3);
+                __builtin_prefetch(row + 64 * k, 0, 2);
             if (d->y) __builtin_prefetch((const REAL *)d->y + r * n_out, 0, 3);
             else __builtin_prefetch(d->labels + r, 0, 3);
         } else {

@@ -12,8 +12,8 @@ csrc/kernels_simd.c; their names end in _avx2 / _avx512 (GCC may add .constprop.
     ymm/zmm/k-mask register, and SSE3/SSSE3/SSE4.x/BMI/LZCNT/MOVBE mnemonics (listed by name;
     a baseline build emits none);
   * inside the *_avx2 kernels: any AVX-512 (zmm, k masks, xmm/ymm16-31, {1toN} broadcasts);
-  * an epoch driver without its prefetches: no prefetcht0 (the heads of the next mini-batch's
-    rows) or no prefetcht1 (the rest of them) in the float or in the double driver's
+  * an epoch driver without its prefetches: no prefetcht0 (the next mini-batch's targets) or
+    no prefetcht1 (its input rows) in the float or in the double driver's
     functions (names ending in _f32 / _f64) outside the kernels.  GCC deletes calls to a
     function whose only effects are prefetches (csrc/net_impl.h: prefetch_next), which no
     test of results can see.
