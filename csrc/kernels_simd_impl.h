@@ -422,8 +422,9 @@ static inline __attribute__((always_inline)) void K_(nn_cols)(
  * 4-vector tile, vector and edge window lies where it lies unblocked, and one copy of the
  * tile code computes them all: the same bits.  The limits are those of the smallest L2
  * seen on these machines (1 MiB); on a smaller one a block spills to L3 as all of B does
- * unblocked.  Measured (performance-notes.md): N4 float64 epochs on a Zen 4 VM, two threads, 7.2 ->
- * 6.2 s, one thread 13.1 -> 11.4 s; float32 unchanged within the noise, so left unblocked. */
+ * unblocked.  Measured (performance-notes.md): N4 float64 epochs on a Zen 4 VM, two
+ * threads, 7.2 -> 6.2 s, one thread 13.1 -> 11.4 s; float32 unchanged within the noise, so
+ * left unblocked. */
 static inline __attribute__((always_inline)) void K_(nn_body)(
     REAL *C, size_t ldc, const REAL *A, size_t ars, size_t ats, const REAL *B, size_t ldb,
     size_t M, size_t N, size_t T, int op, const RULE *rule, REAL *s1, REAL *s2)

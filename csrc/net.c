@@ -47,8 +47,8 @@
  * 40,000 cycles of other work), the copy took 2,400 cycles per mini-batch with the heads
  * prefetched into L2 against 3,300-3,900 into L1 or with the non-temporal hint (1,500 from
  * rows already in L2); whole epochs, six processes each way, interleaved, medians: [784, 30,
- * 10] one thread 0.0690 -> 0.0677 s (lower in all six), in float64 0.1304 -> 0.1289 (lower in four), at
- * mini-batch 100 0.0653 -> 0.0645 (lower in all six).  The targets stay in L1. */
+ * 10] one thread 0.0690 -> 0.0677 s (lower in all six), in float64 0.1304 -> 0.1289 (lower
+ * in four), at mini-batch 100 0.0653 -> 0.0645 (lower in all six).  The targets stay in L1. */
 #define CBP_PREFETCH_LINES 4
 
 /* Columns of delta whose bias gradients are summed together (BP3, net_impl.h: task_bp4). */
