@@ -150,6 +150,10 @@ size_t cbp_workspace_len(const cbp_net *net, size_t m_cap);
 /* Where block `which` (CBP_WS_*) of layer l starts in the workspace (elements). */
 size_t cbp_workspace_offset(const cbp_net *net, int which, size_t l);
 
+/* The row stride (elements) of layer l's workspace blocks: n_l, or more for a hidden layer
+ * whose rows would otherwise fall on the same L1 sets (net.c: cbp_ld). */
+size_t cbp_workspace_ld(const cbp_net *net, size_t l);
+
 /* Feedforward of m rows (any m), m_cap rows at a time through the workspace, eq. (25) for
  * l = 1..L: out = a^L.  x: [m, n_0]; out: [m, n_L] (overwritten).  The workspace then holds
  * z^l, a^l of the last m_cap-row chunk. */

@@ -76,18 +76,18 @@ static inline const REAL *NET(input)(const NET(pass) *p, size_t l)
 static void NET(drop)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
 {
     const cbp_net *net = p->net;
-    const size_t n = net->sizes[l];
+    const size_t ld = cbp_ld(net, l);
     const double rate = net->dropout[l];
     const uint32_t below = (uint32_t)(rate * 16777216.0);          /* floor(p 2^24) */
     const REAL kept = (REAL)(1.0 / (1.0 - rate));
-    const REAL *a = NET(ws)(net, CBP_WS_A, l);                        /* [m, n] */
+    const REAL *a = NET(ws)(net, CBP_WS_A, l);                     /* [m, n_l] (ld) */
     REAL *keep = NET(ws)(net, CBP_WS_KEEP, l), *out = NET(ws)(net, CBP_WS_DROPPED, l);
     for (size_t i = 0; i < p->m; i++)
         for (size_t j = j0; j < j1; j++) {
             const uint32_t bits = cbp_dropout_bits(net->seed, p->round, p->batch, l, i, j);
             const REAL k = (bits >> 8) < below ? (REAL)0 : kept;
-            keep[i * n + j] = k;
-            out[i * n + j] = a[i * n + j] * k;
+            keep[i * ld + j] = k;
+            out[i * ld + j] = a[i * ld + j] * k;
         }
 }
 
@@ -125,14 +125,15 @@ static void NET(task_forward)(const NET(pass) *p, size_t l, size_t j0, size_t j1
 {
     const cbp_net *net = p->net;
     const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1], m = p->m;
+    const size_t ld_out = cbp_ld(net, l), ld_in = cbp_ld(net, l - 1);
     const REAL *w = NET(layer)(p, 0, l);                               /* [n_out, n_in] */
     const REAL *b = w + n_out * n_in;                                  /* [n_out] */
-    const REAL *a_prev = NET(input)(p, l - 1);                         /* [m, n_in] */
-    REAL *z = NET(ws)(net, CBP_WS_Z, l), *a = NET(ws)(net, CBP_WS_A, l);             /* [m, n_out] */
+    const REAL *a_prev = NET(input)(p, l - 1);                         /* [m, n_in] (ld_in) */
+    REAL *z = NET(ws)(net, CBP_WS_Z, l), *a = NET(ws)(net, CBP_WS_A, l);   /* [m, n_out] (ld_out) */
     const int act = net->act[l];
-    p->k->gemm_nt(z + j0, n_out, a_prev, n_in, w + j0 * n_in, n_in, b + j0, m, j1 - j0, n_in);
+    p->k->gemm_nt(z + j0, ld_out, a_prev, ld_in, w + j0 * n_in, n_in, b + j0, m, j1 - j0, n_in);
     if (act == CBP_ACT_SOFTMAX) return;                 /* (the softmax phase) */
-    p->k->activate(a + j0, z + j0, n_out, m, j1 - j0, act);
+    p->k->activate(a + j0, z + j0, ld_out, m, j1 - j0, act);
     if (NET(dropping)(p, l)) NET(drop)(p, l, j0, j1);
     if (l == net->n_layers && p->mode != CBP_PASS_FORWARD)
         NET(output_delta)(NET(ws)(net, CBP_WS_DELTA, l), a, p->y, n_out, act, net->cost, p->scale, 0, m,
@@ -158,18 +159,19 @@ static void NET(task_bp2)(const NET(pass) *p, size_t l, size_t k0, size_t k1)
 {
     const cbp_net *net = p->net;
     const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1], m = p->m;
+    const size_t ld_out = cbp_ld(net, l), ld_in = cbp_ld(net, l - 1);
     const REAL *w = NET(layer)(p, 0, l);                               /* [n_out, n_in] */
-    const REAL *delta = NET(ws)(net, CBP_WS_DELTA, l);                            /* [m, n_out] */
-    REAL *delta_prev = NET(ws)(net, CBP_WS_DELTA, l - 1);                         /* [m, n_in] */
-    const REAL *a_prev = NET(ws)(net, CBP_WS_A, l - 1);                       /* [m, n_in] */
+    const REAL *delta = NET(ws)(net, CBP_WS_DELTA, l);                 /* [m, n_out] (ld_out) */
+    REAL *delta_prev = NET(ws)(net, CBP_WS_DELTA, l - 1);              /* [m, n_in] (ld_in) */
+    const REAL *a_prev = NET(ws)(net, CBP_WS_A, l - 1);                /* [m, n_in] (ld_in) */
     const EPI set = {.op = CBP_EPI_SET};
-    p->k->gemm_nn(delta_prev + k0, n_in, delta, n_out, 1, w + k0, n_in, m, k1 - k0, n_out, &set);
+    p->k->gemm_nn(delta_prev + k0, ld_in, delta, ld_out, 1, w + k0, n_in, m, k1 - k0, n_out, &set);
     if (NET(dropping)(p, l - 1)) {
-        const REAL *keep = NET(ws)(net, CBP_WS_KEEP, l - 1);             /* [m, n_in] */
+        const REAL *keep = NET(ws)(net, CBP_WS_KEEP, l - 1);           /* [m, n_in] (ld_in) */
         for (size_t i = 0; i < m; i++)
-            for (size_t k = k0; k < k1; k++) delta_prev[i * n_in + k] *= keep[i * n_in + k];
+            for (size_t k = k0; k < k1; k++) delta_prev[i * ld_in + k] *= keep[i * ld_in + k];
     }
-    p->k->mul_prime(delta_prev + k0, a_prev + k0, n_in, m, k1 - k0, net->act[l - 1]);
+    p->k->mul_prime(delta_prev + k0, a_prev + k0, ld_in, m, k1 - k0, net->act[l - 1]);
 }
 
 /* BP3/BP4 of layer l, rows [j0, j1) of w^l and b^l:
@@ -179,8 +181,9 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
 {
     const cbp_net *net = p->net;
     const size_t n_out = net->sizes[l], n_in = net->sizes[l - 1], m = p->m;
-    const REAL *delta = NET(ws)(net, CBP_WS_DELTA, l);                            /* [m, n_out] */
-    const REAL *a_prev = NET(input)(p, l - 1);                         /* [m, n_in] */
+    const size_t ld_out = cbp_ld(net, l), ld_in = cbp_ld(net, l - 1);
+    const REAL *delta = NET(ws)(net, CBP_WS_DELTA, l);                 /* [m, n_out] (ld_out) */
+    const REAL *a_prev = NET(input)(p, l - 1);                         /* [m, n_in] (ld_in) */
     const int step = p->mode == CBP_PASS_STEP;
     REAL *out_w = step ? NET(layer)(p, 0, l) : NET(weights)(net, p->grads, l); /* [n_out, n_in] */
     REAL *out_b = out_w + n_out * n_in;                                       /* [n_out] */
@@ -190,7 +193,7 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
     if (step && p->rule_w.kind == CBP_OPT_ADAM) s2 = NET(layer)(p, 2, l);
     const EPI epi = {.op = step ? CBP_EPI_UPDATE : CBP_EPI_ADD, .rule = p->rule_w,
                      .state1 = s1 ? s1 + j0 * n_in : NULL, .state2 = s2 ? s2 + j0 * n_in : NULL};
-    p->k->gemm_nn(out_w + j0 * n_in, n_in, delta + j0, 1, n_out, a_prev, n_in, j1 - j0, n_in, m,
+    p->k->gemm_nn(out_w + j0 * n_in, n_in, delta + j0, 1, ld_out, a_prev, ld_in, j1 - j0, n_in, m,
                   &epi);
     /* BP3: nabla_b^l[j] = sum_i delta[i, j], each column summed over i in order (the
      * compiler vectorizes across a chunk of columns: the same sums, not reassociated) */
@@ -198,7 +201,7 @@ static void NET(task_bp4)(const NET(pass) *p, size_t l, size_t j0, size_t j1)
         const size_t c1 = j1 - c0 < CBP_BIAS_CHUNK ? j1 : c0 + CBP_BIAS_CHUNK;
         REAL sum[CBP_BIAS_CHUNK] = {0};
         for (size_t i = 0; i < m; i++) {
-            const REAL *row = delta + i * n_out + c0;
+            const REAL *row = delta + i * ld_out + c0;
             for (size_t j = 0; j < c1 - c0; j++) sum[j] += row[j];
         }
         for (size_t j = c0; j < c1; j++) {
@@ -621,7 +624,7 @@ typedef struct {
     NET(epoch_job) *job;
     REAL *mem;                  /* per thread: workspace, then its w^L, b^L and state copies */
     size_t per_thread, ws_len;  /* elements of mem per thread; of its workspace */
-    REAL *a1[2];                /* [mbs, n_1] each: the published a^1 of even and odd batches */
+    REAL *a1[2];                /* [mbs, n_1] (its ld) each: the published a^1 of even and odd batches */
     int T;
     _Alignas(64) atomic_size_t arrived;   /* threads arrived, over every mini-batch */
     _Alignas(64) atomic_size_t stop;      /* the batch thread 0 stopped before, or SIZE_MAX */
@@ -655,7 +658,8 @@ static void NET(split_worker)(void *arg, int t)
     }
     size_t h0, h1;
     cbp_range(n[1], p.cuts.nn_mr, (size_t)t, (size_t)sj->T, &h0, &h1);   /* (as the phases cut BP4) */
-    REAL *a1 = NET(ws)(&net, CBP_WS_A, 1);              /* [mbs, n_1] */
+    REAL *a1 = NET(ws)(&net, CBP_WS_A, 1);              /* [mbs, n_1] (ld1) */
+    const size_t ld1 = cbp_ld(&net, 1);
     for (size_t b = 0; b < job->n_batches; b++) {
         if (t == 0 && NET(poll)(job)) {
             atomic_store_explicit(&sj->stop, b, memory_order_relaxed);
@@ -664,17 +668,17 @@ static void NET(split_worker)(void *arg, int t)
         }
         NET(batch_pass)(&p, job, b);
         const int64_t *perm = job->d->perm + b * job->d->mini_batch_size;
-        REAL *pub = sj->a1[b & 1];                      /* [mbs, n_1] */
+        REAL *pub = sj->a1[b & 1];                      /* [mbs, n_1] (ld1) */
         NET(task_gather)(&p, job->d, perm, 0, p.m);
         if (h0 < h1) {
             NET(task_forward)(&p, 1, h0, h1);
             for (size_t i = 0; i < p.m; i++)
-                memcpy(pub + i * n[1] + h0, a1 + i * n[1] + h0, (h1 - h0) * sizeof(REAL));
+                memcpy(pub + i * ld1 + h0, a1 + i * ld1 + h0, (h1 - h0) * sizeof(REAL));
         }
         atomic_fetch_add_explicit(&sj->arrived, 1, memory_order_release);
         NET(split_wait)(sj, b);
         if (atomic_load_explicit(&sj->stop, memory_order_relaxed) == b) break;
-        memcpy(a1, pub, p.m * n[1] * sizeof(REAL));
+        memcpy(a1, pub, p.m * ld1 * sizeof(REAL));
         NET(prefetch_rest)(job->d, n[0], perm, 0, 3);     /* (each thread gathers every row) */
         NET(task_forward)(&p, 2, 0, n[2]);
         if (net.act[2] == CBP_ACT_SOFTMAX) NET(task_softmax)(&p, 0, p.m);
@@ -698,7 +702,7 @@ static int NET(epoch_split)(NET(epoch_job) *job, int T, cbp_epoch_result *res)
     cbp_net sized = *net;
     sized.m_cap = mbs;
     const size_t ws_len = cbp_workspace_len(&sized, mbs);   /* (whole lines already) */
-    const size_t own_len = cbp_block_len(net, 3 * n[2], n[1] + 1), a1_len = cbp_block_len(net, mbs, n[1]);
+    const size_t own_len = cbp_block_len(net, 3 * n[2], n[1] + 1), a1_len = cbp_block_len(net, mbs, cbp_ld(net, 1));
     REAL *mem;
     void *raw = NET(epoch_buffers)((size_t)T * (ws_len + own_len) + 2 * a1_len, &mem);
     if (!raw) return 0;

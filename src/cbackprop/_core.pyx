@@ -85,6 +85,7 @@ cdef extern from "cbackprop.h" nogil:
     size_t cbp_n_params(const size_t *sizes, size_t n_layers)
     size_t cbp_workspace_len(const cbp_net *net, size_t m_cap)
     size_t cbp_workspace_offset(const cbp_net *net, int which, size_t l)
+    size_t cbp_workspace_ld(const cbp_net *net, size_t l)
     void cbp_net_forward(const cbp_net *net, void *out, const void *x, size_t m)
     void cbp_net_backprop(const cbp_net *net, void *grads, const void *x, const void *y,
                           size_t m, double scale)
@@ -437,7 +438,7 @@ cdef class Engine:
             self.accum = _aligned_zeros(self.n_params, self.dtype)
 
     def layer_views(self, Py_ssize_t m):
-        """(z, a, delta): lists of [m, n_l] views of the workspace blocks of layers 1..L
+        """(z, a, delta): lists of [m, n_l] views (rows cbp_workspace_ld apart) of the workspace blocks of layers 1..L
         (a also has a^0 first, the gathered input of sgd epochs); m <= m_cap."""
         s = self.sizes
         zs, as_, ds = [], [], []
@@ -448,10 +449,17 @@ cdef class Engine:
                 ds.append(self._block(CBP_WS_DELTA, l, m))
         return zs, as_, ds
 
+    def workspace_ld(self, Py_ssize_t l):
+        """The row stride (elements) of layer l's workspace blocks (n_l, or padded)."""
+        if not 0 <= l < len(self.sizes):
+            raise ValueError(f"l must be a layer index in [0, {len(self.sizes) - 1}], got {l}")
+        return cbp_workspace_ld(&self.net, l)
+
     def _block(self, int which, Py_ssize_t l, Py_ssize_t m):
         cdef size_t o = cbp_workspace_offset(&self.net, which, l)
+        cdef size_t ld = cbp_workspace_ld(&self.net, l)
         n = self.sizes[l]
-        return self.work[o:o + m * n].reshape(m, n)
+        return self.work[o:o + m * ld].reshape(m, ld)[:, :n]
 
     def dropout_keep(self, Py_ssize_t m):
         """keep^l of the last training step's first m rows, l = 1..L-1 (None where layer l

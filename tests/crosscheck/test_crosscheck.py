@@ -40,6 +40,26 @@ def pair(sizes, dtype, seed=0):
     return cbackprop.Network(sizes, dtype=dtype, seed=seed), reference.Network(sizes, dtype=dtype, seed=seed)
 
 
+# Hidden layers whose rows are a multiple of 2 KiB (512 floats, 256 or 512 doubles) keep
+# their workspace rows one cache line apart more than n (net.c: cbp_ld): every quantity of
+# the trace, read back through those strided rows, against the reference.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [1, 7, 32])
+def test_trace_through_padded_workspace_rows_matches_reference(dtype, m, batch, assert_close):
+    sizes = [40, 512, 256, 3]
+    fast, ref = pair(sizes, dtype, seed=3)
+    padded = [l for l in range(len(sizes)) if fast._engine.workspace_ld(l) > sizes[l]]
+    assert padded == ([1, 2] if dtype == np.float64 else [1])      # the case under test
+    assert all(fast._engine.workspace_ld(l) == sizes[l] for l in (0, len(sizes) - 1))
+    X, Y = batch(sizes, m, seed=m)
+    t, r = fast.trace(X, Y), ref.trace(X, Y)
+    for name in ("z", "a", "delta", "nabla_b", "nabla_w"):
+        for l, (u, v) in enumerate(zip(getattr(t, name), getattr(r, name))):
+            assert u.shape == v.shape and u.flags.c_contiguous
+            assert_close(u, v, dtype, f"{name}[{l}]")
+    assert_close(fast.feedforward(X), ref.feedforward(X), dtype, "feedforward")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes", SIZES, ids=str)
 def test_same_seed_same_initial_parameters(sizes, dtype):
