@@ -697,6 +697,9 @@ def format_config_table(name, entry, n, data_source, ceilings, dtype):
         threads = f"cbackprop epochs finished on {used} threads"
     else:
         threads = f"cbackprop sgd on {entry['cbackprop_num_threads']} thread(s)"
+    if entry.get("round_trip_ns"):
+        threads += (", the cores' round trip before each round (warm-up first): " +
+                    " ".join(f"{v:.0f}" for v in entry["round_trip_ns"]) + " ns")
     lines = [f"{name} {sizes} mini-batch {mbs}, {dtype}, {data_source} data: {n:,} samples = "
              f"{entry['n_batches']:,} mini-batches, {entry['gflop_per_epoch']:.3g} GFLOP; {threads}",
              f"  {'implementation':18} {'median':>9} {'min':>9} {'max':>9} {'noise':>6} "
@@ -1087,9 +1090,16 @@ def run_config(name, dtype, X, Y, u8, labels, n, repeats, impls, cbackprop, refe
         entry["one_step_check"] = one_step_check(cbackprop, sizes, dtype, X, Y, perms[0][:mbs])
         entry["memory"] = memory_check(cbackprop, sizes, dtype, X, Y, mbs)
     times = {k: [] for k in runners}
+    # A cache line's round trip between two threads before each round (the engine's probe):
+    # over about 150 ns the two cores share no cache, and two-thread epochs run slower.
+    probe = getattr(getattr(cbackprop, "_core", None), "round_trip_ns", None)
+    if probe is not None:
+        entry["round_trip_ns"] = []
     for rnd, perm in enumerate(perms):
         print(f"# {dtype} {name}: {'warm-up' if rnd == 0 else f'round {rnd}/{repeats}'}",
               file=sys.stderr, flush=True)
+        if probe is not None:
+            entry["round_trip_ns"].append(round(probe(), 1))
         for impl, runner in runners.items():
             if settle:
                 time.sleep(settle)

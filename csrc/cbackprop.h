@@ -127,6 +127,8 @@ typedef struct {
                              that many */
     int plan;             /* how an epoch runs: 0 as cbp_epoch_plan chooses, else
                              CBP_PLAN_* + 1 (where it applies; for measurements and tests) */
+    double far_ns;        /* the round trip (ns) above which two cores count as far apart
+                             (cbp_epoch_plan_now); 0: CBP_FAR_NS (for tests) */
 } cbp_net;
 
 /* Number of parameters: sum_l n_l n_{l-1} + n_l. */
@@ -228,6 +230,14 @@ typedef struct {
 } cbp_plan;
 cbp_plan cbp_epoch_plan(const cbp_net *net, size_t m);
 
+/* The plan an epoch of n rows in mini-batches of m starts with: cbp_epoch_plan's, except
+ * that an automatic one (n_threads and plan 0) of the feeder, or of phases of tasks below
+ * 2e8 flops per mini-batch, with at least 1e9 flops in all, runs on one thread
+ * (CBP_PLAN_ALONE) when a cache line's round trip between two threads (cbp_round_trip_ns,
+ * measured here) takes longer than net->far_ns (0: 150 ns): the cores then share no
+ * cache, and such epochs ran slower on two threads than on one (net.c). */
+cbp_plan cbp_epoch_plan_now(const cbp_net *net, size_t m, size_t n);
+
 /* cbp_epoch_plan(net, m).threads. */
 int cbp_epoch_threads(const cbp_net *net, size_t m);
 
@@ -237,6 +247,10 @@ double cbp_batch_flops(const cbp_net *net, size_t m);
 
 /* CPUs this process may run on (its affinity mask), at most 64. */
 int cbp_usable_cores(void);
+
+/* A cache line's round trip between this thread and a second one, in nanoseconds (the
+ * parallel layer's probe, parallel.h). */
+double cbp_round_trip_ns(void);
 
 /* 1 when every one of the n values of x (dtype) is finite, else 0; checked by the kernel
  * variant isa (CBP_ISA_*, supported on this CPU; -1: the best). */

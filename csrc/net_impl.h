@@ -735,7 +735,7 @@ static cbp_epoch_result NET(epoch)(const cbp_net *net, const cbp_epoch_data *d,
     job.pass.dropout = net->dropout != NULL;
     job.pass.round = u->round;
     job.n_batches = d->n / d->mini_batch_size + (d->n % d->mini_batch_size != 0);
-    const cbp_plan plan = cbp_epoch_plan(net, d->mini_batch_size);
+    const cbp_plan plan = cbp_epoch_plan_now(net, d->mini_batch_size, d->n);
     const int T = plan.threads;
     cbp_epoch_result res = {.batches = 0, .threads = 1};
     if (plan.kind == CBP_PLAN_FEED && job.n_batches > 1 && NET(epoch_feed)(&job, &res)) return res;

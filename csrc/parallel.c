@@ -1,6 +1,9 @@
 /* Threads for the epoch (parallel.h).  Threads are created per epoch and joined at its end
  * (tens of microseconds against milliseconds of work), so no thread outlives a call: a
  * fork() between calls copies no thread state. */
+#if defined(__linux__)
+#define _GNU_SOURCE     /* sched_getcpu, pthread_setaffinity_np (the round-trip probe) */
+#endif
 #include "parallel.h"
 
 #include <time.h>
@@ -160,4 +163,95 @@ int cbp_parallel_run_all(int T, void (*fn)(void *arg, int t), void *arg)
 int cbp_parallel_run(int T, void (*fn)(void *arg, int t), void *arg)
 {
     return cbp_run(T, fn, arg, NULL);
+}
+
+#define CBP_RT_WARM 64     /* rounds before the timed ones */
+#define CBP_RT_GROUP 48    /* timed rounds per group; the result is the fastest group's mean */
+#define CBP_RT_ROUNDS (CBP_RT_WARM + 4 * CBP_RT_GROUP)
+
+typedef struct {
+    _Alignas(64) atomic_int ball;   /* 2i + 1: thread 0's serve of round i; 2i + 2: the return */
+    _Alignas(64) atomic_int ready;  /* thread 1 is running */
+    _Alignas(64) atomic_int stop;   /* thread 0 gave up: thread 1 returns */
+    int cpu0;                       /* thread 0's CPU, or -1 */
+    double ns;
+} cbp_rt_job;
+
+/* Thread 1 onto a CPU of the process other than cpu0 (Linux): a new thread often starts on
+ * its creator's CPU and waits there for the scheduler to move it, and the probe is about
+ * two CPUs. */
+static void cbp_rt_elsewhere(int cpu0)
+{
+#if defined(__linux__)
+    cpu_set_t mask, one;
+    if (cpu0 < 0 || sched_getaffinity(0, sizeof mask, &mask) != 0) return;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (c != cpu0 && CPU_ISSET(c, &mask)) {
+            CPU_ZERO(&one);
+            CPU_SET(c, &one);
+            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+            return;
+        }
+#else
+    (void)cpu0;
+#endif
+}
+
+static void cbp_rt_play(void *arg, int t)
+{
+    cbp_rt_job *j = (cbp_rt_job *)arg;
+    if (t == 1) {
+        cbp_rt_elsewhere(j->cpu0);
+        atomic_store_explicit(&j->ready, 1, memory_order_release);
+        for (int i = 0; i < CBP_RT_ROUNDS; i++) {
+            unsigned spins = 0;
+            while (atomic_load_explicit(&j->ball, memory_order_acquire) != 2 * i + 1) {
+                if (atomic_load_explicit(&j->stop, memory_order_relaxed)) return;
+                cbp_backoff(&spins);
+            }
+            atomic_store_explicit(&j->ball, 2 * i + 2, memory_order_release);
+        }
+        return;
+    }
+    const double t0 = cbp_now(), limit = 2e-3;
+    unsigned n = 0, spins = 0;
+    while (!atomic_load_explicit(&j->ready, memory_order_acquire)) {
+        if ((++n & 255) == 0 && cbp_now() - t0 > limit) goto give_up;
+        cbp_backoff(&spins);
+    }
+    double start = t0, best = 1e9;
+    for (int i = 0; i <= CBP_RT_ROUNDS; i++) {
+        if (i >= CBP_RT_WARM && (i - CBP_RT_WARM) % CBP_RT_GROUP == 0) {
+            const double now = cbp_now();
+            if (i > CBP_RT_WARM && (now - start) / CBP_RT_GROUP < best)
+                best = (now - start) / CBP_RT_GROUP;
+            start = now;
+        }
+        if (i == CBP_RT_ROUNDS) break;
+        atomic_store_explicit(&j->ball, 2 * i + 1, memory_order_release);
+        spins = 0;
+        while (atomic_load_explicit(&j->ball, memory_order_acquire) != 2 * i + 2) {
+            if ((++n & 255) == 0 && cbp_now() - t0 > limit) goto give_up;
+            cbp_backoff(&spins);
+        }
+    }
+    j->ns = best * 1e9;
+    return;
+give_up:
+    atomic_store_explicit(&j->stop, 1, memory_order_relaxed);
+    j->ns = 1e9;
+}
+
+double cbp_round_trip_ns(void)
+{
+    if (!CBP_HAVE_THREADS) return 1e9;
+    cbp_rt_job j = {.ns = 1e9, .cpu0 = -1};
+#if defined(__linux__)
+    j.cpu0 = sched_getcpu();
+#endif
+    atomic_init(&j.ball, 0);
+    atomic_init(&j.ready, 0);
+    atomic_init(&j.stop, 0);
+    cbp_parallel_run(2, cbp_rt_play, &j);
+    return j.ns;
 }

@@ -2,7 +2,8 @@
 # ThreadSanitizer over the threaded sgd epochs of the C engine (tools/tsan_epochs.c): 2, 3
 # and 5 threads, both element types, every update rule, target rows and labels, each way of
 # running an epoch (the feeder, the hidden split, phases of tasks), and an epoch stopped by
-# its poll, each checked bitwise against one thread.  See tools/README.md.
+# its poll, each checked bitwise against one thread; and the round-trip probe of the
+# automatic policy.  See tools/README.md.
 #
 #   tools/tsan.sh [--keep]
 #

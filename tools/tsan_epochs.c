@@ -94,6 +94,14 @@ int main(void)
     const shape shapes[2] = {{s2, 2, a2, CBP_COST_QUADRATIC}, {s3, 3, a3, CBP_COST_LOG_LIKELIHOOD}};
     const int tcounts[] = {2, 3, 5};
     int failures = 0, checks = 0;
+    for (int i = 0; i < 3; i++) {       /* the automatic policy's probe (cbp_round_trip_ns) */
+        const double ns = cbp_round_trip_ns();
+        checks++;
+        if (!(ns > 0 && ns <= 1e9)) {
+            failures++;
+            printf("ROUND TRIP: %g ns\n", ns);
+        }
+    }
     for (int si = 0; si < 2; si++)
         for (int dtype = CBP_F32; dtype <= CBP_F64; dtype++)
             for (int rule = 0; rule < 3; rule++)

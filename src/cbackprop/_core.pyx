@@ -56,6 +56,7 @@ cdef extern from "cbackprop.h" nogil:
         size_t m_cap
         int n_threads
         int plan
+        double far_ns
         const double *dropout
         uint64_t seed
     ctypedef int (*cbp_poll_fn)(void *arg) noexcept
@@ -100,6 +101,7 @@ cdef extern from "cbackprop.h" nogil:
     cbp_plan cbp_epoch_plan(const cbp_net *net, size_t m)
     int cbp_epoch_threads(const cbp_net *net, size_t m)
     int cbp_usable_cores()
+    double cbp_round_trip_ns()
     int cbp_all_finite(int dtype, int isa, const void *x, size_t n)
     double cbp_fma_loop(int dtype, int isa, size_t iters)
 
@@ -132,6 +134,16 @@ def best_kernels():
 def usable_cores():
     """CPUs this process may run on (its affinity mask), at most 64."""
     return cbp_usable_cores()
+
+
+def round_trip_ns():
+    """A cache line's round trip between this thread and a second one, in nanoseconds
+    (cbp_round_trip_ns; 1e9 when no second thread answered within 2 ms).  The automatic
+    thread policy runs small epochs alone while it is above 150 ns (cbp_epoch_plan_now)."""
+    cdef double r
+    with nogil:
+        r = cbp_round_trip_ns()
+    return r
 
 
 def default_num_threads():
@@ -371,6 +383,18 @@ cdef class Engine:
             self.net.plan = PLANS.index(value) + 1
         else:
             raise ValueError(f"plan must be 'auto' or one of {PLANS}, got {value!r}")
+
+    @property
+    def far_ns(self):
+        """The round trip (ns) above which an automatic epoch counts the cores as far apart
+        (cbp_epoch_plan_now); 0 means the engine's own threshold.  For tests."""
+        return self.net.far_ns
+
+    @far_ns.setter
+    def far_ns(self, double value):
+        if not value >= 0:
+            raise ValueError(f"far_ns must be a number >= 0, got {value!r}")
+        self.net.far_ns = value
 
     def epoch_plan(self, Py_ssize_t mini_batch_size):
         """How an epoch with this mini-batch size would run (cbp_epoch_plan): (kind, threads),
