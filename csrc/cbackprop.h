@@ -205,7 +205,7 @@ typedef struct {
 } cbp_epoch_result;
 
 /* One epoch of mini-batch SGD: each mini-batch gathered into a^0 and y, then one
- * cbp_net_step (Adam: mini-batch k is step u->t + k + 1), run as cbp_epoch_plan says; the
+ * cbp_net_step (Adam: mini-batch k is step u->t + k + 1), run as cbp_epoch_plan_now says; the
  * result does not depend on the plan or the thread count (every value is computed by one
  * thread, with the same instructions whichever thread it is).  poll (may be NULL) is called
  * with poll_arg on the calling thread between mini-batches, at most every
@@ -231,8 +231,8 @@ typedef struct {
 cbp_plan cbp_epoch_plan(const cbp_net *net, size_t m);
 
 /* The plan an epoch of n rows in mini-batches of m starts with: cbp_epoch_plan's, except
- * that an automatic one (n_threads and plan 0) of the feeder, or of phases of tasks below
- * 2e8 flops per mini-batch, with at least 1e9 flops in all, runs on one thread
+ * that an automatic one (n_threads and plan 0) on two threads, of the feeder or of phases
+ * of tasks below 2e8 flops per mini-batch, with at least 1e9 flops in all, runs on one thread
  * (CBP_PLAN_ALONE) when a cache line's round trip between two threads (cbp_round_trip_ns,
  * measured here) takes longer than net->far_ns (0: 150 ns): the cores then share no
  * cache, and such epochs ran slower on two threads than on one (net.c). */

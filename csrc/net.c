@@ -329,14 +329,16 @@ cbp_plan cbp_epoch_plan(const cbp_net *net, size_t m)
  * takes 309-356 ns instead of 50-82 (a ping-pong beside each epoch), every value one thread
  * writes and the other reads crosses the fabric, and the epochs that share most per flop
  * ran slower on two threads than on one (float32, 20,000-row epochs, automatic against one
- * thread, medians, cores near / far): [784, 30, 10] at mini-batch 10 (the feeder) 0.86 /
- * 1.19 of one thread's time; phases of tasks: [784, 256, 256, 10] at 32 (5e7 flops per
- * mini-batch) 0.66 / 1.22, [784, 512, 512, 10] at 32 (1.3e8) 0.56 / 1.10, at 64 (2.6e8)
- * 0.54 / 0.90; the hidden split, [784, 100, 10] at 10, 0.75 / 0.81; [784, 1024, 1024, 10]
- * at 128 stays faster on two.  The one-thread epochs ran the same in both states.  So an
- * automatic epoch of the feeder or of small phases measures the round trip first (about
- * 0.1 ms, so only for epochs of at least 1e9 flops) and runs alone while the cores are far
- * apart; the results do not change (they never depend on the thread count). */
+ * thread, medians, cores near / far; flops per mini-batch as cbp_batch_flops counts them):
+ * [784, 30, 10] at mini-batch 10 (the feeder) 0.86 / 1.19 of one thread's time; phases of
+ * tasks: [784, 256, 256, 10] at 32 (3.9e7 flops) 0.66 / 1.22, [784, 512, 512, 10] at 32
+ * (1.0e8) 0.56 / 1.10, at 64 (2.05e8) 0.54 / 0.90; the hidden split, [784, 100, 10] at 10,
+ * 0.75 / 0.81; [784, 1024, 1024, 10] at 128 stays faster on two.  The one-thread epochs ran
+ * the same in both states.  So an automatic two-thread epoch of the feeder or of small
+ * phases measures the round trip first (about 0.1 ms, so only for epochs of at least 1e9
+ * flops) and runs alone while the cores are far apart (or the other one does not answer);
+ * the results do not change (they never depend on the thread count).  Only two threads: on
+ * a machine with more cores, which of them share a cache is another question. */
 #define CBP_FAR_NS 150.0
 #define CBP_FAR_MAX_FLOPS 2e8
 #define CBP_FAR_PROBE_MIN_FLOPS 1e9
@@ -344,11 +346,12 @@ cbp_plan cbp_epoch_plan(const cbp_net *net, size_t m)
 cbp_plan cbp_epoch_plan_now(const cbp_net *net, size_t m, size_t n)
 {
     const cbp_plan p = cbp_epoch_plan(net, m);
-    const int automatic = net->n_threads <= 0 && net->plan == 0;
+    const int automatic = net->n_threads <= 0 && net->plan == 0 && p.threads == 2;
     const double per_batch = cbp_batch_flops(net, m);
     const int sharing = p.kind == CBP_PLAN_FEED ||
                         (p.kind == CBP_PLAN_TASKS && per_batch < CBP_FAR_MAX_FLOPS);
-    const int long_enough = per_batch * (double)n / (double)(m ? m : 1) >= CBP_FAR_PROBE_MIN_FLOPS;
+    const double epoch = per_batch * (double)n / (double)(m ? m : 1);
+    const int long_enough = epoch >= CBP_FAR_PROBE_MIN_FLOPS;
     if (!automatic || !sharing || !long_enough) return p;
     const double far = net->far_ns > 0 ? net->far_ns : CBP_FAR_NS;
     if (cbp_round_trip_ns() > far) return (cbp_plan){CBP_PLAN_ALONE, 1};

@@ -129,7 +129,8 @@ static void NET(task_forward)(const NET(pass) *p, size_t l, size_t j0, size_t j1
     const REAL *w = NET(layer)(p, 0, l);                               /* [n_out, n_in] */
     const REAL *b = w + n_out * n_in;                                  /* [n_out] */
     const REAL *a_prev = NET(input)(p, l - 1);                         /* [m, n_in] (ld_in) */
-    REAL *z = NET(ws)(net, CBP_WS_Z, l), *a = NET(ws)(net, CBP_WS_A, l);   /* [m, n_out] (ld_out) */
+    REAL *z = NET(ws)(net, CBP_WS_Z, l);                               /* [m, n_out] (ld_out) */
+    REAL *a = NET(ws)(net, CBP_WS_A, l);                               /* [m, n_out] (ld_out) */
     const int act = net->act[l];
     p->k->gemm_nt(z + j0, ld_out, a_prev, ld_in, w + j0 * n_in, n_in, b + j0, m, j1 - j0, n_in);
     if (act == CBP_ACT_SOFTMAX) return;                 /* (the softmax phase) */
@@ -165,7 +166,8 @@ static void NET(task_bp2)(const NET(pass) *p, size_t l, size_t k0, size_t k1)
     REAL *delta_prev = NET(ws)(net, CBP_WS_DELTA, l - 1);              /* [m, n_in] (ld_in) */
     const REAL *a_prev = NET(ws)(net, CBP_WS_A, l - 1);                /* [m, n_in] (ld_in) */
     const EPI set = {.op = CBP_EPI_SET};
-    p->k->gemm_nn(delta_prev + k0, ld_in, delta, ld_out, 1, w + k0, n_in, m, k1 - k0, n_out, &set);
+    p->k->gemm_nn(delta_prev + k0, ld_in, delta, ld_out, 1, w + k0, n_in, m, k1 - k0, n_out,
+                  &set);
     if (NET(dropping)(p, l - 1)) {
         const REAL *keep = NET(ws)(net, CBP_WS_KEEP, l - 1);           /* [m, n_in] (ld_in) */
         for (size_t i = 0; i < m; i++)
@@ -624,7 +626,8 @@ typedef struct {
     NET(epoch_job) *job;
     REAL *mem;                  /* per thread: workspace, then its w^L, b^L and state copies */
     size_t per_thread, ws_len;  /* elements of mem per thread; of its workspace */
-    REAL *a1[2];                /* [mbs, n_1] (its ld) each: the published a^1 of even and odd batches */
+    REAL *a1[2];                /* [mbs, n_1] (rows cbp_ld apart) each: the published a^1 of
+                                   even and odd batches */
     int T;
     _Alignas(64) atomic_size_t arrived;   /* threads arrived, over every mini-batch */
     _Alignas(64) atomic_size_t stop;      /* the batch thread 0 stopped before, or SIZE_MAX */
@@ -702,7 +705,8 @@ static int NET(epoch_split)(NET(epoch_job) *job, int T, cbp_epoch_result *res)
     cbp_net sized = *net;
     sized.m_cap = mbs;
     const size_t ws_len = cbp_workspace_len(&sized, mbs);   /* (whole lines already) */
-    const size_t own_len = cbp_block_len(net, 3 * n[2], n[1] + 1), a1_len = cbp_block_len(net, mbs, cbp_ld(net, 1));
+    const size_t own_len = cbp_block_len(net, 3 * n[2], n[1] + 1);
+    const size_t a1_len = cbp_block_len(net, mbs, cbp_ld(net, 1));
     REAL *mem;
     void *raw = NET(epoch_buffers)((size_t)T * (ws_len + own_len) + 2 * a1_len, &mem);
     if (!raw) return 0;

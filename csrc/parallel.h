@@ -66,7 +66,8 @@ static inline size_t cbp_queue_limit(cbp_queue *q)
 
 /* The round trip of a cache line between this thread and a second one started for the
  * purpose, in nanoseconds (after 64 rounds to warm up, the mean of the fastest of four
- * groups of 48; with the thread's start, about 0.1 ms).  Large (1e9) when no second thread answered within 2 ms.
+ * groups of 48; with the thread's start, about 0.1 ms).  Large (1e9) when no second thread
+ * could be started or none answered within about 2 ms (a busy machine).
  * On a VM whose two virtual CPUs sometimes sit on cores that share an L3 and sometimes not,
  * it tells which: measured on a 2-vCPU Zen 4 VM, 50-82 ns and 309-356 ns. */
 double cbp_round_trip_ns(void);

@@ -398,7 +398,8 @@ cdef class Engine:
 
     def epoch_plan(self, Py_ssize_t mini_batch_size):
         """How an epoch with this mini-batch size would run (cbp_epoch_plan): (kind, threads),
-        kind one of PLANS."""
+        kind one of PLANS.  An automatic two-thread epoch may still run alone when the cores
+        share no cache at its start (cbp_epoch_plan_now; last_epoch_threads tells)."""
         cdef cbp_plan p = cbp_epoch_plan(&self.net, mini_batch_size)
         return PLANS[p.kind], p.threads
 
@@ -487,7 +488,8 @@ cdef class Engine:
 
     def dropout_keep(self, Py_ssize_t m):
         """keep^l of the last training step's first m rows, l = 1..L-1 (None where layer l
-        has no dropout): 0 for a dropped unit, 1 / (1 - p_l) for a kept one."""
+        has no dropout): 0 for a dropped unit, 1 / (1 - p_l) for a kept one.  Views of the
+        workspace (a padded layer's rows are strided: copy before keeping them)."""
         if self.dropout is None:
             return [None] * (len(self.sizes) - 2)
         return [self._block(CBP_WS_KEEP, l, m) if self.dropout[l] > 0 else None

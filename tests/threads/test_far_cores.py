@@ -1,7 +1,7 @@
-"""Cores far apart (cbp_epoch_plan_now, csrc/net.c): an automatic epoch of the feeder, or
-of phases of tasks below 2e8 flops per mini-batch, with at least 1e9 flops in all, measures
-a cache line's round trip between two threads first and runs on one thread when it takes
-longer than the network's far_ns (0: the engine's 150 ns).  The tests move far_ns to both
+"""Cores far apart (cbp_epoch_plan_now, csrc/net.c): an automatic two-thread epoch of the
+feeder, or of phases of tasks below 2e8 flops per mini-batch, with at least 1e9 flops in all,
+measures a cache line's round trip between two threads first and runs on one thread when it
+takes longer than the network's far_ns (0: the engine's 150 ns).  The tests move far_ns to both
 ends, so that the decision is known whatever the machine's cores are doing, and check that
 the results never change."""
 import numpy as np
@@ -15,7 +15,8 @@ SIZES = [256, 200, 200, 10]
 MBS = 8
 ROWS = 2400          # 2400 rows x 456,800 flops per row-of-a-batch: about 1.1e9 flops in all
 
-needs_two_cores = pytest.mark.skipif(_core.usable_cores() < 2, reason="needs two usable cores")
+needs_two_cores = pytest.mark.skipif(_core.usable_cores() != 2,
+                                     reason="the probe is for two-thread epochs: needs exactly two usable cores")
 
 
 def _data(n=ROWS, seed=0):
@@ -37,10 +38,11 @@ def _params(net):
 
 
 def test_round_trip_is_measured():
-    ns = _core.round_trip_ns()
-    assert 0 < ns <= 1e9
+    # 1e9 when no second thread answered within 2 ms (a loaded machine may do that once)
+    ns = [_core.round_trip_ns() for _ in range(5)]
+    assert all(0 < v <= 1e9 for v in ns)
     if _core.usable_cores() >= 2:
-        assert ns < 1e9        # a second thread answered (within 2 ms)
+        assert min(ns) < 1e9
 
 
 @needs_two_cores
@@ -61,6 +63,29 @@ def test_far_cores_run_a_small_automatic_epoch_alone_with_the_same_results(monke
     for net in (far, near):
         for a, b in zip(_params(net), _params(alone)):
             np.testing.assert_array_equal(a, b)
+
+
+@needs_two_cores
+def test_far_cores_run_small_phases_alone_but_keep_the_hidden_split(monkeypatch):
+    monkeypatch.delenv("CBACKPROP_NUM_THREADS", raising=False)
+    rng = np.random.default_rng(2)
+    X = rng.random((3200, 784))
+    Y = rng.random((3200, 10))
+    # [784, 256, 256, 10] at 32: 3.9e7 flops per mini-batch, phases of tasks; 3.9e9 in all
+    small = cbackprop.Network([784, 256, 256, 10], seed=5)
+    if not small._engine.num_threads_automatic:
+        pytest.skip("CBACKPROP_NUM_THREADS is set")
+    small._engine.far_ns = 1e-6
+    assert small._engine.epoch_plan(32) == ("tasks", 2)
+    small.sgd(X, Y, 1, 32, 0.5)
+    assert small._engine.last_epoch_threads == 1
+    # [784, 100, 10] at 10: the hidden split (3.2e6 flops per mini-batch, 1.0e9 in all) keeps
+    # both threads whatever the round trip
+    split = cbackprop.Network([784, 100, 10], seed=5)
+    split._engine.far_ns = 1e-6
+    assert split._engine.epoch_plan(10) == ("split", 2)
+    split.sgd(X, Y, 1, 10, 0.5)
+    assert split._engine.last_epoch_threads == 2
 
 
 @needs_two_cores
